@@ -1,0 +1,40 @@
+"""`distill-jax SUBCOMMAND [--flags]`: dispatches to one subcommand module, which alone defines its flags.
+
+Importing only the chosen subcommand keeps `--help` short and start-up lean (no jax import for
+`prepare --help`), and lets each subcommand give `--config` its own default.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "prepare": ("distill_jax.cli.prepare", "validate and tokenize a teacher corpus into per-domain shards"),
+    "train": ("distill_jax.cli.train", "train (or resume) a student on prepared shards"),
+    "eval": ("distill_jax.cli.evaluate", "evaluate a trained student per domain on prepared held-out shards"),
+    "demo": ("distill_jax.cli.demo", "generate the embedded long-tailed corpus, prepare, train and evaluate"),
+}
+
+
+def usage() -> str:
+  lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
+  lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(usage())
+    sys.exit(0 if len(argv) >= 2 else 2)
+  name = argv[1]
+  if name not in SUBCOMMANDS:
+    print(f"distill-jax: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+    sys.exit(2)
+  module = importlib.import_module(SUBCOMMANDS[name][0])
+  module.run([f"distill-jax {name}"] + argv[2:])
+
+
+if __name__ == "__main__":
+  main()

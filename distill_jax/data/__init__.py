@@ -1,0 +1,1 @@
+"""Teacher-corpus validation, tokenizers, per-domain ArrayRecord shards and the grain input pipeline."""

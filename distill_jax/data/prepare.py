@@ -1,0 +1,391 @@
+"""The prepare step: teacher corpus -> validated, tokenized, per-domain shards + manifest.
+
+read -> validate (corpus.py) -> format target -> tokenize -> duplicate/length checks -> spill
+-> TFDS shards (shards.py) -> manifest.json + rejects.jsonl, all inside a sibling temp dir that
+is renamed onto the output only when complete, so a crash never leaves a half-written corpus.
+
+Every non-blank input row ends up either written or in rejects.jsonl with a reason code and
+its file:line; ``read == written + rejected`` is checked before anything is published. Rows are
+never truncated: over-long rows are rejected so the student never learns cut-off targets.
+
+Re-running with the same inputs (by content hash), options and tokenizer vocabulary is a no-op,
+so pipelines can call prepare unconditionally.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import string
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from distill_jax.data import shards
+from distill_jax.data.corpus import (EXCERPT_CHARS, REJECT_REASONS, TFDS_PREFIX, CorpusError,
+                                     FieldMapping, ReadStats, Reject, TeacherRow, input_sha256,
+                                     read_rows)
+from distill_jax.data.tokenizers import Tokenizer, load_tokenizer
+
+DEFAULT_TARGET_TEMPLATE = "{rationale} So the answer is {target}."
+DEFAULT_PLAIN_TARGET_TEMPLATE = "{target}"
+TEMPLATE_FIELDS = ("rationale", "target", "input", "domain")
+_CHUNK_ROWS = 512  # rows tokenized per batch: amortizes HF tokenizer calls, bounds memory
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """How rows are read, formatted and tokenized; everything but ``progress`` is hashed.
+
+    ``target_template`` formats rows that carry a rationale (rationale distillation: the
+    student learns to produce the teacher's reasoning and then the answer);
+    ``plain_target_template`` formats rows without one and cannot use ``{rationale}``. Lengths
+    count tokens including EOS.
+    """
+
+    mapping: FieldMapping = FieldMapping()
+    tokenizer_kind: str = "byt5"
+    tokenizer_path: str = ""
+    max_input_len: int = 512
+    max_target_len: int = 512
+    target_template: str = DEFAULT_TARGET_TEMPLATE
+    plain_target_template: str = DEFAULT_PLAIN_TARGET_TEMPLATE
+    drop_duplicate_examples: bool = True
+    default_domain: str = "default"
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raises CorpusError for a bad template or limit, before any input is read."""
+        _check_template("target_template", self.target_template, TEMPLATE_FIELDS)
+        _check_template("plain_target_template", self.plain_target_template,
+                        tuple(f for f in TEMPLATE_FIELDS if f != "rationale"))
+        for name in ("max_input_len", "max_target_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise CorpusError(f"{name}={getattr(self, name)!r}: must be an int >= 2 (one "
+                                  "token plus EOS)")
+        if not self.default_domain.strip():
+            raise CorpusError("default_domain must be a non-empty name")
+
+    def hashed(self) -> dict[str, Any]:
+        """The options that change the output (not the tokenizer path: its fingerprint counts)."""
+        out = dataclasses.asdict(self)
+        del out["progress"], out["tokenizer_path"]
+        return out
+
+
+def _check_template(name: str, template: str, allowed: tuple[str, ...]) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise CorpusError(f"{name} {template!r} is not a valid format string ({err}); write "
+                          "fields as {target} and literal braces as {{ }}") from err
+    bad = [f for f in fields if f not in allowed]
+    if bad or "target" not in fields:
+        raise CorpusError(f"{name} {template!r}: fields must be among {{{', '.join(allowed)}}} and "
+                          f"include {{target}} (got {fields})")
+    try:
+        template.format(**{f: "x" for f in allowed})
+    except (ValueError, IndexError) as err:
+        raise CorpusError(f"{name} {template!r} cannot be formatted ({err}); drop the format "
+                          "spec or conversion") from err
+
+
+@dataclasses.dataclass
+class PrepareSummary:
+    """Counts of one prepare run (or of the existing output when it was a no-op)."""
+
+    output_dir: str
+    was_noop: bool
+    read: int
+    written: int
+    blank: int
+    rejected: dict[str, int]
+    domains: dict[str, dict[str, Any]]
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @classmethod
+    def from_manifest(cls, output_dir: str, manifest: dict[str, Any],
+                      was_noop: bool) -> "PrepareSummary":
+        counts = manifest["counts"]
+        return cls(output_dir, was_noop, counts["read"], counts["written"], counts["blank"],
+                   dict(counts["rejected"]), manifest["domains"])
+
+    def format_table(self) -> str:
+        """Console report: totals, rejects by reason, and one line per domain."""
+        head = (f"{self.output_dir}: up to date (same inputs, options and tokenizer), nothing "
+                "rewritten" if self.was_noop else f"{self.output_dir}: prepared")
+        lines = [head, f"  rows read {self.read} = written {self.written} + rejected "
+                 f"{self.rejected_total}   (blank lines skipped: {self.blank})"]
+        if self.rejected:
+            lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
+                         + f"   (details: {shards.REJECTS_FILE})")
+        width = max([len("domain")] + [len(d) for d in self.domains])
+        split_width = max([len("split")] + [len(d["split"]) for d in self.domains.values()])
+        lines.append(f"  {'domain':<{width}}  {'split':<{split_width}} {'examples':>9} {'tokens':>12}")
+        for domain, info in sorted(self.domains.items()):
+            lines.append(f"  {domain:<{width}}  {info['split']:<{split_width}} "
+                         f"{info['num_examples']:>9} {info['num_tokens']:>12}")
+        total = sum(d["num_tokens"] for d in self.domains.values())
+        lines.append(f"  {'total':<{width}}  {'':<{split_width}} {self.written:>9} {total:>12}")
+        return "\n".join(lines)
+
+
+def prepare_corpus(inputs: Sequence[str], output_dir: str, options: PrepareOptions,
+                   overwrite: bool = False) -> PrepareSummary:
+    """Prepares ``inputs`` into ``output_dir`` atomically; see the module docstring.
+
+    Raises CorpusError when ``output_dir`` holds a different corpus and ``overwrite`` is False,
+    for unreadable/unknown inputs, and for bad options.
+    """
+    options.check()
+    if not inputs:
+        raise CorpusError("no inputs given; pass at least one corpus file or tfds: spec")
+    repeated = sorted({p for p in inputs if list(inputs).count(p) > 1})
+    if repeated:
+        raise CorpusError(f"inputs {repeated} are given more than once; list each input once")
+    tok = load_tokenizer(options.tokenizer_kind, options.tokenizer_path)
+    out = Path(os.path.abspath(output_dir))
+    input_infos = [{"path": p if p.startswith(TFDS_PREFIX) else os.path.abspath(p),
+                    "sha256": input_sha256(p)} for p in inputs]
+    content_hash = _content_hash(input_infos, options, tok)
+    if out.exists():
+        existing = _existing_manifest(out)
+        if existing is not None and existing["content_hash"] == content_hash:
+            logging.info("prepare: %s is up to date (content hash %s); nothing to do", out,
+                         content_hash[:12])
+            return PrepareSummary.from_manifest(str(out), existing, was_noop=True)
+        if not overwrite:
+            what = "a corpus prepared from other inputs/options" if existing else "other files"
+            raise CorpusError(f"{out} already exists and holds {what}; choose another output "
+                              "directory or pass overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = _CorpusWriter(tmp, options, tok).run(inputs, input_infos, content_hash)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = PrepareSummary.from_manifest(str(out), manifest, was_noop=False)
+    logging.info("prepare: wrote %d examples in %d domains to %s (%d rows rejected)",
+                 summary.written, len(summary.domains), out, summary.rejected_total)
+    return summary
+
+
+def _content_hash(input_infos: list[dict[str, Any]], options: PrepareOptions, tok: Tokenizer) -> str:
+    key = {"format_version": shards.FORMAT_VERSION, "inputs": input_infos,
+           "options": options.hashed(), "tokenizer": tok.fingerprint()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _existing_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of a complete prepared corpus at ``out``, else None."""
+    try:
+        manifest = shards.load_manifest(out)
+    except CorpusError:
+        return None
+    return manifest if (shards.tfds_dir(out) / "dataset_info.json").exists() else None
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Renames tmp onto out; an existing out is renamed away first and restored on failure."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+    os.rename(out, old / out.name)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old / out.name, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def source_labels(inputs: Sequence[str]) -> list[str]:
+    """Shortest unique path suffix per input, used as the prefix of derived ids.
+
+    ``a/train.json`` and ``b/train.json`` become ``a/train.json`` and ``b/train.json``;
+    a lone ``/data/x/train.json`` becomes ``train.json``, so ids do not depend on where the
+    corpus lives.
+    """
+    parts = [Path(p).parts if not p.startswith(TFDS_PREFIX) else (p,) for p in inputs]
+
+    def label(i: int) -> str:
+        for depth in range(1, len(parts[i]) + 1):
+            mine = parts[i][-depth:]
+            if all(other[-depth:] != mine for j, other in enumerate(parts) if j != i):
+                return "/".join(mine)
+        return "/".join(parts[i])
+
+    return [label(i) for i in range(len(parts))]
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    """One JSON line, readable (non-ASCII kept) yet safe for readers that split on any Unicode
+    line break (str.splitlines): those characters are escaped."""
+    text = json.dumps(obj, ensure_ascii=False)
+    for char in "\x85\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text + "\n"
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class _CorpusWriter:
+    """Checks, tokenizes and spills rows in input order; then writes shards and the manifest."""
+
+    def __init__(self, tmp: Path, options: PrepareOptions, tok: Tokenizer):
+        self.tmp, self.options, self.tok = tmp, options, tok
+        self.sources: list[str] = []
+        self.seen_ids: dict[str, tuple[int, int]] = {}  # id -> (source index, line)
+        self.seen_examples: dict[bytes, tuple[int, int]] = {}  # 16-byte digest -> (source, line)
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.domains: dict[str, collections.Counter[str]] = {}
+        self.written = 0
+
+    def run(self, inputs: Sequence[str], input_infos: list[dict[str, Any]],
+            content_hash: str) -> dict[str, Any]:
+        spill = shards.ExampleSpill(self.tmp / "spill.bin")
+        blank = 0
+        try:
+            with open(self.tmp / shards.REJECTS_FILE, "w", encoding="utf-8") as rejects:
+                for path, label, info in zip(inputs, source_labels(inputs), input_infos):
+                    stats = ReadStats()
+                    rows = read_rows(path, self.options.mapping, stats=stats, source_name=label,
+                                     default_domain=self.options.default_domain)
+                    bar = tqdm(rows, desc=f"prepare {label}", unit=" rows", file=sys.stderr,
+                               disable=not self.options.progress, mininterval=0.5)
+                    for chunk in _chunks(bar, _CHUNK_ROWS):
+                        self._add_chunk(chunk, spill, rejects)
+                    info["rows"], blank = stats.rows, blank + stats.blank
+                    if stats.defaulted_domain:
+                        logging.warning("%s: %d rows have no %r field; they went to domain %r",
+                                        path, stats.defaulted_domain, self.options.mapping.domain,
+                                        self.options.default_domain)
+            read = sum(info["rows"] for info in input_infos)
+            if read != self.written + sum(self.rejected.values()):
+                raise AssertionError(f"row accounting is off: read {read}, written {self.written},"
+                                     f" rejected {dict(self.rejected)}")
+            splits = shards.split_names(self.domains)
+            shards.write_shards(self.tmp, spill, splits, self.options.progress)
+        finally:
+            spill.close()
+        manifest = self._manifest(splits, input_infos, content_hash, read, blank)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        (self.tmp / shards.MANIFEST_FILE).write_text(text, encoding="utf-8")
+        return manifest
+
+    def _add_chunk(self, chunk: list[TeacherRow | Reject], spill: shards.ExampleSpill,
+                   rejects: Any) -> None:
+        rows = [r for r in chunk if isinstance(r, TeacherRow)]
+        targets = [self._format_target(r) for r in rows]
+        encoded = zip(self.tok.encode_batch([r.input for r in rows]), self.tok.encode_batch(targets))
+        checked = iter(zip(rows, targets, encoded))
+        for item in chunk:
+            if isinstance(item, TeacherRow):
+                row, target, (inputs, target_ids) = next(checked)
+                item = self._check(row, target, inputs, target_ids)
+                if item is None:
+                    spill.append(row.id, row.domain, inputs, target_ids)
+                    self._count(row.domain, inputs, target_ids)
+                    continue
+            self.rejected[item.reason] += 1
+            rejects.write(_json_line(dataclasses.asdict(item)))
+
+    def _format_target(self, row: TeacherRow) -> str:
+        template = (self.options.target_template if row.rationale is not None
+                    else self.options.plain_target_template)
+        return template.format(rationale=row.rationale, target=row.target, input=row.input,
+                               domain=row.domain)
+
+    def _where(self, row: TeacherRow) -> tuple[int, int]:
+        if not self.sources or self.sources[-1] != row.source:
+            self.sources.append(row.source)
+        return len(self.sources) - 1, row.line
+
+    def _first(self, where: tuple[int, int]) -> str:
+        return f"{self.sources[where[0]]}:{where[1]}"
+
+    def _check(self, row: TeacherRow, target: str, inputs: np.ndarray,
+               target_ids: np.ndarray) -> Reject | None:
+        """The prepare-level checks, in order: duplicate id, lengths, duplicate example."""
+        opts, where = self.options, self._where(row)
+
+        def reject(reason: str, detail: str) -> Reject:
+            return Reject(row.source, row.line, reason, detail, row.input[:EXCERPT_CHARS])
+
+        if row.id in self.seen_ids:
+            return reject("duplicate_id", f"id {row.id!r} was already used at "
+                          f"{self._first(self.seen_ids[row.id])} (first occurrence wins); make ids "
+                          "unique or map id to None to derive them from file:line")
+        self.seen_ids[row.id] = where
+        for name, ids, limit in (("input", inputs, opts.max_input_len),
+                                 ("formatted target", target_ids, opts.max_target_len)):
+            if len(ids) > limit:
+                field = name.split()[-1]
+                return reject(f"{field}_too_long", f"{name} is {len(ids)} tokens with EOS, over "
+                              f"max_{field}_len={limit}; shorten it or raise max_{field}_len (rows "
+                              "are never truncated)")
+        if opts.drop_duplicate_examples:
+            digest = hashlib.blake2b("\0".join((row.domain, row.input, target)).encode("utf-8"),
+                                     digest_size=16).digest()
+            if digest in self.seen_examples:
+                return reject("duplicate_example", "same domain, input and formatted target as "
+                              f"{self._first(self.seen_examples[digest])}; set "
+                              "drop_duplicate_examples=False to keep repeats")
+            self.seen_examples[digest] = where
+        return None
+
+    def _count(self, domain: str, inputs: np.ndarray, targets: np.ndarray) -> None:
+        stats = self.domains.setdefault(domain, collections.Counter())
+        stats["num_examples"] += 1
+        stats["num_input_tokens"] += len(inputs)
+        stats["num_target_tokens"] += len(targets)
+        self.written += 1
+
+    def _manifest(self, splits: dict[str, str], input_infos: list[dict[str, Any]],
+                  content_hash: str, read: int, blank: int) -> dict[str, Any]:
+        opts = self.options
+        domains = {d: {"split": splits[d], "num_examples": s["num_examples"],
+                       "num_tokens": s["num_input_tokens"] + s["num_target_tokens"],
+                       "num_input_tokens": s["num_input_tokens"],
+                       "num_target_tokens": s["num_target_tokens"]}
+                   for d, s in sorted(self.domains.items())}
+        return {
+            "format_version": shards.FORMAT_VERSION,
+            "tfds_name": shards.TFDS_NAME,
+            "tfds_version": shards.TFDS_VERSION,
+            "tokenizer": self.tok.to_dict(),
+            "max_input_len": opts.max_input_len,
+            "max_target_len": opts.max_target_len,
+            "target_template": opts.target_template,
+            "plain_target_template": opts.plain_target_template,
+            "drop_duplicate_examples": opts.drop_duplicate_examples,
+            "default_domain": opts.default_domain,
+            "mapping": dataclasses.asdict(opts.mapping),
+            "domains": domains,
+            "counts": {"read": read, "written": self.written, "blank": blank,
+                       "rejected": {r: self.rejected[r] for r in REJECT_REASONS if self.rejected[r]}},
+            "inputs": input_infos,
+            "content_hash": content_hash,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }

@@ -1,0 +1,279 @@
+"""Answer extraction, SQuAD-style EM/F1 and per-domain, head/tail aggregation.
+
+A distilled student is trained to write a rationale and then its answer, so a
+prediction is scored on the answer it ends with, not on the rationale text. The
+scores are then kept per domain, because the point of distilling a long-tailed
+teacher corpus is to see what happens to the rare domains, which a single global
+mean hides: a student that nails the head domains and fails every tail domain can
+still post a high micro average. Following BalDistill, the largest domains that
+together hold most of the training data are called *head* and the rest *tail*
+(:func:`split_head_tail`), and results are reported for both groups.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# Regexes marking where an answer starts, case-insensitive. A marker ending in "{"
+# opens a brace group and the answer is its balanced contents; any other answer
+# runs to the end of its sentence or line. "answer is" covers the trainer's own
+# template, "... So the answer is X.", as well as "The (final) answer is X".
+DEFAULT_ANSWER_PATTERNS: tuple[str, ...] = (
+    r"\banswer\s+is\s*:?",
+    r"\banswer\s*:",
+    r"\\boxed\s*\{",
+    r"####",
+)
+
+# Characters peeled off both ends of an extracted answer ("$85$", "'tenalp'").
+_WRAPPERS = "\"'`$\u2018\u2019\u201c\u201d"
+# The answer after a marker (possibly on the next line) ends with its sentence, at
+# ., ! or ? followed by whitespace, or with its line; so "3.5" survives whole.
+_SENTENCE = re.compile(r"\s*(.*?)(?:[.!?](?=\s|$)|$)", re.MULTILINE)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def _balanced_group(text: str, start: int) -> str | None:
+    """Contents of the brace group opened just before ``start``; None if unclosed."""
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def _clean(answer: str) -> str:
+    """Strip whitespace, trailing periods and wrapping quotes/``$`` until stable."""
+    previous = None
+    while answer != previous:
+        previous = answer
+        answer = answer.strip().rstrip(".").strip().strip(_WRAPPERS)
+    return answer
+
+
+def extract_answer(text: str, patterns: Sequence[str] = DEFAULT_ANSWER_PATTERNS) -> str:
+    """Return the final answer stated in a rationale-style ``text``.
+
+    Every match of every pattern is a candidate and the one starting last wins,
+    since models restate and correct themselves. Candidates with an empty or
+    unclosed answer are skipped. Without any usable match the whole text is the
+    answer. The result is stripped of whitespace, a trailing period and
+    surrounding quotes or ``$``.
+    """
+    candidates: list[tuple[int, str]] = []
+    for pattern in patterns:
+        for match in re.finditer(pattern, text, flags=re.IGNORECASE):
+            if match.group().endswith("{"):
+                answer = _balanced_group(text, match.end())
+            else:
+                answer = _SENTENCE.match(text, match.end()).group(1)
+            if answer is not None and _clean(answer):
+                candidates.append((match.start(), answer))
+    if not candidates:
+        return _clean(text)
+    return _clean(max(candidates, key=lambda c: c[0])[1])
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse spaces.
+
+    As in the SQuAD script punctuation is deleted, not replaced, so "3.5" and "35"
+    (or "-5" and "5") normalise to the same string.
+    """
+    s = s.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 if the normalised strings are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Token-overlap F1 of the normalised strings (SQuAD / BalDistill).
+
+    Tokens are whitespace-separated words counted with multiplicity. If either side
+    normalises to nothing, the score is 1.0 only when both do.
+    """
+    pred_tokens = normalize_answer(prediction).split()
+    ref_tokens = normalize_answer(reference).split()
+    if not pred_tokens or not ref_tokens:
+        return float(pred_tokens == ref_tokens)
+    overlap = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
+    if overlap == 0:
+        return 0.0
+    precision = overlap / len(pred_tokens)
+    recall = overlap / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+class DomainAccumulator:
+    """Running per-domain sums of per-example metric values.
+
+    Each metric keeps its own count, so metrics recorded for different subsets of
+    examples (loss on all of them, exact match only on decoded ones) still get
+    correct means. A domain's reported ``"count"`` is its largest metric count,
+    i.e. its number of examples when every metric is recorded for every example.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, domain: str, **metric_values: float) -> None:
+        """Record one example's value of each given metric."""
+        for metric, value in metric_values.items():
+            self._record(domain, metric, float(value), 1)
+
+    def add_batch(
+        self, domains: Sequence[str], metric_name: str, values: Sequence[float] | np.ndarray
+    ) -> None:
+        """Record one metric for a batch: ``values[i]`` belongs to ``domains[i]``."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(domains),):
+            raise ValueError(
+                f"expected {len(domains)} values for {len(domains)} domains, got shape {values.shape}"
+            )
+        for domain in sorted(set(domains)):
+            mask = np.fromiter((d == domain for d in domains), dtype=bool, count=len(domains))
+            self._record(domain, metric_name, float(values[mask].sum()), int(mask.sum()))
+
+    def _record(self, domain: str, metric: str, total: float, count: int) -> None:
+        if metric == "count":
+            raise ValueError('"count" is reserved for the number of examples')
+        self._sums[domain][metric] += total
+        self._counts[domain][metric] += count
+
+    def result(self) -> dict[str, dict[str, float]]:
+        """``{domain: {metric: mean, ..., "count": n}}`` for every domain seen."""
+        out: dict[str, dict[str, float]] = {}
+        for domain in sorted(self._sums):
+            counts = self._counts[domain]
+            means = {metric: total / counts[metric] for metric, total in self._sums[domain].items()}
+            out[domain] = {**means, "count": max(counts.values())}
+        return out
+
+
+def split_head_tail(
+    domain_counts: Mapping[str, int], head_fraction: float = 0.5
+) -> tuple[list[str], list[str]]:
+    """Split domains into BalDistill's head and tail groups by training-set size.
+
+    The head is the smallest set of largest domains that together hold at least
+    ``head_fraction`` of all training examples (domains ordered by count, then
+    name, so ties are deterministic); the tail is everything else. Both lists come
+    back in that order.
+    """
+    if not 0 < head_fraction <= 1:
+        raise ValueError(f"head_fraction must be in (0, 1], got {head_fraction}")
+    if any(n < 0 for n in domain_counts.values()):
+        raise ValueError("domain counts must be non-negative")
+    total = sum(domain_counts.values())
+    if total == 0:
+        raise ValueError("cannot split domains with no training examples")
+    ordered = sorted(domain_counts, key=lambda d: (-domain_counts[d], d))
+    head_size = covered = 0
+    while covered < head_fraction * total:
+        covered += domain_counts[ordered[head_size]]
+        head_size += 1
+    return ordered[:head_size], ordered[head_size:]
+
+
+def _group_means(
+    per_domain: Mapping[str, Mapping[str, float]], domains: Sequence[str], weighted: bool
+) -> dict[str, float]:
+    """Mean of each metric over ``domains``, optionally weighted by their counts.
+
+    A domain missing a metric, or missing from ``per_domain``, is left out of that
+    mean; one without a ``"count"`` weighs nothing in a weighted mean. The group's
+    total ``"count"`` is included.
+    """
+    present = [d for d in domains if d in per_domain]
+    metrics = sorted({m for d in present for m in per_domain[d] if m != "count"})
+    out: dict[str, float] = {}
+    for metric in metrics:
+        having = [d for d in present if metric in per_domain[d]]
+        weights = [per_domain[d].get("count", 0) if weighted else 1.0 for d in having]
+        if sum(weights) > 0:
+            out[metric] = float(np.average([per_domain[d][metric] for d in having], weights=weights))
+    out["count"] = sum(per_domain[d].get("count", 0) for d in present)
+    return out
+
+
+def aggregate(
+    per_domain: Mapping[str, Mapping[str, float]], head: Sequence[str], tail: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Summaries of :meth:`DomainAccumulator.result`-style ``per_domain`` results.
+
+    ``"macro"`` averages the domain means (every domain counts the same, so the
+    tail is visible), ``"micro"`` weights them by example count (the plain
+    per-example mean), and ``"head"`` / ``"tail"`` are macro averages over those
+    groups. Each summary also carries the total ``"count"`` of examples it covers.
+    """
+    domains = sorted(per_domain)
+    return {
+        "macro": _group_means(per_domain, domains, weighted=False),
+        "micro": _group_means(per_domain, domains, weighted=True),
+        "head": _group_means(per_domain, head, weighted=False),
+        "tail": _group_means(per_domain, tail, weighted=False),
+    }
+
+
+def format_domain_table(
+    per_domain: Mapping[str, Mapping[str, float]],
+    aggregates: Mapping[str, Mapping[str, float]],
+    domain_counts: Mapping[str, int],
+    head: Sequence[str],
+    metrics: Sequence[str],
+) -> str:
+    """A fixed-width table for the console, one row per domain, then the summaries.
+
+    Domains (from ``domain_counts`` and ``per_domain``) are sorted by training
+    count, largest first, so the long tail reads top to bottom. Columns: domain,
+    head/tail group, training examples, evaluated examples, then ``metrics``.
+    The summary rows are head, tail, macro and micro from ``aggregates``. Missing
+    values print as "-".
+    """
+    head_set = set(head)
+    domains = sorted(set(domain_counts) | set(per_domain), key=lambda d: (-domain_counts.get(d, 0), d))
+
+    def values(result: Mapping[str, float] | None) -> list[str]:
+        result = result or {}
+        evaluated = str(int(result["count"])) if "count" in result else "-"
+        return [evaluated] + [f"{result[m]:.4f}" if m in result else "-" for m in metrics]
+
+    rows = [
+        [d, "head" if d in head_set else "tail", str(domain_counts.get(d, "-"))]
+        + values(per_domain.get(d))
+        for d in domains
+    ]
+    summary = []
+    for name in ("head", "tail", "macro", "micro"):
+        if name in ("macro", "micro"):
+            members = domains
+        else:
+            members = [d for d in domains if (d in head_set) == (name == "head")]
+        train_total = str(sum(domain_counts.get(d, 0) for d in members))
+        summary.append([name, "", train_total] + values(aggregates.get(name)))
+
+    header = ["domain", "group", "train", "eval"] + list(metrics)
+    widths = [max(len(row[i]) for row in [header] + rows + summary) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # Text columns (domain, group) align left, numbers align right.
+        padded = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(padded)
+
+    rule = "-" * len(line(header))
+    body = [line(r) for r in rows]
+    return "\n".join([line(header), rule, *body, rule, *(line(r) for r in summary)])

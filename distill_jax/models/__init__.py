@@ -1,0 +1,1 @@
+"""The Flax T5-family student, its size presets, and decoding."""

@@ -1,0 +1,1 @@
+"""Device mesh and logical partitioning, optimizers, losses, the jitted train step, checkpoints and the train loop."""
