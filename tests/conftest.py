@@ -24,14 +24,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_prepared(tmp_path_factory) -> dict[str, str]:
   """A small generated long-tailed corpus, prepared: {"train": dir, "test": dir}."""
-  from distill_jax.cli.prepare import prepare_options_from_config
   from distill_jax.config import demo_config
   from distill_jax.data.demo_corpus import write_demo_corpus
-  from distill_jax.data.prepare import prepare_corpus
+  from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 
   root = tmp_path_factory.mktemp("demo")
   files = write_demo_corpus(str(root / "corpus"), seed=0, num_train=800, num_test_per_domain=8)
-  options = prepare_options_from_config(demo_config())
+  options = PrepareOptions.from_config(demo_config())
   out = {}
   for split, path in files.items():
     out[split] = str(root / "data" / split)

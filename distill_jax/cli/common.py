@@ -12,6 +12,20 @@ import distill_jax.config
 BUILTIN_CONFIG = distill_jax.config.__file__
 
 
+# Libraries whose INFO lines (every checkpoint file renamed, every shard written) drown the run's own log.
+_CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/grain/")
+
+
+class _QuietLibraries(logging.logging.Filter):
+  def filter(self, record) -> bool:
+    return record.levelno >= logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+
+
+def configure_logging() -> None:
+  """Our INFO logs stay; third-party INFO is dropped (warnings and errors still show)."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
 def define_config_flag(default_preset: str = "default") -> flags.FlagHolder:
   """--config=PATH[:ARG] (an ml_collections Python file), overridable with --config.a.b=value."""
   return config_flags.DEFINE_config_file(

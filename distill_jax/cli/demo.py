@@ -19,14 +19,13 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def run_demo(workdir: str, config, num_train: int = 6000) -> tuple[dict, str]:
-  from distill_jax.cli.prepare import prepare_options_from_config
   from distill_jax.data.demo_corpus import write_demo_corpus
-  from distill_jax.data.prepare import prepare_corpus
+  from distill_jax.data.prepare import PrepareOptions, prepare_corpus
   from distill_jax.evaluation.report import build_report, write_report
   from distill_jax.training.trainer import train
 
   files = write_demo_corpus(os.path.join(workdir, "corpus"), seed=config.seed, num_train=num_train)
-  options = prepare_options_from_config(config)
+  options = PrepareOptions.from_config(config)
   data_dirs = {}
   for split, path in files.items():
     data_dirs[split] = os.path.join(workdir, "data", split)
@@ -48,6 +47,7 @@ def run_demo(workdir: str, config, num_train: int = 6000) -> tuple[dict, str]:
 
 def main(argv):
   del argv
+  common.configure_logging()
   _, text = run_demo(_WORKDIR.value, _CONFIG.value, _NUM_TRAIN.value)
   print(text)
 

@@ -60,6 +60,7 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None, step: int | None
 
 def main(argv):
   del argv
+  common.configure_logging()
   common.initialize_distributed()
   _, table = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value, _OUTPUT_DIR.value,
                               _DECODE_PER_DOMAIN.value, _MAX_PER_DOMAIN.value)

@@ -14,6 +14,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
+  common.configure_logging()
   common.initialize_distributed()
   from distill_jax.training.trainer import train
 

@@ -65,6 +65,18 @@ class PrepareOptions:
     default_domain: str = "default"
     progress: bool = True
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PrepareOptions":
+        """From a distill_jax.config ConfigDict (its `tokenizer` and `prepare` sections)."""
+        fields = {k: (v or None) for k, v in cfg.prepare.fields.items()}
+        return cls(
+            mapping=FieldMapping(**fields), tokenizer_kind=cfg.tokenizer.kind,
+            tokenizer_path=cfg.tokenizer.path, max_input_len=cfg.prepare.max_input_len,
+            max_target_len=cfg.prepare.max_target_len, target_template=cfg.prepare.target_template,
+            plain_target_template=cfg.prepare.plain_target_template,
+            drop_duplicate_examples=cfg.prepare.drop_duplicate_examples,
+            default_domain=cfg.prepare.default_domain)
+
     def check(self) -> None:
         """Raises CorpusError for a bad template or limit, before any input is read."""
         _check_template("target_template", self.target_template, TEMPLATE_FIELDS)
@@ -286,7 +298,7 @@ class _CorpusWriter:
                 raise AssertionError(f"row accounting is off: read {read}, written {self.written},"
                                      f" rejected {dict(self.rejected)}")
             splits = shards.split_names(self.domains)
-            shards.write_shards(self.tmp, spill, splits, self.options.progress)
+            shards.write_shards(self.tmp, spill, splits)
         finally:
             spill.close()
         manifest = self._manifest(splits, input_infos, content_hash, read, blank)

@@ -153,8 +153,7 @@ def _builder_class():
     return DistillCorpus
 
 
-def write_shards(prepared_dir: str | os.PathLike, spill: ExampleSpill, splits: Mapping[str, str],
-                 progress: bool) -> None:
+def write_shards(prepared_dir: str | os.PathLike, spill: ExampleSpill, splits: Mapping[str, str]) -> None:
     """Writes ``prepared_dir/distill_corpus/1.0.0`` with one split per domain of ``spill``.
 
     ``splits`` maps domain -> split name (see :func:`split_names`). TFDS shuffles examples
@@ -167,7 +166,7 @@ def write_shards(prepared_dir: str | os.PathLike, spill: ExampleSpill, splits: M
         split_generators={splits[d]: spill.examples(d) for d in spill.domains()},
         data_dir=os.fspath(prepared_dir), file_format="array_record")
     was_active = tqdm_utils._active  # tfds keeps its progress switch as module state
-    tfds.display_progress_bar(progress)
+    tfds.display_progress_bar(False)  # Its per-split bars are noise; prepare shows its own progress.
     try:
         builder.download_and_prepare(
             download_dir=os.path.join(prepared_dir, "tfds_downloads"),
