@@ -8,4 +8,4 @@ from distill_jax.config import demo_config
 
 
 def get_config():
-  return demo_config()
+    return demo_config()

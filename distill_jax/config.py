@@ -27,112 +27,113 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every knob, with its default. Config files override from here."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0  # Drives init, data order and dropout; same seed + same data => same run, bit for bit.
+    """Every knob, with its default. Config files override from here."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # Drives init, data order and dropout; same seed + same data => same run, bit for bit.
 
-  c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.kind = "byt5"  # "byt5" (byte-level, needs no files) or "hf" (a local transformers tokenizer dir).
-  c.tokenizer.path = ""  # Directory for kind="hf" (e.g. one holding spiece.model); unused for byt5.
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.kind = "byt5"  # "byt5" (byte-level, needs no files) or "hf" (a local transformers tokenizer dir).
+    c.tokenizer.path = ""  # Directory for kind="hf" (e.g. one holding spiece.model); unused for byt5.
 
-  c.prepare = ml_collections.ConfigDict()
-  c.prepare.max_input_len = 512  # Tokens incl. EOS; longer rows are rejected (never silently truncated).
-  c.prepare.max_target_len = 512  # Same, for the formatted target (rationale + answer).
-  # How a teacher rationale and the answer become one target string (fields: rationale, target, input, domain).
-  c.prepare.target_template = "{rationale} So the answer is {target}."
-  c.prepare.plain_target_template = "{target}"  # Target of rows without a rationale.
-  c.prepare.drop_duplicate_examples = True  # Identical (input, target) within a domain adds nothing but weight.
-  c.prepare.default_domain = "default"  # Domain of rows whose source has no domain column.
-  # Source key/column for each canonical field; "" for id derives one from file + line, "" for domain
-  # uses default_domain, "" for rationale/meta means the source has none.
-  c.prepare.fields = ml_collections.ConfigDict(
-      dict(id="id", domain="domain", input="input", target="target", rationale="rationale", meta="meta"))
+    c.prepare = ml_collections.ConfigDict()
+    c.prepare.max_input_len = 512  # Tokens incl. EOS; longer rows are rejected (never silently truncated).
+    c.prepare.max_target_len = 512  # Same, for the formatted target (rationale + answer).
+    # How a teacher rationale and the answer become one target string (fields: rationale, target, input, domain).
+    c.prepare.target_template = "{rationale} So the answer is {target}."
+    c.prepare.plain_target_template = "{target}"  # Target of rows without a rationale.
+    c.prepare.drop_duplicate_examples = True  # Identical (input, target) within a domain adds nothing but weight.
+    c.prepare.default_domain = "default"  # Domain of rows whose source has no domain column.
+    # Source key/column for each canonical field; "" for id derives one from file + line, "" for domain
+    # uses default_domain, "" for rationale/meta means the source has none.
+    c.prepare.fields = ml_collections.ConfigDict(
+        dict(id="id", domain="domain", input="input", target="target", rationale="rationale", meta="meta")
+    )
 
-  c.model = ml_collections.ConfigDict()
-  c.model.size = "tiny"  # Preset in distill_jax.models.t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0.
-  c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
-  c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
-  c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
+    c.model = ml_collections.ConfigDict()
+    c.model.size = "tiny"  # Preset in distill_jax.models.t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0.
+    c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
+    c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
+    c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
 
-  c.data = ml_collections.ConfigDict()
-  c.data.train_dir = ""  # A `distill-jax prepare` output directory.
-  c.data.eval_dir = ""  # Held-out prepared directory (same tokenizer); "" disables periodic eval.
-  c.data.max_input_len = 256  # Batch shape; must be >= what prepare allowed for the rows you want to keep.
-  c.data.max_target_len = 256
-  # Per-domain sampling: "natural" (proportional to examples), "uniform", "temperature:T" (p ~ n^(1/T)),
-  # or "explicit" with weights in data.domain_weights (missing domains get 0).
-  c.data.mixture = "natural"
-  c.data.domain_weights = ml_collections.ConfigDict()  # {domain: weight}; used when mixture == "explicit".
-  c.data.worker_threads = 2  # grain read threads that run ahead of the train step.
-  c.data.prefetch_batches = 4  # Batches buffered by grain and by the device-transfer thread.
+    c.data = ml_collections.ConfigDict()
+    c.data.train_dir = ""  # A `distill-jax prepare` output directory.
+    c.data.eval_dir = ""  # Held-out prepared directory (same tokenizer); "" disables periodic eval.
+    c.data.max_input_len = 256  # Batch shape; must be >= what prepare allowed for the rows you want to keep.
+    c.data.max_target_len = 256
+    # Per-domain sampling: "natural" (proportional to examples), "uniform", "temperature:T" (p ~ n^(1/T)),
+    # or "explicit" with weights in data.domain_weights (missing domains get 0).
+    c.data.mixture = "natural"
+    c.data.domain_weights = ml_collections.ConfigDict()  # {domain: weight}; used when mixture == "explicit".
+    c.data.worker_threads = 2  # grain read threads that run ahead of the train step.
+    c.data.prefetch_batches = 4  # Batches buffered by grain and by the device-transfer thread.
 
-  c.train = ml_collections.ConfigDict()
-  c.train.steps = 1000  # Total optimizer steps (a resumed run continues up to this number).
-  c.train.batch_size = 32  # Global batch (examples), split across processes and the data/fsdp mesh axes.
-  c.train.log_every = 50  # Host sync + console/TensorBoard/JSONL metrics every N steps, never in between.
-  c.train.checkpoint_every = 500  # Async Orbax save every N steps (and at the end, and on SIGTERM).
-  c.train.keep_last = 3  # Most recent checkpoints kept ...
-  c.train.keep_best = 1  # ... plus this many best by train.best_metric (0 disables).
-  c.train.best_metric = "eval/macro/loss"  # Decides "best"; lower is better for names containing "loss".
-  c.train.label_smoothing = 0.0  # Mass moved from the target token to the rest of the vocabulary.
-  c.train.z_loss = 1e-4  # Penalty on log(Z)^2 that keeps logits from drifting (PaLM/T5X); 0 disables.
-  # Peak FLOP/s per device for the MFU estimate; 0 looks it up from the device kind (unknown => no MFU).
-  c.train.peak_flops_per_device = 0.0
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000  # Total optimizer steps (a resumed run continues up to this number).
+    c.train.batch_size = 32  # Global batch (examples), split across processes and the data/fsdp mesh axes.
+    c.train.log_every = 50  # Host sync + console/TensorBoard/JSONL metrics every N steps, never in between.
+    c.train.checkpoint_every = 500  # Async Orbax save every N steps (and at the end, and on SIGTERM).
+    c.train.keep_last = 3  # Most recent checkpoints kept ...
+    c.train.keep_best = 1  # ... plus this many best by train.best_metric (0 disables).
+    c.train.best_metric = "eval/macro/loss"  # Decides "best"; lower is better for names containing "loss".
+    c.train.label_smoothing = 0.0  # Mass moved from the target token to the rest of the vocabulary.
+    c.train.z_loss = 1e-4  # Penalty on log(Z)^2 that keeps logits from drifting (PaLM/T5X); 0 disables.
+    # Peak FLOP/s per device for the MFU estimate; 0 looks it up from the device kind (unknown => no MFU).
+    c.train.peak_flops_per_device = 0.0
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"  # adamw | adafactor (T5's original; factored second moments save memory).
-  c.optimizer.learning_rate = 1e-3  # Peak LR after warmup.
-  c.optimizer.warmup_steps = 100  # Linear warmup from 0.
-  c.optimizer.decay = "cosine"  # cosine | linear | rsqrt | constant, from the peak to end_lr_fraction * peak.
-  c.optimizer.end_lr_fraction = 0.1
-  c.optimizer.weight_decay = 0.01  # Decoupled; applied to matrices only (not norms).
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.99
-  c.optimizer.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"  # adamw | adafactor (T5's original; factored second moments save memory).
+    c.optimizer.learning_rate = 1e-3  # Peak LR after warmup.
+    c.optimizer.warmup_steps = 100  # Linear warmup from 0.
+    c.optimizer.decay = "cosine"  # cosine | linear | rsqrt | constant, from the peak to end_lr_fraction * peak.
+    c.optimizer.end_lr_fraction = 0.1
+    c.optimizer.weight_decay = 0.01  # Decoupled; applied to matrices only (not norms).
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.99
+    c.optimizer.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # Devices on the data axis; -1 takes whatever the other axes leave.
-  c.mesh.fsdp = 1  # Parameter/optimizer sharding (ZeRO-3); >1 when the model does not fit per device.
-  c.mesh.tensor = 1  # Megatron-style sharding of heads/mlp/vocab; keep within a host's fast interconnect.
-  c.mesh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # Devices on the data axis; -1 takes whatever the other axes leave.
+    c.mesh.fsdp = 1  # Parameter/optimizer sharding (ZeRO-3); >1 when the model does not fit per device.
+    c.mesh.tensor = 1  # Megatron-style sharding of heads/mlp/vocab; keep within a host's fast interconnect.
+    c.mesh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every = 500  # Steps between periodic evals (0: only at the end).
-  c.eval.batch_size = 64  # Global eval batch.
-  c.eval.max_examples_per_domain = 200  # Cap per domain for loss/accuracy (0 = all).
-  c.eval.decode_examples_per_domain = 20  # Greedy-decoded per domain for exact match (0 disables).
-  c.eval.max_decode_len = 0  # Decoder steps; 0 = data.max_target_len.
-  c.eval.head_fraction = 0.5  # Head = biggest domains holding this share of training examples.
-  return c
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 500  # Steps between periodic evals (0: only at the end).
+    c.eval.batch_size = 64  # Global eval batch.
+    c.eval.max_examples_per_domain = 200  # Cap per domain for loss/accuracy (0 = all).
+    c.eval.decode_examples_per_domain = 20  # Greedy-decoded per domain for exact match (0 disables).
+    c.eval.max_decode_len = 0  # Decoder steps; 0 = data.max_target_len.
+    c.eval.head_fraction = 0.5  # Head = biggest domains holding this share of training examples.
+    return c
 
 
 def demo_config() -> ml_collections.ConfigDict:
-  """The embedded demo: tiny byte-level student on the generated long-tailed corpus, a few CPU minutes."""
-  c = default_config()
-  # Generated rows are <= 64 input and <= 96 output bytes (+ EOS); tight shapes save CPU time.
-  c.prepare.max_input_len = 72
-  c.prepare.max_target_len = 104
-  c.model.size = "tiny"
-  c.model.dropout_rate = 0.0
-  c.data.max_input_len = 72
-  c.data.max_target_len = 104
-  c.train.steps = 1000
-  c.train.batch_size = 32
-  c.train.log_every = 50
-  c.train.checkpoint_every = 400
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.warmup_steps = 100
-  c.eval.every = 500
-  c.eval.batch_size = 100
-  c.eval.max_examples_per_domain = 50
-  c.eval.decode_examples_per_domain = 20
-  c.eval.head_fraction = 0.85  # The generated corpus's top 3 domains hold ~88%: those are the head.
-  return c
+    """The embedded demo: tiny byte-level student on the generated long-tailed corpus, a few CPU minutes."""
+    c = default_config()
+    # Generated rows are <= 64 input and <= 96 output bytes (+ EOS); tight shapes save CPU time.
+    c.prepare.max_input_len = 72
+    c.prepare.max_target_len = 104
+    c.model.size = "tiny"
+    c.model.dropout_rate = 0.0
+    c.data.max_input_len = 72
+    c.data.max_target_len = 104
+    c.train.steps = 1000
+    c.train.batch_size = 32
+    c.train.log_every = 50
+    c.train.checkpoint_every = 400
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.warmup_steps = 100
+    c.eval.every = 500
+    c.eval.batch_size = 100
+    c.eval.max_examples_per_domain = 50
+    c.eval.decode_examples_per_domain = 20
+    c.eval.head_fraction = 0.85  # The generated corpus's top 3 domains hold ~88%: those are the head.
+    return c
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
-  """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo)."""
-  presets = {"default": default_config, "demo": demo_config}
-  if preset not in presets:
-    raise ValueError(f"unknown config preset {preset!r}; choose from {sorted(presets)}")
-  return presets[preset]()
+    """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo)."""
+    presets = {"default": default_config, "demo": demo_config}
+    if preset not in presets:
+        raise ValueError(f"unknown config preset {preset!r}; choose from {sorted(presets)}")
+    return presets[preset]()

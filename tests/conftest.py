@@ -14,56 +14,57 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-  """../shared/data beside the checkout; tests that need it skip with a reason when it is absent."""
-  data = SHARED / "data"
-  if not data.is_dir():
-    pytest.skip(f"{data} not found: real teacher data lives beside the checkout in ../shared (CI has it)")
-  return data
+    """../shared/data beside the checkout; tests that need it skip with a reason when it is absent."""
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found: real teacher data lives beside the checkout in ../shared (CI has it)")
+    return data
 
 
 @pytest.fixture(scope="session")
 def demo_prepared(tmp_path_factory) -> dict[str, str]:
-  """A small generated long-tailed corpus, prepared: {"train": dir, "test": dir}."""
-  from distill_jax.config import demo_config
-  from distill_jax.data.demo_corpus import write_demo_corpus
-  from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+    """A small generated long-tailed corpus, prepared: {"train": dir, "test": dir}."""
+    from distill_jax.config import demo_config
+    from distill_jax.data.demo_corpus import write_demo_corpus
+    from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 
-  root = tmp_path_factory.mktemp("demo")
-  files = write_demo_corpus(str(root / "corpus"), seed=0, num_train=800, num_test_per_domain=8)
-  options = PrepareOptions.from_config(demo_config())
-  out = {}
-  for split, path in files.items():
-    out[split] = str(root / "data" / split)
-    prepare_corpus([path], out[split], options)
-  return out
+    root = tmp_path_factory.mktemp("demo")
+    files = write_demo_corpus(str(root / "corpus"), seed=0, num_train=800, num_test_per_domain=8)
+    options = PrepareOptions.from_config(demo_config())
+    out = {}
+    for split, path in files.items():
+        out[split] = str(root / "data" / split)
+        prepare_corpus([path], out[split], options)
+    return out
 
 
 @pytest.fixture
 def small_train_config(demo_prepared):
-  """Factory: the demo config shrunk to seconds (few steps, small batches, short sequences).
+    """Factory: the demo config shrunk to seconds (few steps, small batches, short sequences).
 
-  small_train_config(with_eval=False, train__steps=20, ...) overrides section__field=value.
-  """
-  return lambda with_eval=False, **overrides: _small_train_config(
-      demo_prepared["train"], demo_prepared["test"] if with_eval else "", **overrides)
+    small_train_config(with_eval=False, train__steps=20, ...) overrides section__field=value.
+    """
+    return lambda with_eval=False, **overrides: _small_train_config(
+        demo_prepared["train"], demo_prepared["test"] if with_eval else "", **overrides
+    )
 
 
 def _small_train_config(train_dir: str, eval_dir: str = "", **train_overrides):
-  from distill_jax.config import demo_config
+    from distill_jax.config import demo_config
 
-  cfg = demo_config()
-  cfg.data.train_dir, cfg.data.eval_dir = train_dir, eval_dir
-  cfg.data.max_input_len, cfg.data.max_target_len = 64, 96
-  cfg.train.batch_size = 16
-  cfg.train.steps = 12
-  cfg.train.log_every = 4
-  cfg.train.checkpoint_every = 4
-  cfg.eval.every = 0
-  cfg.eval.batch_size = 16
-  cfg.eval.max_examples_per_domain = 8
-  cfg.eval.decode_examples_per_domain = 2
-  cfg.eval.max_decode_len = 16
-  for key, value in train_overrides.items():
-    section, field = key.split("__")
-    cfg[section][field] = value
-  return cfg
+    cfg = demo_config()
+    cfg.data.train_dir, cfg.data.eval_dir = train_dir, eval_dir
+    cfg.data.max_input_len, cfg.data.max_target_len = 64, 96
+    cfg.train.batch_size = 16
+    cfg.train.steps = 12
+    cfg.train.log_every = 4
+    cfg.train.checkpoint_every = 4
+    cfg.eval.every = 0
+    cfg.eval.batch_size = 16
+    cfg.eval.max_examples_per_domain = 8
+    cfg.eval.decode_examples_per_domain = 2
+    cfg.eval.max_decode_len = 16
+    for key, value in train_overrides.items():
+        section, field = key.split("__")
+        cfg[section][field] = value
+    return cfg

@@ -17,38 +17,50 @@ _CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/grain/")
 
 
 class _QuietLibraries(logging.logging.Filter):
-  def filter(self, record) -> bool:
-    return record.levelno >= logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+    def filter(self, record) -> bool:
+        return record.levelno >= logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
 
 
 def configure_logging() -> None:
-  """Our INFO logs stay; third-party INFO is dropped (warnings and errors still show)."""
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+    """Our INFO logs stay; third-party INFO is dropped (warnings and errors still show)."""
+    logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def define_config_flag(default_preset: str = "default") -> flags.FlagHolder:
-  """--config=PATH[:ARG] (an ml_collections Python file), overridable with --config.a.b=value."""
-  return config_flags.DEFINE_config_file(
-      "config", f"{BUILTIN_CONFIG}:{default_preset}",
-      "Python config file with get_config(); fields are overridden with --config.section.field=value.",
-      lock_config=True)
+    """--config=PATH[:ARG] (an ml_collections Python file), overridable with --config.a.b=value."""
+    return config_flags.DEFINE_config_file(
+        "config",
+        f"{BUILTIN_CONFIG}:{default_preset}",
+        "Python config file with get_config(); fields are overridden with --config.section.field=value.",
+        lock_config=True,
+    )
 
 
 def define_distributed_flags() -> None:
-  flags.DEFINE_string("coordinator_address", None,
-                      "host:port of process 0 for multi-process runs; unset = single process, or JAX's "
-                      "auto-detection on TPU VMs / SLURM / Kubernetes when --num_processes is given.")
-  flags.DEFINE_integer("num_processes", None, "Total processes in a multi-process run.")
-  flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "host:port of process 0 for multi-process runs; unset = single process, or JAX's "
+        "auto-detection on TPU VMs / SLURM / Kubernetes when --num_processes is given.",
+    )
+    flags.DEFINE_integer("num_processes", None, "Total processes in a multi-process run.")
+    flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 
 def initialize_distributed() -> None:
-  """Calls jax.distributed.initialize when the flags (or a cluster environment) ask for several processes."""
-  f = flags.FLAGS
-  if f.coordinator_address is None and f.num_processes is None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
-    return
-  import jax  # Imported late: `--help` and flag errors should not pay for it.
-  jax.distributed.initialize(coordinator_address=f.coordinator_address, num_processes=f.num_processes,
-                             process_id=f.process_id)
-  logging.info("jax.distributed: process %d of %d, %d local / %d global devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+    """Calls jax.distributed.initialize when the flags (or a cluster environment) ask for several processes."""
+    f = flags.FLAGS
+    if f.coordinator_address is None and f.num_processes is None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
+        return
+    import jax  # Imported late: `--help` and flag errors should not pay for it.
+
+    jax.distributed.initialize(
+        coordinator_address=f.coordinator_address, num_processes=f.num_processes, process_id=f.process_id
+    )
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices.",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )

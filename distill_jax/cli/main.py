@@ -18,23 +18,23 @@ SUBCOMMANDS = {
 
 
 def usage() -> str:
-  lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
-  lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
-  return "\n".join(lines)
+    lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
+    lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-  argv = list(sys.argv if argv is None else argv)
-  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
-    print(usage())
-    sys.exit(0 if len(argv) >= 2 else 2)
-  name = argv[1]
-  if name not in SUBCOMMANDS:
-    print(f"distill-jax: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
-    sys.exit(2)
-  module = importlib.import_module(SUBCOMMANDS[name][0])
-  module.run([f"distill-jax {name}"] + argv[2:])
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    name = argv[1]
+    if name not in SUBCOMMANDS:
+        print(f"distill-jax: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module.run([f"distill-jax {name}"] + argv[2:])
 
 
 if __name__ == "__main__":
-  main()
+    main()

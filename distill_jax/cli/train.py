@@ -6,22 +6,24 @@ from absl import app, flags
 
 from distill_jax.cli import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and TensorBoard; a run resumes from it.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and TensorBoard; a run resumes from it."
+)
 _CONFIG = common.define_config_flag()
 common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-  del argv
-  common.configure_logging()
-  common.initialize_distributed()
-  from distill_jax.training.trainer import train
+    del argv
+    common.configure_logging()
+    common.initialize_distributed()
+    from distill_jax.training.trainer import train
 
-  result = train(_CONFIG.value, _WORKDIR.value)
-  if result.preempted:
-    raise SystemExit(0)
+    result = train(_CONFIG.value, _WORKDIR.value)
+    if result.preempted:
+        raise SystemExit(0)
 
 
 def run(argv):
-  app.run(main, argv=argv)
+    app.run(main, argv=argv)

@@ -26,8 +26,9 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Stable reason codes written to rejects.jsonl; the CLI and tests rely on these names.
 REJECT_REASONS: dict[str, str] = {
@@ -116,9 +117,14 @@ class _RowError(Exception):
         self.reason, self.detail = reason, detail
 
 
-def read_rows(path: str, mapping: FieldMapping, *, default_domain: str = "default",
-              source_name: str | None = None, stats: ReadStats | None = None
-              ) -> Iterator[TeacherRow | Reject]:
+def read_rows(
+    path: str,
+    mapping: FieldMapping,
+    *,
+    default_domain: str = "default",
+    source_name: str | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[TeacherRow | Reject]:
     """Yields one TeacherRow or Reject per non-blank row of ``path``.
 
     ``path`` is a ``.jsonl``/``.json`` (JSON Lines, or one top-level array of objects), ``.csv``,
@@ -138,7 +144,7 @@ def read_rows(path: str, mapping: FieldMapping, *, default_domain: str = "defaul
             continue
         try:
             # For a TFDS spec without a split, source is "<spec>:<split>": keep the split in ids.
-            id_prefix = name + source[len(path):]
+            id_prefix = name + source[len(path) :]
             yield _validate(record, mapping, default_domain, id_prefix, source, line, stats)
         except _RowError as err:
             yield Reject(source, line, err.reason, err.detail, excerpt)
@@ -163,8 +169,16 @@ def input_sha256(path: str) -> str:
 
 # ----------------------------------------------------------------------------------- validation
 
-def _validate(record: dict[str, Any], mapping: FieldMapping, default_domain: str, id_prefix: str,
-              source: str, line: int, stats: ReadStats) -> TeacherRow:
+
+def _validate(
+    record: dict[str, Any],
+    mapping: FieldMapping,
+    default_domain: str,
+    id_prefix: str,
+    source: str,
+    line: int,
+    stats: ReadStats,
+) -> TeacherRow:
     def text(field: str, numeric: bool = False) -> str:
         return _text_field(record, field, getattr(mapping, field), numeric)
 
@@ -180,8 +194,11 @@ def _validate(record: dict[str, Any], mapping: FieldMapping, default_domain: str
     rationale = text("rationale") if mapping.rationale in record else None
     meta = record[mapping.meta] if mapping.meta in record else None
     if mapping.meta in record and not isinstance(meta, dict):
-        raise _RowError("wrong_type", f"field meta (source key {mapping.meta!r}) is "
-                        f"{_type_name(meta)}, must be an object; fix the value or remove the key")
+        raise _RowError(
+            "wrong_type",
+            f"field meta (source key {mapping.meta!r}) is "
+            f"{_type_name(meta)}, must be an object; fix the value or remove the key",
+        )
     return TeacherRow(row_id, domain, input_text, target, rationale, meta, source, line)
 
 
@@ -189,8 +206,10 @@ def _text_field(record: dict[str, Any], field: str, key: str | None, numeric: bo
     where = f"field {field} (source key {key!r})"
     if key not in record:
         hint = " or map id to None to derive ids from file:line" if field == "id" else ""
-        raise _RowError("missing_field", f"{where} is missing; add it to the row, or point the "
-                        f"mapping's {field} at the right key{hint}")
+        raise _RowError(
+            "missing_field",
+            f"{where} is missing; add it to the row, or point the mapping's {field} at the right key{hint}",
+        )
     value = record[key]
     if numeric and isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
@@ -198,13 +217,15 @@ def _text_field(record: dict[str, Any], field: str, key: str | None, numeric: bo
         return str(value)
     if not isinstance(value, str):
         allowed = "a string or a number" if numeric else "a string"
-        raise _RowError("wrong_type", f"{where} is {_type_name(value)}, must be {allowed}; fix the "
-                        "value in the source")
+        raise _RowError("wrong_type", f"{where} is {_type_name(value)}, must be {allowed}; fix the value in the source")
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _RowError("invalid_utf8", f"{where} contains text that is not valid UTF-8 (an "
-                        "undecodable byte or unpaired surrogate escape); fix the file's encoding")
+    except UnicodeEncodeError as err:
+        raise _RowError(
+            "invalid_utf8",
+            f"{where} contains text that is not valid UTF-8 (an "
+            "undecodable byte or unpaired surrogate escape); fix the file's encoding",
+        ) from err
     if not value.strip():
         raise _RowError("empty_field", f"{where} is empty; give it text or drop the row")
     return value
@@ -224,13 +245,15 @@ _Record = tuple[str, int, "dict[str, Any] | Reject | None", str]
 
 
 def input_format(path: str) -> str:
-    """"tfds", "jsonl", "json", "csv", "tsv" or "parquet"; CorpusError for anything else."""
+    """ "tfds", "jsonl", "json", "csv", "tsv" or "parquet"; CorpusError for anything else."""
     if path.startswith(TFDS_PREFIX):
         return "tfds"
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIXES:
-        raise CorpusError(f"{path}: unknown input format {suffix or '(no extension)'!r}; use .jsonl, "
-                          ".json, .csv, .tsv, .parquet or tfds:NAME[/CONFIG][:SPLIT]")
+        raise CorpusError(
+            f"{path}: unknown input format {suffix or '(no extension)'!r}; use .jsonl, "
+            ".json, .csv, .tsv, .parquet or tfds:NAME[/CONFIG][:SPLIT]"
+        )
     return suffix[1:]
 
 
@@ -255,8 +278,7 @@ def _open_binary(path: str):
     try:
         return open(path, "rb")
     except OSError as err:
-        raise CorpusError(f"{path}: cannot open input ({err.strerror}); check the path and "
-                          "permissions") from err
+        raise CorpusError(f"{path}: cannot open input ({err.strerror}); check the path and permissions") from err
 
 
 def _excerpt(raw: bytes | str) -> str:
@@ -281,17 +303,38 @@ def _jsonl_records(path: str) -> Iterator[_Record]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield path, line, Reject(path, line, "invalid_utf8", f"byte {raw[err.start]:#04x} at "
-                                         f"column {err.start + 1} is not valid UTF-8; re-encode the "
-                                         "file as UTF-8", excerpt), excerpt
+                yield (
+                    path,
+                    line,
+                    Reject(
+                        path,
+                        line,
+                        "invalid_utf8",
+                        f"byte {raw[err.start]:#04x} at "
+                        f"column {err.start + 1} is not valid UTF-8; re-encode the "
+                        "file as UTF-8",
+                        excerpt,
+                    ),
+                    excerpt,
+                )
                 continue
             try:
                 value = json.loads(text)
             except (ValueError, RecursionError) as err:
                 where = f" at column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
                 msg = err.msg if isinstance(err, json.JSONDecodeError) else str(err)[:100]
-                yield path, line, Reject(path, line, "bad_json", f"not valid JSON{where}: {msg}; "
-                                         "each line must hold one JSON object", excerpt), excerpt
+                yield (
+                    path,
+                    line,
+                    Reject(
+                        path,
+                        line,
+                        "bad_json",
+                        f"not valid JSON{where}: {msg}; each line must hold one JSON object",
+                        excerpt,
+                    ),
+                    excerpt,
+                )
                 continue
             yield path, line, _object_or_reject(value, path, line, excerpt), excerpt
 
@@ -299,9 +342,15 @@ def _jsonl_records(path: str) -> Iterator[_Record]:
 def _object_or_reject(value: Any, path: str, line: int, excerpt: str) -> dict[str, Any] | Reject:
     if isinstance(value, dict):
         return value
-    return Reject(path, line, "not_an_object", f"the row is {_type_name(value)}, not a JSON object; "
-                  "each row must be an object of named fields (join lists of strings, such as "
-                  "index-aligned rationales, with their base rows first)", excerpt)
+    return Reject(
+        path,
+        line,
+        "not_an_object",
+        f"the row is {_type_name(value)}, not a JSON object; "
+        "each row must be an object of named fields (join lists of strings, such as "
+        "index-aligned rationales, with their base rows first)",
+        excerpt,
+    )
 
 
 def _json_array_records(path: str) -> Iterator[_Record] | None:
@@ -316,8 +365,9 @@ def _json_array_records(path: str) -> Iterator[_Record] | None:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise CorpusError(f"{path}:{line}: byte {data[err.start]:#04x} is not valid UTF-8; "
-                          "re-encode the file as UTF-8") from err
+        raise CorpusError(
+            f"{path}:{line}: byte {data[err.start]:#04x} is not valid UTF-8; re-encode the file as UTF-8"
+        ) from err
     decoder, items, idx = json.JSONDecoder(), [], text.index("[") + 1
     try:
         while True:
@@ -331,23 +381,26 @@ def _json_array_records(path: str) -> Iterator[_Record] | None:
                 idx += 1
             elif not text.startswith("]", idx):
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
-        if text[idx + 1:].strip():
+        if text[idx + 1 :].strip():
             return None
     except (json.JSONDecodeError, RecursionError) as err:
         pos = err.pos if isinstance(err, json.JSONDecodeError) else idx
         line = text.count("\n", 0, pos) + 1
-        raise CorpusError(f"{path}:{line}: the file starts a JSON array but is not valid JSON there "
-                          f"({err}); fix it or convert the file to JSON Lines") from err
-    return ((path, line, _object_or_reject(value, path, line, excerpt), excerpt)
-            for line, value, excerpt in items)
+        raise CorpusError(
+            f"{path}:{line}: the file starts a JSON array but is not valid JSON there "
+            f"({err}); fix it or convert the file to JSON Lines"
+        ) from err
+    return ((path, line, _object_or_reject(value, path, line, excerpt), excerpt) for line, value, excerpt in items)
 
 
 def _check_columns(path: str, columns: list[str], mapping: FieldMapping) -> None:
     required = [key for key in (mapping.input, mapping.target, mapping.id) if key is not None]
     missing = [c for c in required if c not in columns]
     if missing:
-        raise CorpusError(f"{path}: no column(s) {missing} (the file has {columns}); point the "
-                          "field mapping at existing columns (map id to None to derive ids)")
+        raise CorpusError(
+            f"{path}: no column(s) {missing} (the file has {columns}); point the "
+            "field mapping at existing columns (map id to None to derive ids)"
+        )
 
 
 def _tabular_record(row: dict[str, Any], mapping: FieldMapping) -> dict[str, Any]:
@@ -385,16 +438,26 @@ def _csv_records(path: str, mapping: FieldMapping, delimiter: str) -> Iterator[_
             except StopIteration:
                 return
             except csv.Error as err:
-                yield path, line, Reject(path, line, "bad_row", f"unreadable row ({err}); fix the "
-                                         "quoting", ""), ""
+                yield path, line, Reject(path, line, "bad_row", f"unreadable row ({err}); fix the quoting", ""), ""
                 continue
             excerpt = _excerpt(delimiter.join(cells).encode("utf-8", "surrogateescape"))
             if not "".join(cells).strip():
                 yield path, line, None, excerpt
             elif len(cells) != len(header):
-                yield path, line, Reject(path, line, "bad_row", f"row has {len(cells)} fields but "
-                                         f"the header has {len(header)}; quote fields that contain "
-                                         "the delimiter", excerpt), excerpt
+                yield (
+                    path,
+                    line,
+                    Reject(
+                        path,
+                        line,
+                        "bad_row",
+                        f"row has {len(cells)} fields but "
+                        f"the header has {len(header)}; quote fields that contain "
+                        "the delimiter",
+                        excerpt,
+                    ),
+                    excerpt,
+                )
             else:
                 yield path, line, _tabular_record(dict(zip(header, cells)), mapping), excerpt
 
@@ -414,8 +477,7 @@ def _parquet_records(path: str, mapping: FieldMapping) -> Iterator[_Record]:
     for batch in parquet.iter_batches(batch_size=4096, columns=list(dict.fromkeys(wanted))):
         for row in batch.to_pylist():
             line += 1
-            row = {k: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
-                   for k, v in row.items()}
+            row = {k: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for k, v in row.items()}
             yield path, line, _tabular_record(row, mapping), _row_excerpt(row)
 
 
@@ -423,16 +485,17 @@ def _tfds_sources(spec: str) -> list[tuple[str, Any]]:
     """(per-split spec, random-access source) for the requested split, or for every split."""
     import tensorflow_datasets as tfds
 
-    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
+    name, _, split = spec[len(TFDS_PREFIX) :].partition(":")
     data_dir = os.environ.get("TFDS_DATA_DIR") or None  # read now: tfds reads it once at import
     try:
-        loaded = tfds.data_source(name, split=split or None, data_dir=data_dir, download=False,
-                                  try_gcs=False)
+        loaded = tfds.data_source(name, split=split or None, data_dir=data_dir, download=False, try_gcs=False)
     except Exception as err:  # tfds raises many types for "not found" / "no such split"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CorpusError(f"{spec}: cannot open TFDS dataset {name!r} in "
-                          f"{data_dir or 'the default TFDS data dir'} ({reason}); prepare it "
-                          "locally first, set TFDS_DATA_DIR, or fix the split") from err
+        raise CorpusError(
+            f"{spec}: cannot open TFDS dataset {name!r} in "
+            f"{data_dir or 'the default TFDS data dir'} ({reason}); prepare it "
+            "locally first, set TFDS_DATA_DIR, or fix the split"
+        ) from err
     if split:
         return [(spec, loaded)]
     return [(f"{spec}:{s}", loaded[s]) for s in sorted(loaded)]

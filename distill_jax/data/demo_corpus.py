@@ -114,10 +114,7 @@ def _addition(rng: random.Random) -> tuple[str, str, str]:
     tens = a // 10 + b // 10 + carry
     total = a + b
     if carry:
-        steps = (
-            f"{a % 10} + {b % 10} = {ones}, write {ones % 10} carry 1; "
-            f"{a // 10} + {b // 10} + 1 = {tens}"
-        )
+        steps = f"{a % 10} + {b % 10} = {ones}, write {ones % 10} carry 1; {a // 10} + {b // 10} + 1 = {tens}"
     else:
         steps = f"{a % 10} + {b % 10} = {ones}, write {ones}; {a // 10} + {b // 10} = {tens}"
     return f"What is {a} + {b}?", f"{a} + {b}: {steps}. {total}.", str(total)
@@ -156,10 +153,7 @@ def _multiplication(rng: random.Random) -> tuple[str, str, str]:
     carry = ones // 10
     tens = a * (b // 10) + carry
     if carry:
-        steps = (
-            f"{a} * {b % 10} = {ones}, write {ones % 10} carry {carry}; "
-            f"{a} * {b // 10} + {carry} = {tens}"
-        )
+        steps = f"{a} * {b % 10} = {ones}, write {ones % 10} carry {carry}; {a} * {b // 10} + {carry} = {tens}"
     else:
         steps = f"{a} * {b % 10} = {ones}, write {ones}; {a} * {b // 10} = {tens}"
     return f"What is {a} * {b}?", f"{a} * {b}: {steps}. {a * b}.", str(a * b)
@@ -235,10 +229,8 @@ def domain_sizes(num_train: int, num_domains: int, zipf_exponent: float) -> list
     if zipf_exponent < 0:
         raise ValueError(f"zipf_exponent must be >= 0, got {zipf_exponent}")
     if num_train < num_domains * MIN_DOMAIN_SIZE:
-        raise ValueError(
-            f"num_train={num_train} cannot give {num_domains} domains {MIN_DOMAIN_SIZE} rows each"
-        )
-    weights = [rank ** -zipf_exponent for rank in range(1, num_domains + 1)]
+        raise ValueError(f"num_train={num_train} cannot give {num_domains} domains {MIN_DOMAIN_SIZE} rows each")
+    weights = [rank**-zipf_exponent for rank in range(1, num_domains + 1)]
     # Weights decrease with rank, so the clamped domains are always a tail suffix.
     free = num_domains
     while True:
@@ -262,9 +254,7 @@ def _domain_rng(seed: int, name: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def _draw_distinct(
-    spec: DomainSpec, rng: random.Random, count: int, taken: set[str]
-) -> list[tuple[str, str, str]]:
+def _draw_distinct(spec: DomainSpec, rng: random.Random, count: int, taken: set[str]) -> list[tuple[str, str, str]]:
     """Draw ``count`` examples whose inputs are new to ``taken`` (which is updated)."""
     examples: list[tuple[str, str, str]] = []
     duplicates = 0
@@ -284,15 +274,11 @@ def _draw_distinct(
     return examples
 
 
-def _row(
-    spec: DomainSpec, rank: int, split: str, index: int, example: tuple[str, str, str]
-) -> dict[str, Any]:
+def _row(spec: DomainSpec, rank: int, split: str, index: int, example: tuple[str, str, str]) -> dict[str, Any]:
     question, rationale, target = example
     output = OUTPUT_TEMPLATE.format(rationale=rationale, target=target)
     if len(question.encode()) > MAX_INPUT_BYTES or len(output.encode()) > MAX_OUTPUT_BYTES:
-        raise ValueError(
-            f"domain {spec.name!r} produced an over-long example: {question!r} -> {output!r}"
-        )
+        raise ValueError(f"domain {spec.name!r} produced an over-long example: {question!r} -> {output!r}")
     return {
         "id": f"{spec.name}-{split}-{index:05d}",
         "domain": spec.name,
@@ -341,9 +327,7 @@ def generate_demo_corpus(
 def _write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
     """Write to a temp file in the same directory and ``os.replace`` it in, so a
     reader never sees a half-written corpus."""
-    fd, tmp_path = tempfile.mkstemp(
-        dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for row in rows:

@@ -25,17 +25,27 @@ import shutil
 import string
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
 from distill_jax.data import shards
-from distill_jax.data.corpus import (EXCERPT_CHARS, REJECT_REASONS, TFDS_PREFIX, CorpusError,
-                                     FieldMapping, ReadStats, Reject, TeacherRow, input_sha256,
-                                     read_rows)
+from distill_jax.data.corpus import (
+    EXCERPT_CHARS,
+    REJECT_REASONS,
+    TFDS_PREFIX,
+    CorpusError,
+    FieldMapping,
+    ReadStats,
+    Reject,
+    TeacherRow,
+    input_sha256,
+    read_rows,
+)
 from distill_jax.data.tokenizers import Tokenizer, load_tokenizer
 
 DEFAULT_TARGET_TEMPLATE = "{rationale} So the answer is {target}."
@@ -66,26 +76,30 @@ class PrepareOptions:
     progress: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "PrepareOptions":
+    def from_config(cls, cfg: Any) -> PrepareOptions:
         """From a distill_jax.config ConfigDict (its `tokenizer` and `prepare` sections)."""
         fields = {k: (v or None) for k, v in cfg.prepare.fields.items()}
         return cls(
-            mapping=FieldMapping(**fields), tokenizer_kind=cfg.tokenizer.kind,
-            tokenizer_path=cfg.tokenizer.path, max_input_len=cfg.prepare.max_input_len,
-            max_target_len=cfg.prepare.max_target_len, target_template=cfg.prepare.target_template,
+            mapping=FieldMapping(**fields),
+            tokenizer_kind=cfg.tokenizer.kind,
+            tokenizer_path=cfg.tokenizer.path,
+            max_input_len=cfg.prepare.max_input_len,
+            max_target_len=cfg.prepare.max_target_len,
+            target_template=cfg.prepare.target_template,
             plain_target_template=cfg.prepare.plain_target_template,
             drop_duplicate_examples=cfg.prepare.drop_duplicate_examples,
-            default_domain=cfg.prepare.default_domain)
+            default_domain=cfg.prepare.default_domain,
+        )
 
     def check(self) -> None:
         """Raises CorpusError for a bad template or limit, before any input is read."""
         _check_template("target_template", self.target_template, TEMPLATE_FIELDS)
-        _check_template("plain_target_template", self.plain_target_template,
-                        tuple(f for f in TEMPLATE_FIELDS if f != "rationale"))
+        _check_template(
+            "plain_target_template", self.plain_target_template, tuple(f for f in TEMPLATE_FIELDS if f != "rationale")
+        )
         for name in ("max_input_len", "max_target_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise CorpusError(f"{name}={getattr(self, name)!r}: must be an int >= 2 (one "
-                                  "token plus EOS)")
+                raise CorpusError(f"{name}={getattr(self, name)!r}: must be an int >= 2 (one token plus EOS)")
         if not self.default_domain.strip():
             raise CorpusError("default_domain must be a non-empty name")
 
@@ -100,17 +114,21 @@ def _check_template(name: str, template: str, allowed: tuple[str, ...]) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as err:
-        raise CorpusError(f"{name} {template!r} is not a valid format string ({err}); write "
-                          "fields as {target} and literal braces as {{ }}") from err
+        raise CorpusError(
+            f"{name} {template!r} is not a valid format string ({err}); write "
+            "fields as {target} and literal braces as {{ }}"
+        ) from err
     bad = [f for f in fields if f not in allowed]
     if bad or "target" not in fields:
-        raise CorpusError(f"{name} {template!r}: fields must be among {{{', '.join(allowed)}}} and "
-                          f"include {{target}} (got {fields})")
+        raise CorpusError(
+            f"{name} {template!r}: fields must be among {{{', '.join(allowed)}}} and include {{target}} (got {fields})"
+        )
     try:
         template.format(**{f: "x" for f in allowed})
     except (ValueError, IndexError) as err:
-        raise CorpusError(f"{name} {template!r} cannot be formatted ({err}); drop the format "
-                          "spec or conversion") from err
+        raise CorpusError(
+            f"{name} {template!r} cannot be formatted ({err}); drop the format spec or conversion"
+        ) from err
 
 
 @dataclasses.dataclass
@@ -130,34 +148,52 @@ class PrepareSummary:
         return sum(self.rejected.values())
 
     @classmethod
-    def from_manifest(cls, output_dir: str, manifest: dict[str, Any],
-                      was_noop: bool) -> "PrepareSummary":
+    def from_manifest(cls, output_dir: str, manifest: dict[str, Any], was_noop: bool) -> PrepareSummary:
         counts = manifest["counts"]
-        return cls(output_dir, was_noop, counts["read"], counts["written"], counts["blank"],
-                   dict(counts["rejected"]), manifest["domains"])
+        return cls(
+            output_dir,
+            was_noop,
+            counts["read"],
+            counts["written"],
+            counts["blank"],
+            dict(counts["rejected"]),
+            manifest["domains"],
+        )
 
     def format_table(self) -> str:
         """Console report: totals, rejects by reason, and one line per domain."""
-        head = (f"{self.output_dir}: up to date (same inputs, options and tokenizer), nothing "
-                "rewritten" if self.was_noop else f"{self.output_dir}: prepared")
-        lines = [head, f"  rows read {self.read} = written {self.written} + rejected "
-                 f"{self.rejected_total}   (blank lines skipped: {self.blank})"]
+        head = (
+            f"{self.output_dir}: up to date (same inputs, options and tokenizer), nothing rewritten"
+            if self.was_noop
+            else f"{self.output_dir}: prepared"
+        )
+        lines = [
+            head,
+            f"  rows read {self.read} = written {self.written} + rejected "
+            f"{self.rejected_total}   (blank lines skipped: {self.blank})",
+        ]
         if self.rejected:
-            lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
-                         + f"   (details: {shards.REJECTS_FILE})")
+            lines.append(
+                "  rejected: "
+                + ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
+                + f"   (details: {shards.REJECTS_FILE})"
+            )
         width = max([len("domain")] + [len(d) for d in self.domains])
         split_width = max([len("split")] + [len(d["split"]) for d in self.domains.values()])
         lines.append(f"  {'domain':<{width}}  {'split':<{split_width}} {'examples':>9} {'tokens':>12}")
         for domain, info in sorted(self.domains.items()):
-            lines.append(f"  {domain:<{width}}  {info['split']:<{split_width}} "
-                         f"{info['num_examples']:>9} {info['num_tokens']:>12}")
+            lines.append(
+                f"  {domain:<{width}}  {info['split']:<{split_width}} "
+                f"{info['num_examples']:>9} {info['num_tokens']:>12}"
+            )
         total = sum(d["num_tokens"] for d in self.domains.values())
         lines.append(f"  {'total':<{width}}  {'':<{split_width}} {self.written:>9} {total:>12}")
         return "\n".join(lines)
 
 
-def prepare_corpus(inputs: Sequence[str], output_dir: str, options: PrepareOptions,
-                   overwrite: bool = False) -> PrepareSummary:
+def prepare_corpus(
+    inputs: Sequence[str], output_dir: str, options: PrepareOptions, overwrite: bool = False
+) -> PrepareSummary:
     """Prepares ``inputs`` into ``output_dir`` atomically; see the module docstring.
 
     Raises CorpusError when ``output_dir`` holds a different corpus and ``overwrite`` is False,
@@ -171,19 +207,21 @@ def prepare_corpus(inputs: Sequence[str], output_dir: str, options: PrepareOptio
         raise CorpusError(f"inputs {repeated} are given more than once; list each input once")
     tok = load_tokenizer(options.tokenizer_kind, options.tokenizer_path)
     out = Path(os.path.abspath(output_dir))
-    input_infos = [{"path": p if p.startswith(TFDS_PREFIX) else os.path.abspath(p),
-                    "sha256": input_sha256(p)} for p in inputs]
+    input_infos = [
+        {"path": p if p.startswith(TFDS_PREFIX) else os.path.abspath(p), "sha256": input_sha256(p)} for p in inputs
+    ]
     content_hash = _content_hash(input_infos, options, tok)
     if out.exists():
         existing = _existing_manifest(out)
         if existing is not None and existing["content_hash"] == content_hash:
-            logging.info("prepare: %s is up to date (content hash %s); nothing to do", out,
-                         content_hash[:12])
+            logging.info("prepare: %s is up to date (content hash %s); nothing to do", out, content_hash[:12])
             return PrepareSummary.from_manifest(str(out), existing, was_noop=True)
         if not overwrite:
             what = "a corpus prepared from other inputs/options" if existing else "other files"
-            raise CorpusError(f"{out} already exists and holds {what}; choose another output "
-                              "directory or pass overwrite to replace it")
+            raise CorpusError(
+                f"{out} already exists and holds {what}; choose another output "
+                "directory or pass overwrite to replace it"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
@@ -193,14 +231,23 @@ def prepare_corpus(inputs: Sequence[str], output_dir: str, options: PrepareOptio
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary = PrepareSummary.from_manifest(str(out), manifest, was_noop=False)
-    logging.info("prepare: wrote %d examples in %d domains to %s (%d rows rejected)",
-                 summary.written, len(summary.domains), out, summary.rejected_total)
+    logging.info(
+        "prepare: wrote %d examples in %d domains to %s (%d rows rejected)",
+        summary.written,
+        len(summary.domains),
+        out,
+        summary.rejected_total,
+    )
     return summary
 
 
 def _content_hash(input_infos: list[dict[str, Any]], options: PrepareOptions, tok: Tokenizer) -> str:
-    key = {"format_version": shards.FORMAT_VERSION, "inputs": input_infos,
-           "options": options.hashed(), "tokenizer": tok.fingerprint()}
+    key = {
+        "format_version": shards.FORMAT_VERSION,
+        "inputs": input_infos,
+        "options": options.hashed(),
+        "tokenizer": tok.fingerprint(),
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -274,29 +321,44 @@ class _CorpusWriter:
         self.domains: dict[str, collections.Counter[str]] = {}
         self.written = 0
 
-    def run(self, inputs: Sequence[str], input_infos: list[dict[str, Any]],
-            content_hash: str) -> dict[str, Any]:
+    def run(self, inputs: Sequence[str], input_infos: list[dict[str, Any]], content_hash: str) -> dict[str, Any]:
         spill = shards.ExampleSpill(self.tmp / "spill.bin")
         blank = 0
         try:
             with open(self.tmp / shards.REJECTS_FILE, "w", encoding="utf-8") as rejects:
                 for path, label, info in zip(inputs, source_labels(inputs), input_infos):
                     stats = ReadStats()
-                    rows = read_rows(path, self.options.mapping, stats=stats, source_name=label,
-                                     default_domain=self.options.default_domain)
-                    bar = tqdm(rows, desc=f"prepare {label}", unit=" rows", file=sys.stderr,
-                               disable=not self.options.progress, mininterval=0.5)
+                    rows = read_rows(
+                        path,
+                        self.options.mapping,
+                        stats=stats,
+                        source_name=label,
+                        default_domain=self.options.default_domain,
+                    )
+                    bar = tqdm(
+                        rows,
+                        desc=f"prepare {label}",
+                        unit=" rows",
+                        file=sys.stderr,
+                        disable=not self.options.progress,
+                        mininterval=0.5,
+                    )
                     for chunk in _chunks(bar, _CHUNK_ROWS):
                         self._add_chunk(chunk, spill, rejects)
                     info["rows"], blank = stats.rows, blank + stats.blank
                     if stats.defaulted_domain:
-                        logging.warning("%s: %d rows have no %r field; they went to domain %r",
-                                        path, stats.defaulted_domain, self.options.mapping.domain,
-                                        self.options.default_domain)
+                        logging.warning(
+                            "%s: %d rows have no %r field; they went to domain %r",
+                            path,
+                            stats.defaulted_domain,
+                            self.options.mapping.domain,
+                            self.options.default_domain,
+                        )
             read = sum(info["rows"] for info in input_infos)
             if read != self.written + sum(self.rejected.values()):
-                raise AssertionError(f"row accounting is off: read {read}, written {self.written},"
-                                     f" rejected {dict(self.rejected)}")
+                raise AssertionError(
+                    f"row accounting is off: read {read}, written {self.written}, rejected {dict(self.rejected)}"
+                )
             splits = shards.split_names(self.domains)
             shards.write_shards(self.tmp, spill, splits)
         finally:
@@ -306,8 +368,7 @@ class _CorpusWriter:
         (self.tmp / shards.MANIFEST_FILE).write_text(text, encoding="utf-8")
         return manifest
 
-    def _add_chunk(self, chunk: list[TeacherRow | Reject], spill: shards.ExampleSpill,
-                   rejects: Any) -> None:
+    def _add_chunk(self, chunk: list[TeacherRow | Reject], spill: shards.ExampleSpill, rejects: Any) -> None:
         rows = [r for r in chunk if isinstance(r, TeacherRow)]
         targets = [self._format_target(r) for r in rows]
         encoded = zip(self.tok.encode_batch([r.input for r in rows]), self.tok.encode_batch(targets))
@@ -324,10 +385,8 @@ class _CorpusWriter:
             rejects.write(_json_line(dataclasses.asdict(item)))
 
     def _format_target(self, row: TeacherRow) -> str:
-        template = (self.options.target_template if row.rationale is not None
-                    else self.options.plain_target_template)
-        return template.format(rationale=row.rationale, target=row.target, input=row.input,
-                               domain=row.domain)
+        template = self.options.target_template if row.rationale is not None else self.options.plain_target_template
+        return template.format(rationale=row.rationale, target=row.target, input=row.input, domain=row.domain)
 
     def _where(self, row: TeacherRow) -> tuple[int, int]:
         if not self.sources or self.sources[-1] != row.source:
@@ -337,8 +396,7 @@ class _CorpusWriter:
     def _first(self, where: tuple[int, int]) -> str:
         return f"{self.sources[where[0]]}:{where[1]}"
 
-    def _check(self, row: TeacherRow, target: str, inputs: np.ndarray,
-               target_ids: np.ndarray) -> Reject | None:
+    def _check(self, row: TeacherRow, target: str, inputs: np.ndarray, target_ids: np.ndarray) -> Reject | None:
         """The prepare-level checks, in order: duplicate id, lengths, duplicate example."""
         opts, where = self.options, self._where(row)
 
@@ -346,24 +404,36 @@ class _CorpusWriter:
             return Reject(row.source, row.line, reason, detail, row.input[:EXCERPT_CHARS])
 
         if row.id in self.seen_ids:
-            return reject("duplicate_id", f"id {row.id!r} was already used at "
-                          f"{self._first(self.seen_ids[row.id])} (first occurrence wins); make ids "
-                          "unique or map id to None to derive them from file:line")
+            return reject(
+                "duplicate_id",
+                f"id {row.id!r} was already used at "
+                f"{self._first(self.seen_ids[row.id])} (first occurrence wins); make ids "
+                "unique or map id to None to derive them from file:line",
+            )
         self.seen_ids[row.id] = where
-        for name, ids, limit in (("input", inputs, opts.max_input_len),
-                                 ("formatted target", target_ids, opts.max_target_len)):
+        for name, ids, limit in (
+            ("input", inputs, opts.max_input_len),
+            ("formatted target", target_ids, opts.max_target_len),
+        ):
             if len(ids) > limit:
                 field = name.split()[-1]
-                return reject(f"{field}_too_long", f"{name} is {len(ids)} tokens with EOS, over "
-                              f"max_{field}_len={limit}; shorten it or raise max_{field}_len (rows "
-                              "are never truncated)")
+                return reject(
+                    f"{field}_too_long",
+                    f"{name} is {len(ids)} tokens with EOS, over "
+                    f"max_{field}_len={limit}; shorten it or raise max_{field}_len (rows "
+                    "are never truncated)",
+                )
         if opts.drop_duplicate_examples:
-            digest = hashlib.blake2b("\0".join((row.domain, row.input, target)).encode("utf-8"),
-                                     digest_size=16).digest()
+            digest = hashlib.blake2b(
+                "\0".join((row.domain, row.input, target)).encode("utf-8"), digest_size=16
+            ).digest()
             if digest in self.seen_examples:
-                return reject("duplicate_example", "same domain, input and formatted target as "
-                              f"{self._first(self.seen_examples[digest])}; set "
-                              "drop_duplicate_examples=False to keep repeats")
+                return reject(
+                    "duplicate_example",
+                    "same domain, input and formatted target as "
+                    f"{self._first(self.seen_examples[digest])}; set "
+                    "drop_duplicate_examples=False to keep repeats",
+                )
             self.seen_examples[digest] = where
         return None
 
@@ -374,14 +444,20 @@ class _CorpusWriter:
         stats["num_target_tokens"] += len(targets)
         self.written += 1
 
-    def _manifest(self, splits: dict[str, str], input_infos: list[dict[str, Any]],
-                  content_hash: str, read: int, blank: int) -> dict[str, Any]:
+    def _manifest(
+        self, splits: dict[str, str], input_infos: list[dict[str, Any]], content_hash: str, read: int, blank: int
+    ) -> dict[str, Any]:
         opts = self.options
-        domains = {d: {"split": splits[d], "num_examples": s["num_examples"],
-                       "num_tokens": s["num_input_tokens"] + s["num_target_tokens"],
-                       "num_input_tokens": s["num_input_tokens"],
-                       "num_target_tokens": s["num_target_tokens"]}
-                   for d, s in sorted(self.domains.items())}
+        domains = {
+            d: {
+                "split": splits[d],
+                "num_examples": s["num_examples"],
+                "num_tokens": s["num_input_tokens"] + s["num_target_tokens"],
+                "num_input_tokens": s["num_input_tokens"],
+                "num_target_tokens": s["num_target_tokens"],
+            }
+            for d, s in sorted(self.domains.items())
+        }
         return {
             "format_version": shards.FORMAT_VERSION,
             "tfds_name": shards.TFDS_NAME,
@@ -395,8 +471,12 @@ class _CorpusWriter:
             "default_domain": opts.default_domain,
             "mapping": dataclasses.asdict(opts.mapping),
             "domains": domains,
-            "counts": {"read": read, "written": self.written, "blank": blank,
-                       "rejected": {r: self.rejected[r] for r in REJECT_REASONS if self.rejected[r]}},
+            "counts": {
+                "read": read,
+                "written": self.written,
+                "blank": blank,
+                "rejected": {r: self.rejected[r] for r in REJECT_REASONS if self.rejected[r]},
+            },
             "inputs": input_infos,
             "content_hash": content_hash,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -26,9 +26,9 @@ import shutil
 import struct
 import unicodedata
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 from absl import logging
@@ -99,10 +99,15 @@ class ExampleSpill:
                 f.seek(offset)
                 sizes = _HEADER.unpack(f.read(_HEADER.size))
                 row_id, inputs, targets = (f.read(n) for n in sizes)
-                yield row_id.decode("utf-8"), {
-                    "id": row_id.decode("utf-8"), "domain": domain,
-                    "inputs": np.frombuffer(inputs, "<i4").astype(np.int32),
-                    "targets": np.frombuffer(targets, "<i4").astype(np.int32)}
+                yield (
+                    row_id.decode("utf-8"),
+                    {
+                        "id": row_id.decode("utf-8"),
+                        "domain": domain,
+                        "inputs": np.frombuffer(inputs, "<i4").astype(np.int32),
+                        "targets": np.frombuffer(targets, "<i4").astype(np.int32),
+                    },
+                )
 
     def close(self) -> None:
         self._file.close()
@@ -129,12 +134,18 @@ def _builder_class():
             super().__init__(**kwargs)
 
         def _info(self) -> tfds.core.DatasetInfo:
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(),
-                "domain": tfds.features.Text(),
-                "inputs": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                "targets": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            }), description="Tokenized teacher outputs for distillation; one split per domain.")
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "id": tfds.features.Text(),
+                        "domain": tfds.features.Text(),
+                        "inputs": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                        "targets": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    }
+                ),
+                description="Tokenized teacher outputs for distillation; one split per domain.",
+            )
 
         def _split_generators(self, dl_manager: Any) -> dict[str, Iterable]:
             return dict(self._split_iterables)
@@ -164,13 +175,16 @@ def write_shards(prepared_dir: str | os.PathLike, spill: ExampleSpill, splits: M
 
     builder = _builder_class()(
         split_generators={splits[d]: spill.examples(d) for d in spill.domains()},
-        data_dir=os.fspath(prepared_dir), file_format="array_record")
+        data_dir=os.fspath(prepared_dir),
+        file_format="array_record",
+    )
     was_active = tqdm_utils._active  # tfds keeps its progress switch as module state
     tfds.display_progress_bar(False)  # Its per-split bars are noise; prepare shows its own progress.
     try:
         builder.download_and_prepare(
             download_dir=os.path.join(prepared_dir, "tfds_downloads"),
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
     finally:
         tfds.display_progress_bar(was_active)
     # TFDS creates (empty) download dirs even when nothing is downloaded.
@@ -183,23 +197,29 @@ def load_manifest(prepared_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise CorpusError(f"{prepared_dir}: no {MANIFEST_FILE}; it is not a prepared corpus (run "
-                          "prepare into it, or check the path)") from err
+        raise CorpusError(
+            f"{prepared_dir}: no {MANIFEST_FILE}; it is not a prepared corpus (run prepare into it, or check the path)"
+        ) from err
     except (OSError, ValueError) as err:
-        raise CorpusError(f"{path}: unreadable or corrupt ({err}); re-run prepare with "
-                          "overwrite") from err
+        raise CorpusError(f"{path}: unreadable or corrupt ({err}); re-run prepare with overwrite") from err
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise CorpusError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}, the one this "
-                          "distill_jax reads; re-run prepare with this version")
+        raise CorpusError(
+            f"{path}: format_version {version!r} is not {FORMAT_VERSION}, the one this "
+            "distill_jax reads; re-run prepare with this version"
+        )
     missing = [k for k in _MANIFEST_KEYS if k not in manifest]
     domains = manifest.get("domains")
-    bad_domains = ([d for d, v in domains.items()
-                    if not isinstance(v, dict) or not {"split", "num_examples"} <= v.keys()]
-                   if isinstance(domains, dict) else ["(domains is not an object)"])
+    bad_domains = (
+        [d for d, v in domains.items() if not isinstance(v, dict) or not {"split", "num_examples"} <= v.keys()]
+        if isinstance(domains, dict)
+        else ["(domains is not an object)"]
+    )
     if missing or bad_domains:
-        raise CorpusError(f"{path}: corrupt manifest (missing keys {missing}, bad domain entries "
-                          f"{bad_domains}); re-run prepare with overwrite")
+        raise CorpusError(
+            f"{path}: corrupt manifest (missing keys {missing}, bad domain entries "
+            f"{bad_domains}); re-run prepare with overwrite"
+        )
     return manifest
 
 
@@ -246,13 +266,16 @@ def open_domain_sources(prepared_dir: str | os.PathLike) -> dict[str, DomainSour
     try:
         builder = tfds.builder_from_directory(os.fspath(tfds_dir(prepared_dir)))
     except Exception as err:  # tfds raises several types for missing/corrupt metadata
-        raise CorpusError(f"{tfds_dir(prepared_dir)}: cannot open the shards ({err}); re-run "
-                          "prepare with overwrite") from err
+        raise CorpusError(
+            f"{tfds_dir(prepared_dir)}: cannot open the shards ({err}); re-run prepare with overwrite"
+        ) from err
     sources = {}
     for domain, info in manifest["domains"].items():
         source = builder.as_data_source(split=info["split"])
         if len(source) != info["num_examples"]:
-            raise CorpusError(f"{prepared_dir}: split {info['split']!r} has {len(source)} examples "
-                              f"but the manifest says {info['num_examples']}; re-run prepare")
+            raise CorpusError(
+                f"{prepared_dir}: split {info['split']!r} has {len(source)} examples "
+                f"but the manifest says {info['num_examples']}; re-run prepare"
+            )
         sources[domain] = DomainSource(domain, info["split"], source)
     return sources

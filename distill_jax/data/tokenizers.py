@@ -17,7 +17,8 @@ import abc
 import hashlib
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,9 +66,15 @@ class Tokenizer(abc.ABC):
 
     def to_dict(self) -> dict[str, Any]:
         """What the manifest records; :func:`tokenizer_from_dict` reloads and checks it."""
-        return {"kind": self.kind, "path": self.path, "name": self.name,
-                "vocab_size": self.vocab_size, "pad_id": self.pad_id, "eos_id": self.eos_id,
-                "fingerprint": self.fingerprint()}
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "name": self.name,
+            "vocab_size": self.vocab_size,
+            "pad_id": self.pad_id,
+            "eos_id": self.eos_id,
+            "fingerprint": self.fingerprint(),
+        }
 
     @abc.abstractmethod
     def _encode_plain(self, texts: Sequence[str]) -> Sequence[Sequence[int] | np.ndarray]:
@@ -116,8 +123,10 @@ class HFTokenizer(Tokenizer):
         import transformers
 
         if not os.path.isdir(path):
-            raise ValueError(f"tokenizer path {path!r} is not a directory; give a local directory "
-                             "with tokenizer.json/tokenizer_config.json, or a T5 spiece.model")
+            raise ValueError(
+                f"tokenizer path {path!r} is not a directory; give a local directory "
+                "with tokenizer.json/tokenizer_config.json, or a T5 spiece.model"
+            )
         files = set(os.listdir(path))
         try:
             if "spiece.model" in files and not files & {"tokenizer_config.json", "config.json"}:
@@ -125,11 +134,15 @@ class HFTokenizer(Tokenizer):
             else:
                 tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as err:
-            raise ValueError(f"cannot load a tokenizer from {path} ({err}); the directory needs "
-                             "tokenizer.json + tokenizer_config.json, or a T5 spiece.model") from err
+            raise ValueError(
+                f"cannot load a tokenizer from {path} ({err}); the directory needs "
+                "tokenizer.json + tokenizer_config.json, or a T5 spiece.model"
+            ) from err
         if tok.eos_token_id is None or tok.pad_token_id is None:
-            raise ValueError(f"tokenizer in {path} has no {'eos' if tok.eos_token_id is None else 'pad'}"
-                             " token; set eos_token/pad_token in its tokenizer_config.json")
+            raise ValueError(
+                f"tokenizer in {path} has no {'eos' if tok.eos_token_id is None else 'pad'}"
+                " token; set eos_token/pad_token in its tokenizer_config.json"
+            )
         self._tok = tok
         self.path = os.path.abspath(path)
         self.name = os.path.basename(os.path.normpath(path))
@@ -156,8 +169,9 @@ def load_tokenizer(kind: str = "byt5", path: str = "") -> Tokenizer:
     """``"byt5"`` (no files) or ``"hf"`` with ``path`` = a local tokenizer directory."""
     if kind == "byt5":
         if path:
-            raise ValueError(f"tokenizer kind 'byt5' takes no path (got {path!r}); use kind 'hf' "
-                             "for a tokenizer directory")
+            raise ValueError(
+                f"tokenizer kind 'byt5' takes no path (got {path!r}); use kind 'hf' for a tokenizer directory"
+            )
         return ByteTokenizer()
     if kind == "hf":
         if not path:
@@ -170,7 +184,9 @@ def tokenizer_from_dict(info: dict[str, Any]) -> Tokenizer:
     """Reloads the tokenizer a manifest recorded, refusing one whose vocabulary has changed."""
     tok = load_tokenizer(info["kind"], info.get("path", ""))
     if tok.fingerprint() != info["fingerprint"]:
-        raise ValueError(f"the tokenizer at {info.get('path') or info['kind']!r} is not the one the "
-                         "corpus was prepared with (fingerprint differs); restore it or re-run "
-                         "prepare")
+        raise ValueError(
+            f"the tokenizer at {info.get('path') or info['kind']!r} is not the one the "
+            "corpus was prepared with (fingerprint differs); restore it or re-run "
+            "prepare"
+        )
     return tok

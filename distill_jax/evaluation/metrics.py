@@ -135,15 +135,11 @@ class DomainAccumulator:
         for metric, value in metric_values.items():
             self._record(domain, metric, float(value), 1)
 
-    def add_batch(
-        self, domains: Sequence[str], metric_name: str, values: Sequence[float] | np.ndarray
-    ) -> None:
+    def add_batch(self, domains: Sequence[str], metric_name: str, values: Sequence[float] | np.ndarray) -> None:
         """Record one metric for a batch: ``values[i]`` belongs to ``domains[i]``."""
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(domains),):
-            raise ValueError(
-                f"expected {len(domains)} values for {len(domains)} domains, got shape {values.shape}"
-            )
+            raise ValueError(f"expected {len(domains)} values for {len(domains)} domains, got shape {values.shape}")
         for domain in sorted(set(domains)):
             mask = np.fromiter((d == domain for d in domains), dtype=bool, count=len(domains))
             self._record(domain, metric_name, float(values[mask].sum()), int(mask.sum()))
@@ -164,9 +160,7 @@ class DomainAccumulator:
         return out
 
 
-def split_head_tail(
-    domain_counts: Mapping[str, int], head_fraction: float = 0.5
-) -> tuple[list[str], list[str]]:
+def split_head_tail(domain_counts: Mapping[str, int], head_fraction: float = 0.5) -> tuple[list[str], list[str]]:
     """Split domains into BalDistill's head and tail groups by training-set size.
 
     The head is the smallest set of largest domains that together hold at least
@@ -253,8 +247,7 @@ def format_domain_table(
         return [evaluated] + [f"{result[m]:.4f}" if m in result else "-" for m in metrics]
 
     rows = [
-        [d, "head" if d in head_set else "tail", str(domain_counts.get(d, "-"))]
-        + values(per_domain.get(d))
+        [d, "head" if d in head_set else "tail", str(domain_counts.get(d, "-"))] + values(per_domain.get(d))
         for d in domains
     ]
     summary = []

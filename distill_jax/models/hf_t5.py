@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,8 +34,10 @@ _Layout = dict[tuple[str, ...], tuple[str, int | None]]
 
 
 def _attention_layout(ours: tuple[str, ...], hf: str) -> _Layout:
-    layout = {(*ours, name, "kernel"): (f"{hf}.{short}.weight", 1) for name, short in
-              (("query", "q"), ("key", "k"), ("value", "v"))}
+    layout = {
+        (*ours, name, "kernel"): (f"{hf}.{short}.weight", 1)
+        for name, short in (("query", "q"), ("key", "k"), ("value", "v"))
+    }
     layout[(*ours, "out", "kernel")] = (f"{hf}.o.weight", 2)
     return layout
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,7 +58,7 @@ def _dtypes(cfg: T5Config) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _distance_buckets(num_buckets: int, max_distance: int) -> np.ndarray:
     """Bucket of every distance in [0, max_distance]; longer distances share the last entry.
 
@@ -184,8 +185,12 @@ class HeadsProjection(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         dtypes = _dtypes(cfg)
-        kernel = self.param("kernel", _normal(self.stddev, ("embed", "heads", "kv")),
-                            (cfg.d_model, cfg.num_heads, cfg.d_kv), dtypes["param_dtype"])
+        kernel = self.param(
+            "kernel",
+            _normal(self.stddev, ("embed", "heads", "kv")),
+            (cfg.d_model, cfg.num_heads, cfg.d_kv),
+            dtypes["param_dtype"],
+        )
         return jnp.einsum("...d,dhk->...hk", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
 
 
@@ -199,8 +204,12 @@ class HeadsOutput(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         dtypes = _dtypes(cfg)
-        kernel = self.param("kernel", _normal(self.stddev, ("heads", "kv", "embed")),
-                            (cfg.num_heads, cfg.d_kv, cfg.d_model), dtypes["param_dtype"])
+        kernel = self.param(
+            "kernel",
+            _normal(self.stddev, ("heads", "kv", "embed")),
+            (cfg.num_heads, cfg.d_kv, cfg.d_model),
+            dtypes["param_dtype"],
+        )
         return jnp.einsum("...hk,hkd->...d", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
 
 
@@ -216,7 +225,7 @@ class MultiHeadAttention(nn.Module):
     config: T5Config
     cross_attention: bool = False
 
-    def _projection(self, name: str, stddev: float) -> "HeadsProjection":
+    def _projection(self, name: str, stddev: float) -> HeadsProjection:
         return HeadsProjection(self.config, stddev, name=name)
 
     def _keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
@@ -281,9 +290,7 @@ class MlpBlock(nn.Module):
     config: T5Config
 
     def _dense(self, name: str, features: int, stddev: float, names: tuple[str, str]) -> nn.Dense:
-        return nn.Dense(
-            features, use_bias=False, kernel_init=_normal(stddev, names), name=name, **_dtypes(self.config)
-        )
+        return nn.Dense(features, use_bias=False, kernel_init=_normal(stddev, names), name=name, **_dtypes(self.config))
 
     @nn.compact
     def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
@@ -429,9 +436,7 @@ class Decoder(nn.Module):
         )
         return (relpos, _mask_bias((key_positions <= index)[:, None, None, :])), index
 
-    def _full_biases(
-        self, length: int, segment_ids: Array | None, positions: Array | None
-    ) -> tuple[Array, Array]:
+    def _full_biases(self, length: int, segment_ids: Array | None, positions: Array | None) -> tuple[Array, Array]:
         causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
         mask = causal if segment_ids is None else causal & _segment_mask(segment_ids, segment_ids)
         if positions is None:

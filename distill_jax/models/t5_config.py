@@ -8,7 +8,8 @@ be warm-started from any of them through ``distill_jax.models.hf_t5``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _ACTIVATIONS = ("relu", "gelu", "silu")
 _REMAT_MODES = ("none", "full", "dots_saveable")
@@ -76,7 +77,7 @@ class T5Config:
         return self.feed_forward_proj.removeprefix("gated-")
 
     @classmethod
-    def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> "T5Config":
+    def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> T5Config:
         """Builds a config from a transformers ``T5Config`` dict (``config.json``).
 
         transformers >= 5 always writes ``tie_word_embeddings: true`` and records the v1.0/v1.1
@@ -139,18 +140,30 @@ _V1_1 = dict(vocab_size=_T5_VOCAB, d_kv=64, feed_forward_proj="gated-gelu", tie_
 
 SIZES: dict[str, T5Config] = {
     "tiny": T5Config(
-        vocab_size=_BYTE_VOCAB, d_model=128, d_kv=32, d_ff=256, num_heads=4,
-        num_encoder_layers=2, num_decoder_layers=2,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        vocab_size=_BYTE_VOCAB,
+        d_model=128,
+        d_kv=32,
+        d_ff=256,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
     ),
     "small": T5Config(d_model=512, d_ff=1024, num_heads=6, num_encoder_layers=8, num_decoder_layers=8, **_V1_1),
     "base": T5Config(d_model=768, d_ff=2048, num_heads=12, num_encoder_layers=12, num_decoder_layers=12, **_V1_1),
     "large": T5Config(d_model=1024, d_ff=2816, num_heads=16, num_encoder_layers=24, num_decoder_layers=24, **_V1_1),
     "xl": T5Config(d_model=2048, d_ff=5120, num_heads=32, num_encoder_layers=24, num_decoder_layers=24, **_V1_1),
     "t5-small-v1.0": T5Config(
-        vocab_size=_T5_VOCAB, d_model=512, d_kv=64, d_ff=2048, num_heads=8,
-        num_encoder_layers=6, num_decoder_layers=6,
-        feed_forward_proj="relu", tie_word_embeddings=True,
+        vocab_size=_T5_VOCAB,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_heads=8,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
     ),
 }
 
@@ -202,11 +215,14 @@ def flops_per_token(cfg: T5Config, input_len: int, target_len: int) -> float:
     """
     attn_width = cfg.num_heads * cfg.d_kv
     mlp = _mlp_params(cfg)
-    encoder = input_len * cfg.num_encoder_layers * (
-        2 * (4 * cfg.d_model * attn_width + mlp) + 4 * input_len * attn_width
+    encoder = (
+        input_len * cfg.num_encoder_layers * (2 * (4 * cfg.d_model * attn_width + mlp) + 4 * input_len * attn_width)
     )
-    decoder = target_len * cfg.num_decoder_layers * (
-        2 * (6 * cfg.d_model * attn_width + mlp) + 4 * (target_len + input_len) * attn_width
-    ) + input_len * cfg.num_decoder_layers * 4 * cfg.d_model * attn_width
+    decoder = (
+        target_len
+        * cfg.num_decoder_layers
+        * (2 * (6 * cfg.d_model * attn_width + mlp) + 4 * (target_len + input_len) * attn_width)
+        + input_len * cfg.num_decoder_layers * 4 * cfg.d_model * attn_width
+    )
     head = target_len * 2 * cfg.d_model * cfg.vocab_size
     return 3.0 * (encoder + decoder + head) / target_len

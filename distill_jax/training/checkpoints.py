@@ -20,65 +20,94 @@ from orbax.checkpoint import checkpoint_managers
 
 
 def _data_item_name() -> str:
-  # Each process owns its iterator position; one JSON item per process keeps them apart.
-  return f"data_p{jax.process_index()}"
+    # Each process owns its iterator position; one JSON item per process keeps them apart.
+    return f"data_p{jax.process_index()}"
 
 
 class Checkpointer:
-  """Keep-last-N plus keep-best-N checkpoints of a training run."""
+    """Keep-last-N plus keep-best-N checkpoints of a training run."""
 
-  def __init__(self, directory: str, *, keep_last: int = 3, keep_best: int = 0,
-               best_metric: str = "eval/loss", async_save: bool = True):
-    self.best_metric = best_metric
-    policies: list[Any] = [checkpoint_managers.LatestN(n=max(keep_last, 1))]
-    if keep_best > 0:
-      # BestN sorts ascending and keeps the end of the list: reverse for "lower is better".
-      lower_is_better = "loss" in best_metric
-      policies.append(checkpoint_managers.BestN(
-          get_metric_fn=lambda metrics: metrics[best_metric], reverse=lower_is_better, n=keep_best,
-          keep_checkpoints_without_metrics=False))
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
-    )
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep_last: int = 3,
+        keep_best: int = 0,
+        best_metric: str = "eval/loss",
+        async_save: bool = True,
+    ):
+        self.best_metric = best_metric
+        policies: list[Any] = [checkpoint_managers.LatestN(n=max(keep_last, 1))]
+        if keep_best > 0:
+            # BestN sorts ascending and keeps the end of the list: reverse for "lower is better".
+            lower_is_better = "loss" in best_metric
+            policies.append(
+                checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=lower_is_better,
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_state: dict[str, Any], meta: dict[str, Any],
-           metrics: dict[str, float] | None = None) -> None:
-    """Starts an asynchronous save; returns once the arrays are copied off the devices."""
-    if step in self._manager.all_steps():
-      return
-    usable = None
-    if metrics is not None and self.best_metric in metrics:
-      usable = {self.best_metric: float(metrics[self.best_metric])}
-    self._manager.save(step, args=ocp.args.Composite(**{
-        "state": ocp.args.StandardSave(state),
-        _data_item_name(): ocp.args.JsonSave(data_state),
-        "meta": ocp.args.JsonSave(meta),
-    }), metrics=usable)
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_state: dict[str, Any],
+        meta: dict[str, Any],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Starts an asynchronous save; returns once the arrays are copied off the devices."""
+        if step in self._manager.all_steps():
+            return
+        usable = None
+        if metrics is not None and self.best_metric in metrics:
+            usable = {self.best_metric: float(metrics[self.best_metric])}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    "state": ocp.args.StandardSave(state),
+                    _data_item_name(): ocp.args.JsonSave(data_state),
+                    "meta": ocp.args.JsonSave(meta),
+                }
+            ),
+            metrics=usable,
+        )
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        "state": ocp.args.StandardRestore(abstract_state),
-        _data_item_name(): ocp.args.JsonRestore(),
-        "meta": ocp.args.JsonRestore(),
-    }))
-    return restored["state"], restored[_data_item_name()], restored["meta"]
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    "state": ocp.args.StandardRestore(abstract_state),
+                    _data_item_name(): ocp.args.JsonRestore(),
+                    "meta": ocp.args.JsonRestore(),
+                }
+            ),
+        )
+        return restored["state"], restored[_data_item_name()], restored["meta"]
 
-  def restore_meta(self, step: int) -> dict[str, Any]:
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    def restore_meta(self, step: int) -> dict[str, Any]:
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
 
-  def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

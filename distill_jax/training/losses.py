@@ -10,50 +10,59 @@ import jax
 import jax.numpy as jnp
 
 
-def cross_entropy_with_z_loss(logits: jax.Array, targets: jax.Array, *, label_smoothing: float = 0.0,
-                              z_loss: float = 0.0) -> tuple[jax.Array, jax.Array]:
-  """Per-token loss (CE + z_loss * log(Z)^2) and the plain CE, both [B, T] float32.
+def cross_entropy_with_z_loss(
+    logits: jax.Array, targets: jax.Array, *, label_smoothing: float = 0.0, z_loss: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
+    """Per-token loss (CE + z_loss * log(Z)^2) and the plain CE, both [B, T] float32.
 
-  Smoothing follows T5X: the target gets (1 - s) and the rest share s, and the constant entropy
-  of that distribution is subtracted so a perfect model's loss is 0 whatever s is.
-  """
-  logits = logits.astype(jnp.float32)
-  vocab = logits.shape[-1]
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  log_probs = logits - log_z[..., None]
-  target_logp = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  ce = -target_logp
-  if label_smoothing > 0:
-    confidence = 1.0 - label_smoothing
-    low = label_smoothing / (vocab - 1)
-    normalizer = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
-    smoothed = -(confidence * target_logp + low * (jnp.sum(log_probs, axis=-1) - target_logp))
-    loss = smoothed - normalizer
-  else:
-    loss = ce
-  if z_loss > 0:
-    loss = loss + z_loss * jnp.square(log_z)
-  return loss, ce
+    Smoothing follows T5X: the target gets (1 - s) and the rest share s, and the constant entropy
+    of that distribution is subtracted so a perfect model's loss is 0 whatever s is.
+    """
+    logits = logits.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    log_probs = logits - log_z[..., None]
+    target_logp = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    ce = -target_logp
+    if label_smoothing > 0:
+        confidence = 1.0 - label_smoothing
+        low = label_smoothing / (vocab - 1)
+        normalizer = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
+        smoothed = -(confidence * target_logp + low * (jnp.sum(log_probs, axis=-1) - target_logp))
+        loss = smoothed - normalizer
+    else:
+        loss = ce
+    if z_loss > 0:
+        loss = loss + z_loss * jnp.square(log_z)
+    return loss, ce
 
 
 def per_domain_sums(values: jax.Array, weights: jax.Array, domain_ids: jax.Array, num_domains: int) -> jax.Array:
-  """Sums of `values * weights` per example domain: [B, T] values, [B] domain ids -> [num_domains]."""
-  per_example = jnp.sum(values * weights, axis=-1)
-  return jax.ops.segment_sum(per_example, domain_ids, num_segments=num_domains)
+    """Sums of `values * weights` per example domain: [B, T] values, [B] domain ids -> [num_domains]."""
+    per_example = jnp.sum(values * weights, axis=-1)
+    return jax.ops.segment_sum(per_example, domain_ids, num_segments=num_domains)
 
 
-def seq2seq_metric_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array, domain_ids: jax.Array,
-                        num_domains: int, *, label_smoothing: float = 0.0, z_loss: float = 0.0
-                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Total training loss (sum over tokens) and per-domain sums of loss, correct tokens and token count."""
-  weights = weights.astype(jnp.float32)
-  loss, ce = cross_entropy_with_z_loss(logits, targets, label_smoothing=label_smoothing, z_loss=z_loss)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  sums = {
-      "ce_sum": per_domain_sums(ce, weights, domain_ids, num_domains),
-      "correct_sum": per_domain_sums(correct, weights, domain_ids, num_domains),
-      "token_count": per_domain_sums(jnp.ones_like(ce), weights, domain_ids, num_domains),
-      "example_count": jax.ops.segment_sum(jnp.ones_like(domain_ids, jnp.float32) * (weights.sum(-1) > 0),
-                                           domain_ids, num_segments=num_domains),
-  }
-  return jnp.sum(loss * weights), sums
+def seq2seq_metric_sums(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    domain_ids: jax.Array,
+    num_domains: int,
+    *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total training loss (sum over tokens) and per-domain sums of loss, correct tokens and token count."""
+    weights = weights.astype(jnp.float32)
+    loss, ce = cross_entropy_with_z_loss(logits, targets, label_smoothing=label_smoothing, z_loss=z_loss)
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    sums = {
+        "ce_sum": per_domain_sums(ce, weights, domain_ids, num_domains),
+        "correct_sum": per_domain_sums(correct, weights, domain_ids, num_domains),
+        "token_count": per_domain_sums(jnp.ones_like(ce), weights, domain_ids, num_domains),
+        "example_count": jax.ops.segment_sum(
+            jnp.ones_like(domain_ids, jnp.float32) * (weights.sum(-1) > 0), domain_ids, num_segments=num_domains
+        ),
+    }
+    return jnp.sum(loss * weights), sums

@@ -8,43 +8,46 @@ import optax
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup to the peak, then the configured decay down to end_lr_fraction * peak."""
-  peak = cfg.learning_rate
-  end = peak * cfg.end_lr_fraction
-  warmup = max(int(cfg.warmup_steps), 0)
-  decay_steps = max(total_steps - warmup, 1)
-  if cfg.decay == "cosine":
-    decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_fraction)
-  elif cfg.decay == "linear":
-    decay = optax.linear_schedule(peak, end, decay_steps)
-  elif cfg.decay == "rsqrt":
-    # T5's inverse-square-root decay, continuous with the warmup peak.
-    def decay(step):
-      return peak * jax.lax.rsqrt(1.0 + step / max(warmup, 1))
-  elif cfg.decay == "constant":
-    decay = optax.constant_schedule(peak)
-  else:
-    raise ValueError(f"optimizer.decay={cfg.decay!r}: use cosine, linear, rsqrt or constant")
-  if warmup == 0:
-    return decay
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+    """Linear warmup to the peak, then the configured decay down to end_lr_fraction * peak."""
+    peak = cfg.learning_rate
+    end = peak * cfg.end_lr_fraction
+    warmup = max(int(cfg.warmup_steps), 0)
+    decay_steps = max(total_steps - warmup, 1)
+    if cfg.decay == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_fraction)
+    elif cfg.decay == "linear":
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    elif cfg.decay == "rsqrt":
+        # T5's inverse-square-root decay, continuous with the warmup peak.
+        def decay(step):
+            return peak * jax.lax.rsqrt(1.0 + step / max(warmup, 1))
+    elif cfg.decay == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise ValueError(f"optimizer.decay={cfg.decay!r}: use cosine, linear, rsqrt or constant")
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
 def _decay_mask(params):
-  # Norm scales are 1-D; decaying them toward 0 fights the normalisation itself.
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+    # Norm scales are 1-D; decaying them toward 0 fights the normalisation itself.
+    return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """The configured optimizer with global-norm clipping in front."""
-  schedule = learning_rate_schedule(cfg, total_steps)
-  if cfg.name == "adamw":
-    opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask)
-  elif cfg.name == "adafactor":
-    opt = optax.adafactor(schedule, weight_decay_rate=cfg.weight_decay or None,
-                          weight_decay_mask=_decay_mask if cfg.weight_decay else None)
-  else:
-    raise ValueError(f"optimizer.name={cfg.name!r}: use adamw or adafactor")
-  if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
-  return opt
+    """The configured optimizer with global-norm clipping in front."""
+    schedule = learning_rate_schedule(cfg, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask)
+    elif cfg.name == "adafactor":
+        opt = optax.adafactor(
+            schedule,
+            weight_decay_rate=cfg.weight_decay or None,
+            weight_decay_mask=_decay_mask if cfg.weight_decay else None,
+        )
+    else:
+        raise ValueError(f"optimizer.name={cfg.name!r}: use adamw or adafactor")
+    if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+    return opt

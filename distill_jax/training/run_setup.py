@@ -26,96 +26,139 @@ from distill_jax.training.train_state import TrainState, state_shardings
 
 
 def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:
-  """Rounds the embedding up so its rows split evenly over devices (T5's 32100 -> 32128)."""
-  return -(-vocab_size // multiple) * multiple
+    """Rounds the embedding up so its rows split evenly over devices (T5's 32100 -> 32128)."""
+    return -(-vocab_size // multiple) * multiple
 
 
 @dataclasses.dataclass
 class RunSetup:
-  config: ml_collections.ConfigDict
-  manifest: dict[str, Any]
-  eval_manifest: dict[str, Any] | None
-  tokenizer: Tokenizer
-  domain_names: list[str]  # Index order of every per-domain vector (train and eval domains together).
-  model_config: T5Config
-  model: T5Transformer
-  mesh: Mesh
-  rules: partitioning.LogicalRules
-  tx: optax.GradientTransformation
-  abstract_state: TrainState
-  shardings: TrainState
-  batch_shardings: dict[str, Any]
+    config: ml_collections.ConfigDict
+    manifest: dict[str, Any]
+    eval_manifest: dict[str, Any] | None
+    tokenizer: Tokenizer
+    domain_names: list[str]  # Index order of every per-domain vector (train and eval domains together).
+    model_config: T5Config
+    model: T5Transformer
+    mesh: Mesh
+    rules: partitioning.LogicalRules
+    tx: optax.GradientTransformation
+    abstract_state: TrainState
+    shardings: TrainState
+    batch_shardings: dict[str, Any]
 
-  @property
-  def domain_index(self) -> dict[str, int]:
-    return {d: i for i, d in enumerate(self.domain_names)}
+    @property
+    def domain_index(self) -> dict[str, int]:
+        return {d: i for i, d in enumerate(self.domain_names)}
 
-  @property
-  def train_domain_counts(self) -> dict[str, int]:
-    return {d: int(v["num_examples"]) for d, v in self.manifest["domains"].items()}
+    @property
+    def train_domain_counts(self) -> dict[str, int]:
+        return {d: int(v["num_examples"]) for d, v in self.manifest["domains"].items()}
 
 
 def _check_same_tokenizer(train: Mapping[str, Any], other: Mapping[str, Any], other_dir: str) -> None:
-  if train["tokenizer"]["fingerprint"] != other["tokenizer"]["fingerprint"]:
-    raise ValueError(
-        f"{other_dir} was prepared with tokenizer {other['tokenizer'].get('name')} "
-        f"({other['tokenizer']['fingerprint'][:12]}) but the training data with "
-        f"{train['tokenizer'].get('name')} ({train['tokenizer']['fingerprint'][:12]}); "
-        "re-run `distill-jax prepare` on it with the same --config tokenizer settings")
+    if train["tokenizer"]["fingerprint"] != other["tokenizer"]["fingerprint"]:
+        raise ValueError(
+            f"{other_dir} was prepared with tokenizer {other['tokenizer'].get('name')} "
+            f"({other['tokenizer']['fingerprint'][:12]}) but the training data with "
+            f"{train['tokenizer'].get('name')} ({train['tokenizer']['fingerprint'][:12]}); "
+            "re-run `distill-jax prepare` on it with the same --config tokenizer settings"
+        )
 
 
-def setup_run(config: ml_collections.ConfigDict, *, train_dir: str | None = None,
-              eval_dir: str | None = None) -> RunSetup:
-  """Builds everything static about a run. Directories default to config.data.*_dir."""
-  train_dir = train_dir or config.data.train_dir
-  eval_dir = config.data.eval_dir if eval_dir is None else eval_dir
-  if not train_dir:
-    raise ValueError("no training data: set --config.data.train_dir to a `distill-jax prepare` output directory")
-  manifest = shards.load_manifest(train_dir)
-  eval_manifest = shards.load_manifest(eval_dir) if eval_dir else None
-  if eval_manifest is not None:
-    _check_same_tokenizer(manifest, eval_manifest, eval_dir)
-  tok = manifest["tokenizer"]
-  tokenizer = tokenizer_from_dict(tok)
-  domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ())
-  model_config = get_config(config.model.size, vocab_size=padded_vocab_size(int(tok["vocab_size"])),
-                            dtype=config.model.dtype, dropout_rate=config.model.dropout_rate,
-                            remat=config.model.remat, pad_token_id=int(tok["pad_id"]), eos_token_id=int(tok["eos_id"]))
-  mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
-  tx = optimizers.make_optimizer(config.optimizer, config.train.steps)
-  abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
-  return RunSetup(config=config, manifest=manifest, eval_manifest=eval_manifest, tokenizer=tokenizer,
-                  domain_names=sorted(domains), model_config=model_config, model=T5Transformer(model_config),
-                  mesh=mesh, rules=rules, tx=tx, abstract_state=abstract_state, shardings=shardings,
-                  batch_shardings=step.batch_shardings(mesh, rules))
+def setup_run(
+    config: ml_collections.ConfigDict, *, train_dir: str | None = None, eval_dir: str | None = None
+) -> RunSetup:
+    """Builds everything static about a run. Directories default to config.data.*_dir."""
+    train_dir = train_dir or config.data.train_dir
+    eval_dir = config.data.eval_dir if eval_dir is None else eval_dir
+    if not train_dir:
+        raise ValueError("no training data: set --config.data.train_dir to a `distill-jax prepare` output directory")
+    manifest = shards.load_manifest(train_dir)
+    eval_manifest = shards.load_manifest(eval_dir) if eval_dir else None
+    if eval_manifest is not None:
+        _check_same_tokenizer(manifest, eval_manifest, eval_dir)
+    tok = manifest["tokenizer"]
+    tokenizer = tokenizer_from_dict(tok)
+    domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ())
+    model_config = get_config(
+        config.model.size,
+        vocab_size=padded_vocab_size(int(tok["vocab_size"])),
+        dtype=config.model.dtype,
+        dropout_rate=config.model.dropout_rate,
+        remat=config.model.remat,
+        pad_token_id=int(tok["pad_id"]),
+        eos_token_id=int(tok["eos_id"]),
+    )
+    mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
+    tx = optimizers.make_optimizer(config.optimizer, config.train.steps)
+    abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
+    return RunSetup(
+        config=config,
+        manifest=manifest,
+        eval_manifest=eval_manifest,
+        tokenizer=tokenizer,
+        domain_names=sorted(domains),
+        model_config=model_config,
+        model=T5Transformer(model_config),
+        mesh=mesh,
+        rules=rules,
+        tx=tx,
+        abstract_state=abstract_state,
+        shardings=shardings,
+        batch_shardings=step.batch_shardings(mesh, rules),
+    )
 
 
 def per_process_batch_size(global_batch: int, run: RunSetup, what: str) -> int:
-  """The rows each process feeds; the global batch must split evenly over processes and batch shards."""
-  ways = partitioning.data_parallel_size(run.mesh, run.rules)
-  if global_batch % ways or global_batch % jax.process_count():
-    raise ValueError(f"{what}={global_batch} must be divisible by the data-parallel size {ways} "
-                     f"and the process count {jax.process_count()}")
-  return global_batch // jax.process_count()
+    """The rows each process feeds; the global batch must split evenly over processes and batch shards."""
+    ways = partitioning.data_parallel_size(run.mesh, run.rules)
+    if global_batch % ways or global_batch % jax.process_count():
+        raise ValueError(
+            f"{what}={global_batch} must be divisible by the data-parallel size {ways} "
+            f"and the process count {jax.process_count()}"
+        )
+    return global_batch // jax.process_count()
 
 
 def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None = None) -> Evaluator:
-  """The evaluator over a prepared held-out directory (optionally only some of its domains)."""
-  cfg = run.config
-  sources = shards.open_domain_sources(eval_dir)
-  if domains is not None:
-    sources = {d: s for d, s in sources.items() if d in set(domains)}
-  batch_size = per_process_batch_size(cfg.eval.batch_size, run, "eval.batch_size")
-  common = dict(domain_index=run.domain_index, batch_size=batch_size, max_input_len=cfg.data.max_input_len,
-                max_target_len=cfg.data.max_target_len, shard_index=jax.process_index(),
-                shard_count=jax.process_count())
-  loss_batches = build_eval_batches(sources, max_per_domain=cfg.eval.max_examples_per_domain, **common)
-  decode_batches = (build_eval_batches(sources, max_per_domain=cfg.eval.decode_examples_per_domain, **common)
-                    if cfg.eval.decode_examples_per_domain > 0 else [])
-  eval_step = step.make_eval_step(run.model, mesh=run.mesh, rules=run.rules, param_shardings=run.shardings.params,
-                                  batch_shardings=run.batch_shardings, num_domains=len(run.domain_names))
-  return Evaluator(model=run.model, mesh=run.mesh, rules=run.rules, eval_step=eval_step,
-                   batch_shardings=run.batch_shardings, domain_names=run.domain_names, loss_batches=loss_batches,
-                   decode_batches=decode_batches, decode_text=run.tokenizer.decode,
-                   max_decode_len=cfg.eval.max_decode_len or cfg.data.max_target_len)
+    """The evaluator over a prepared held-out directory (optionally only some of its domains)."""
+    cfg = run.config
+    sources = shards.open_domain_sources(eval_dir)
+    if domains is not None:
+        sources = {d: s for d, s in sources.items() if d in set(domains)}
+    batch_size = per_process_batch_size(cfg.eval.batch_size, run, "eval.batch_size")
+    common = dict(
+        domain_index=run.domain_index,
+        batch_size=batch_size,
+        max_input_len=cfg.data.max_input_len,
+        max_target_len=cfg.data.max_target_len,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+    loss_batches = build_eval_batches(sources, max_per_domain=cfg.eval.max_examples_per_domain, **common)
+    decode_batches = (
+        build_eval_batches(sources, max_per_domain=cfg.eval.decode_examples_per_domain, **common)
+        if cfg.eval.decode_examples_per_domain > 0
+        else []
+    )
+    eval_step = step.make_eval_step(
+        run.model,
+        mesh=run.mesh,
+        rules=run.rules,
+        param_shardings=run.shardings.params,
+        batch_shardings=run.batch_shardings,
+        num_domains=len(run.domain_names),
+    )
+    return Evaluator(
+        model=run.model,
+        mesh=run.mesh,
+        rules=run.rules,
+        eval_step=eval_step,
+        batch_shardings=run.batch_shardings,
+        domain_names=run.domain_names,
+        loss_batches=loss_batches,
+        decode_batches=decode_batches,
+        decode_text=run.tokenizer.decode,
+        max_decode_len=cfg.eval.max_decode_len or cfg.data.max_target_len,
+    )

@@ -25,88 +25,133 @@ BATCH_KEYS = ("encoder_input_tokens", "decoder_target_tokens", "decoder_loss_wei
 
 
 def zero_metric_sums(num_domains: int) -> MetricSums:
-  """The accumulator layout: per-domain vectors plus run-level scalars."""
-  per_domain = {k: jnp.zeros((num_domains,), jnp.float32)
-                for k in ("ce_sum", "correct_sum", "token_count", "example_count")}
-  scalars = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")}
-  return {**per_domain, **scalars}
-
-
-def _forward_sums(model: T5Transformer, params: Any, batch: Batch, num_domains: int, *, enable_dropout: bool,
-                  rngs: dict[str, jax.Array] | None, label_smoothing: float, z_loss: float):
-  targets = batch["decoder_target_tokens"]
-  decoder_inputs = shift_right(targets, model.config.decoder_start_token_id)
-  logits = model.apply({"params": params}, batch["encoder_input_tokens"], decoder_inputs,
-                       enable_dropout=enable_dropout, rngs=rngs)
-  return losses.seq2seq_metric_sums(logits, targets, batch["decoder_loss_weights"], batch["domain_ids"],
-                                    num_domains, label_smoothing=label_smoothing, z_loss=z_loss)
-
-
-def make_train_step(model: T5Transformer, tx: optax.GradientTransformation, *, mesh: Mesh,
-                    rules: partitioning.LogicalRules, state_shardings: TrainState,
-                    batch_shardings: Mapping[str, Any], num_domains: int, dropout_seed: int,
-                    label_smoothing: float = 0.0, z_loss: float = 0.0
-                    ) -> Callable[[TrainState, MetricSums, Batch], tuple[TrainState, MetricSums]]:
-  """Returns the jitted step. State and metric sums are donated: updated in place, no copies."""
-  dropout_key = jax.random.key(dropout_seed)
-
-  def train_step(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
-    # Dropout randomness is a function of the step alone, so a resumed run draws the same masks.
-    rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
-
-    def loss_fn(params):
-      loss_sum, step_sums = _forward_sums(model, params, batch, num_domains, enable_dropout=True, rngs=rngs,
-                                          label_smoothing=label_smoothing, z_loss=z_loss)
-      # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
-      num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
-      return loss_sum / num_tokens, step_sums
-
-    (loss, step_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step_sums = {
-        **step_sums,
-        "loss_sum": loss,
-        "grad_norm_sum": optax.global_norm(grads),
-        "input_token_count": jnp.sum(batch["encoder_input_tokens"] != 0).astype(jnp.float32),
-        "steps": jnp.ones((), jnp.float32),
+    """The accumulator layout: per-domain vectors plus run-level scalars."""
+    per_domain = {
+        k: jnp.zeros((num_domains,), jnp.float32) for k in ("ce_sum", "correct_sum", "token_count", "example_count")
     }
-    new_sums = jax.tree.map(jnp.add, sums, step_sums)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), new_sums
-
-  replicated = partitioning.replicated(mesh)
-  sums_shardings = jax.tree.map(lambda _: replicated, zero_metric_sums(num_domains))
-  jitted = jax.jit(train_step, in_shardings=(state_shardings, sums_shardings, dict(batch_shardings)),
-                   out_shardings=(state_shardings, sums_shardings), donate_argnums=(0, 1))
-
-  def run(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
-    with partitioning.mesh_context(mesh, rules):
-      return jitted(state, sums, batch)
-
-  return run
+    scalars = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")}
+    return {**per_domain, **scalars}
 
 
-def make_eval_step(model: T5Transformer, *, mesh: Mesh, rules: partitioning.LogicalRules, param_shardings: Any,
-                   batch_shardings: Mapping[str, Any], num_domains: int
-                   ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-  """Per-domain sums of loss, correct tokens and counts for one batch (no dropout, no smoothing)."""
+def _forward_sums(
+    model: T5Transformer,
+    params: Any,
+    batch: Batch,
+    num_domains: int,
+    *,
+    enable_dropout: bool,
+    rngs: dict[str, jax.Array] | None,
+    label_smoothing: float,
+    z_loss: float,
+):
+    targets = batch["decoder_target_tokens"]
+    decoder_inputs = shift_right(targets, model.config.decoder_start_token_id)
+    logits = model.apply(
+        {"params": params}, batch["encoder_input_tokens"], decoder_inputs, enable_dropout=enable_dropout, rngs=rngs
+    )
+    return losses.seq2seq_metric_sums(
+        logits,
+        targets,
+        batch["decoder_loss_weights"],
+        batch["domain_ids"],
+        num_domains,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+    )
 
-  def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
-    _, sums = _forward_sums(model, params, batch, num_domains, enable_dropout=False, rngs=None,
-                            label_smoothing=0.0, z_loss=0.0)
-    return sums
 
-  replicated = partitioning.replicated(mesh)
-  jitted = jax.jit(eval_step, in_shardings=(param_shardings, dict(batch_shardings)), out_shardings=replicated)
+def make_train_step(
+    model: T5Transformer,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh,
+    rules: partitioning.LogicalRules,
+    state_shardings: TrainState,
+    batch_shardings: Mapping[str, Any],
+    num_domains: int,
+    dropout_seed: int,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> Callable[[TrainState, MetricSums, Batch], tuple[TrainState, MetricSums]]:
+    """Returns the jitted step. State and metric sums are donated: updated in place, no copies."""
+    dropout_key = jax.random.key(dropout_seed)
 
-  def run(params: Any, batch: Batch) -> dict[str, jax.Array]:
-    with partitioning.mesh_context(mesh, rules):
-      return jitted(params, batch)
+    def train_step(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
+        # Dropout randomness is a function of the step alone, so a resumed run draws the same masks.
+        rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
 
-  return run
+        def loss_fn(params):
+            loss_sum, step_sums = _forward_sums(
+                model,
+                params,
+                batch,
+                num_domains,
+                enable_dropout=True,
+                rngs=rngs,
+                label_smoothing=label_smoothing,
+                z_loss=z_loss,
+            )
+            # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
+            num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
+            return loss_sum / num_tokens, step_sums
+
+        (loss, step_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        step_sums = {
+            **step_sums,
+            "loss_sum": loss,
+            "grad_norm_sum": optax.tree.norm(grads),
+            "input_token_count": jnp.sum(batch["encoder_input_tokens"] != 0).astype(jnp.float32),
+            "steps": jnp.ones((), jnp.float32),
+        }
+        new_sums = jax.tree.map(jnp.add, sums, step_sums)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), new_sums
+
+    replicated = partitioning.replicated(mesh)
+    sums_shardings = jax.tree.map(lambda _: replicated, zero_metric_sums(num_domains))
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(state_shardings, sums_shardings, dict(batch_shardings)),
+        out_shardings=(state_shardings, sums_shardings),
+        donate_argnums=(0, 1),
+    )
+
+    def run(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
+        with partitioning.mesh_context(mesh, rules):
+            return jitted(state, sums, batch)
+
+    return run
+
+
+def make_eval_step(
+    model: T5Transformer,
+    *,
+    mesh: Mesh,
+    rules: partitioning.LogicalRules,
+    param_shardings: Any,
+    batch_shardings: Mapping[str, Any],
+    num_domains: int,
+) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+    """Per-domain sums of loss, correct tokens and counts for one batch (no dropout, no smoothing)."""
+
+    def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        _, sums = _forward_sums(
+            model, params, batch, num_domains, enable_dropout=False, rngs=None, label_smoothing=0.0, z_loss=0.0
+        )
+        return sums
+
+    replicated = partitioning.replicated(mesh)
+    jitted = jax.jit(eval_step, in_shardings=(param_shardings, dict(batch_shardings)), out_shardings=replicated)
+
+    def run(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        with partitioning.mesh_context(mesh, rules):
+            return jitted(params, batch)
+
+    return run
 
 
 def batch_shardings(mesh: Mesh, rules: partitioning.LogicalRules) -> dict[str, Any]:
-  """Every batch feature is sharded along its leading (batch) dimension."""
-  ranks = {"encoder_input_tokens": 2, "decoder_target_tokens": 2, "decoder_loss_weights": 2, "domain_ids": 1}
-  return {k: partitioning.batch_sharding(mesh, rules, ranks[k]) for k in BATCH_KEYS}
+    """Every batch feature is sharded along its leading (batch) dimension."""
+    ranks = {"encoder_input_tokens": 2, "decoder_target_tokens": 2, "decoder_loss_weights": 2, "domain_ids": 1}
+    return {k: partitioning.batch_sharding(mesh, rules, ranks[k]) for k in BATCH_KEYS}

@@ -23,53 +23,58 @@ from distill_jax.training import partitioning
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+    step: jax.Array
+    params: Any
+    opt_state: Any
 
 
 def _shape_of(x: Any) -> tuple[int, ...]:
-  return tuple(x.shape)
+    return tuple(x.shape)
 
 
-def state_shardings(model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh,
-                    rules: partitioning.LogicalRules) -> tuple[TrainState, TrainState]:
-  """(abstract state, shardings): the shapes of the state and where each leaf lives.
+def state_shardings(
+    model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh, rules: partitioning.LogicalRules
+) -> tuple[TrainState, TrainState]:
+    """(abstract state, shardings): the shapes of the state and where each leaf lives.
 
-  Params follow their logical axis names. Optimizer leaves shaped like their parameter (Adam's
-  moments) share its sharding; anything else (counters, Adafactor's factored rows/columns) is small
-  and replicated.
-  """
-  boxed = jax.eval_shape(lambda r: init_params(model_config, r), jax.random.key(0))
-  param_shardings = partitioning.logical_shardings(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  replicated = partitioning.replicated(mesh)
-  opt_shardings = optax.tree_map_params(
-      tx,
-      lambda leaf, sharding, param: sharding if _shape_of(leaf) == _shape_of(param) else replicated,
-      abstract_opt, param_shardings, abstract_params,
-      transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
-  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-  abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  return abstract, shardings
+    Params follow their logical axis names. Optimizer leaves shaped like their parameter (Adam's
+    moments) share its sharding; anything else (counters, Adafactor's factored rows/columns) is small
+    and replicated.
+    """
+    boxed = jax.eval_shape(lambda r: init_params(model_config, r), jax.random.key(0))
+    param_shardings = partitioning.logical_shardings(boxed, mesh, rules)
+    abstract_params = nn.unbox(boxed)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    replicated = partitioning.replicated(mesh)
+    opt_shardings = optax.tree_map_params(
+        tx,
+        lambda leaf, sharding, param: sharding if _shape_of(leaf) == _shape_of(param) else replicated,
+        abstract_opt,
+        param_shardings,
+        abstract_params,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+    )
+    shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return abstract, shardings
 
 
-def create_train_state(model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh,
-                       rules: partitioning.LogicalRules, seed: int) -> TrainState:
-  """Initialises params and optimizer state directly into their shards."""
-  _, shardings = state_shardings(model_config, tx, mesh, rules)
+def create_train_state(
+    model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh, rules: partitioning.LogicalRules, seed: int
+) -> TrainState:
+    """Initialises params and optimizer state directly into their shards."""
+    _, shardings = state_shardings(model_config, tx, mesh, rules)
 
-  def init(rng: jax.Array) -> TrainState:
-    params = nn.unbox(init_params(model_config, rng))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    def init(rng: jax.Array) -> TrainState:
+        params = nn.unbox(init_params(model_config, rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  # No mesh context here: out_shardings alone places the result, and activation constraints are
-  # irrelevant at init (inside a mesh, flax would constrain DenseGeneral's flat kernel with 3-D names).
-  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+    # No mesh context here: out_shardings alone places the result, and activation constraints are
+    # irrelevant at init (inside a mesh, flax would constrain DenseGeneral's flat kernel with 3-D names).
+    return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
 
 
 def count_params(params: Any) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(params)))
+    return int(sum(x.size for x in jax.tree.leaves(params)))

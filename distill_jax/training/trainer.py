@@ -32,211 +32,276 @@ from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
-from distill_jax.training.train_state import TrainState, count_params, create_train_state
+from distill_jax.training.train_state import count_params, create_train_state
 
 # Dense bf16 peak FLOP/s per device, from the vendors' datasheets, for the MFU estimate.
 PEAK_FLOPS_BY_DEVICE_KIND = {
-    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
-    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
 }
 
 
 def peak_flops_per_device(configured: float) -> float | None:
-  if configured > 0:
-    return configured
-  kind = jax.devices()[0].device_kind
-  for name, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():
-    if name.lower() in kind.lower():
-      return flops
-  return None
+    if configured > 0:
+        return configured
+    kind = jax.devices()[0].device_kind
+    for name, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
 
 
 @dataclasses.dataclass
 class TrainResult:
-  step: int
-  workdir: str
-  preempted: bool
-  final_metrics: dict[str, float]
-  eval_per_domain: dict[str, dict[str, float]]
+    step: int
+    workdir: str
+    preempted: bool
+    final_metrics: dict[str, float]
+    eval_per_domain: dict[str, dict[str, float]]
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM; the loop checks it between steps (a Python bool read, no device sync)."""
+    """Set by SIGTERM; the loop checks it between steps (a Python bool read, no device sync)."""
 
-  def __init__(self):
-    self.requested = False
-    self._previous = None
+    def __init__(self):
+        self.requested = False
+        self._previous = None
 
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread (e.g. called from a worker thread in tests): no handler.
-      self._previous = None
-    return self
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # Not the main thread (e.g. called from a worker thread in tests): no handler.
+            self._previous = None
+        return self
 
-  def _handle(self, signum, frame):
-    logging.warning("SIGTERM received: saving a checkpoint at the next step and exiting.")
-    self.requested = True
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint at the next step and exiting.")
+        self.requested = True
 
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
-def _train_scalars(sums: dict[str, np.ndarray], domain_names: list[str], seconds: float, num_devices: int,
-                   flops_per_example: float, peak_flops: float | None) -> dict[str, float]:
-  steps = max(float(sums["steps"]), 1.0)
-  tokens = float(sums["token_count"].sum())
-  examples = float(sums["example_count"].sum())
-  out = {
-      "train/loss": float(sums["loss_sum"]) / steps,
-      "train/ce": float(sums["ce_sum"].sum()) / max(tokens, 1.0),
-      "train/token_accuracy": float(sums["correct_sum"].sum()) / max(tokens, 1.0),
-      "train/grad_norm": float(sums["grad_norm_sum"]) / steps,
-      "perf/step_time_s": seconds / steps,
-      "perf/tokens_per_s": (tokens + float(sums["input_token_count"])) / seconds,
-      "perf/examples_per_s": examples / seconds,
-  }
-  if peak_flops:
-    out["perf/mfu"] = flops_per_example * examples / seconds / (peak_flops * num_devices)
-  for i, d in enumerate(domain_names):
-    if sums["token_count"][i] > 0:
-      out[f"train/ce/{d}"] = float(sums["ce_sum"][i] / sums["token_count"][i])
-      out[f"train/token_accuracy/{d}"] = float(sums["correct_sum"][i] / sums["token_count"][i])
-  return out
+def _train_scalars(
+    sums: dict[str, np.ndarray],
+    domain_names: list[str],
+    seconds: float,
+    num_devices: int,
+    flops_per_example: float,
+    peak_flops: float | None,
+) -> dict[str, float]:
+    steps = max(float(sums["steps"]), 1.0)
+    tokens = float(sums["token_count"].sum())
+    examples = float(sums["example_count"].sum())
+    out = {
+        "train/loss": float(sums["loss_sum"]) / steps,
+        "train/ce": float(sums["ce_sum"].sum()) / max(tokens, 1.0),
+        "train/token_accuracy": float(sums["correct_sum"].sum()) / max(tokens, 1.0),
+        "train/grad_norm": float(sums["grad_norm_sum"]) / steps,
+        "perf/step_time_s": seconds / steps,
+        "perf/tokens_per_s": (tokens + float(sums["input_token_count"])) / seconds,
+        "perf/examples_per_s": examples / seconds,
+    }
+    if peak_flops:
+        out["perf/mfu"] = flops_per_example * examples / seconds / (peak_flops * num_devices)
+    for i, d in enumerate(domain_names):
+        if sums["token_count"][i] > 0:
+            out[f"train/ce/{d}"] = float(sums["ce_sum"][i] / sums["token_count"][i])
+            out[f"train/token_accuracy/{d}"] = float(sums["correct_sum"][i] / sums["token_count"][i])
+    return out
 
 
 def _meta(run: RunSetup, weights: dict[str, float]) -> dict[str, Any]:
-  return {"config": json.loads(run.config.to_json_best_effort()), "domain_names": run.domain_names,
-          "mixture_weights": weights, "model": dataclasses.asdict(run.model_config),
-          "tokenizer": run.manifest["tokenizer"], "train_content_hash": run.manifest.get("content_hash")}
+    return {
+        "config": json.loads(run.config.to_json_best_effort()),
+        "domain_names": run.domain_names,
+        "mixture_weights": weights,
+        "model": dataclasses.asdict(run.model_config),
+        "tokenizer": run.manifest["tokenizer"],
+        "train_content_hash": run.manifest.get("content_hash"),
+    }
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-  """Trains (or resumes) the student described by `config`, writing everything under `workdir`."""
-  os.makedirs(workdir, exist_ok=True)
-  cfg = config
-  run = setup_run(cfg)
-  is_main = jax.process_index() == 0
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json_best_effort(indent=2))
+    """Trains (or resumes) the student described by `config`, writing everything under `workdir`."""
+    os.makedirs(workdir, exist_ok=True)
+    cfg = config
+    run = setup_run(cfg)
+    is_main = jax.process_index() == 0
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
 
-  # --- Data: this process's slice of every domain, mixed with the configured weights.
-  sources = shards.open_domain_sources(cfg.data.train_dir)
-  weights = pipeline.mixture_weights(run.train_domain_counts, cfg.data.mixture, dict(cfg.data.domain_weights))
-  local_batch = per_process_batch_size(cfg.train.batch_size, run, "train.batch_size")
-  dataset = pipeline.build_train_dataset(
-      sources, weights, run.domain_index, seed=cfg.seed, batch_size=local_batch,
-      max_input_len=cfg.data.max_input_len, max_target_len=cfg.data.max_target_len,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_threads=cfg.data.worker_threads, prefetch_batches=cfg.data.prefetch_batches)
-  data_iter = iter(dataset)
+    # --- Data: this process's slice of every domain, mixed with the configured weights.
+    sources = shards.open_domain_sources(cfg.data.train_dir)
+    weights = pipeline.mixture_weights(run.train_domain_counts, cfg.data.mixture, dict(cfg.data.domain_weights))
+    local_batch = per_process_batch_size(cfg.train.batch_size, run, "train.batch_size")
+    dataset = pipeline.build_train_dataset(
+        sources,
+        weights,
+        run.domain_index,
+        seed=cfg.seed,
+        batch_size=local_batch,
+        max_input_len=cfg.data.max_input_len,
+        max_target_len=cfg.data.max_target_len,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        worker_threads=cfg.data.worker_threads,
+        prefetch_batches=cfg.data.prefetch_batches,
+    )
+    data_iter = iter(dataset)
 
-  # --- State: restore the latest checkpoint, or initialise directly into shards.
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=cfg.train.keep_last,
-                              keep_best=cfg.train.keep_best, best_metric=cfg.train.best_metric)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, data_state, meta = checkpointer.restore(latest, run.abstract_state)
-    if meta["domain_names"] != run.domain_names:
-      raise ValueError(f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
-                       f"{run.domain_names}; use a fresh --workdir for different data")
-    if meta["mixture_weights"] == weights:
-      data_iter.set_state(data_state)
+    # --- State: restore the latest checkpoint, or initialise directly into shards.
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep_last=cfg.train.keep_last,
+        keep_best=cfg.train.keep_best,
+        best_metric=cfg.train.best_metric,
+    )
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, data_state, meta = checkpointer.restore(latest, run.abstract_state)
+        if meta["domain_names"] != run.domain_names:
+            raise ValueError(
+                f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
+                f"{run.domain_names}; use a fresh --workdir for different data"
+            )
+        if meta["mixture_weights"] == weights:
+            data_iter.set_state(data_state)
+        else:
+            # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
+            logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", latest)
+        logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), latest)
     else:
-      # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
-      logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", latest)
-    logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), latest)
-  else:
-    state = create_train_state(run.model_config, run.tx, run.mesh, run.rules, cfg.seed)
-  start_step = int(state.step)
+        state = create_train_state(run.model_config, run.tx, run.mesh, run.rules, cfg.seed)
+    start_step = int(state.step)
 
-  n_params = count_params(state.params)
-  logging.info("Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
-               cfg.model.size, n_params / 1e6, run.model_config.vocab_size, dict(run.mesh.shape),
-               jax.device_count(), len(run.domain_names))
+    n_params = count_params(state.params)
+    logging.info(
+        "Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
+        cfg.model.size,
+        n_params / 1e6,
+        run.model_config.vocab_size,
+        dict(run.mesh.shape),
+        jax.device_count(),
+        len(run.domain_names),
+    )
 
-  train_step = step_lib.make_train_step(
-      run.model, run.tx, mesh=run.mesh, rules=run.rules, state_shardings=run.shardings,
-      batch_shardings=run.batch_shardings, num_domains=len(run.domain_names), dropout_seed=cfg.seed + 1,
-      label_smoothing=cfg.train.label_smoothing, z_loss=cfg.train.z_loss)
-  evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
-  head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
-  writer = MetricsWriter(workdir)
-  # Training FLOPs of one padded example (fixed shapes: this is what the devices compute).
-  flops_per_example = flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len) \
-      * cfg.data.max_target_len
-  peak = peak_flops_per_device(cfg.train.peak_flops_per_device)
+    train_step = step_lib.make_train_step(
+        run.model,
+        run.tx,
+        mesh=run.mesh,
+        rules=run.rules,
+        state_shardings=run.shardings,
+        batch_shardings=run.batch_shardings,
+        num_domains=len(run.domain_names),
+        dropout_seed=cfg.seed + 1,
+        label_smoothing=cfg.train.label_smoothing,
+        z_loss=cfg.train.z_loss,
+    )
+    evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
+    head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
+    writer = MetricsWriter(workdir)
+    # Training FLOPs of one padded example (fixed shapes: this is what the devices compute).
+    flops_per_example = (
+        flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len) * cfg.data.max_target_len
+    )
+    peak = peak_flops_per_device(cfg.train.peak_flops_per_device)
 
-  def evaluate(step: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    per_domain, samples = evaluator.run(state.params, num_samples_to_log=3)
-    scalars = summary_scalars(per_domain, head, tail)
-    writer.write(step, scalars)
-    for s in samples:
-      logging.info("eval sample [%s] %r -> %r (reference %r)", s["domain"], s["input"], s["prediction"], s["reference"])
-    return per_domain, scalars
+    def evaluate(step: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        per_domain, samples = evaluator.run(state.params, num_samples_to_log=3)
+        scalars = summary_scalars(per_domain, head, tail)
+        writer.write(step, scalars)
+        for s in samples:
+            logging.info(
+                "eval sample [%s] %r -> %r (reference %r)", s["domain"], s["input"], s["prediction"], s["reference"]
+            )
+        return per_domain, scalars
 
-  prefetcher = pipeline.DevicePrefetcher(data_iter, lambda b: pipeline.host_to_global(b, run.batch_shardings),
-                                         buffer_size=cfg.data.prefetch_batches)
-  sums = step_lib.zero_metric_sums(len(run.domain_names))
-  last_scalars: dict[str, float] = {}
-  eval_per_domain: dict[str, dict[str, float]] = {}
-  eval_scalars: dict[str, float] = {}
-  step = start_step
-  preempted = False
-  progress = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not is_main,
-                  dynamic_ncols=True)
-  interval_start = time.perf_counter()
-  try:
-    with _PreemptionFlag() as preemption:
-      while step < cfg.train.steps:
-        state, sums = train_step(state, sums, next(prefetcher))
-        step += 1
-        progress.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-          host_sums = jax.tree.map(np.asarray, sums)  # The only host sync of the interval.
-          seconds = time.perf_counter() - interval_start
-          last_scalars = _train_scalars(host_sums, run.domain_names, seconds, jax.device_count(),
-                                        flops_per_example, peak)
-          writer.write(step, last_scalars)
-          progress.set_postfix(loss=f"{last_scalars['train/loss']:.3f}",
-                               tok_s=f"{last_scalars['perf/tokens_per_s']:.0f}")
-          sums = step_lib.zero_metric_sums(len(run.domain_names))
-          interval_start = time.perf_counter()
-        is_last = step == cfg.train.steps
-        if evaluator is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or is_last):
-          eval_per_domain, eval_scalars = evaluate(step)
-          interval_start = time.perf_counter()
-        if step % cfg.train.checkpoint_every == 0 or is_last or preemption.requested:
-          checkpointer.save(step, state, prefetcher.state, _meta(run, weights),
-                            metrics={**last_scalars, **eval_scalars})
-        if preemption.requested:
-          preempted = True
-          break
-    if evaluator is not None and not eval_per_domain and not preempted:
-      eval_per_domain, eval_scalars = evaluate(step)  # The run was already complete: report on its last state.
-  finally:
-    progress.close()
-    prefetcher.close()
-    checkpointer.close()
-    writer.close()
-  logging.info("Stopped at step %d%s. TensorBoard: tensorboard --logdir %s", step,
-               " (preempted; re-run the same command to resume)" if preempted else "", writer.tensorboard_dir)
-  return TrainResult(step=step, workdir=workdir, preempted=preempted, final_metrics={**last_scalars, **eval_scalars},
-                     eval_per_domain=eval_per_domain)
+    prefetcher = pipeline.DevicePrefetcher(
+        data_iter, lambda b: pipeline.host_to_global(b, run.batch_shardings), buffer_size=cfg.data.prefetch_batches
+    )
+    sums = step_lib.zero_metric_sums(len(run.domain_names))
+    last_scalars: dict[str, float] = {}
+    eval_per_domain: dict[str, dict[str, float]] = {}
+    eval_scalars: dict[str, float] = {}
+    step = start_step
+    preempted = False
+    progress = tqdm(
+        total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not is_main, dynamic_ncols=True
+    )
+    interval_start = time.perf_counter()
+    try:
+        with _PreemptionFlag() as preemption:
+            while step < cfg.train.steps:
+                state, sums = train_step(state, sums, next(prefetcher))
+                step += 1
+                progress.update(1)
+                if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                    host_sums = jax.tree.map(np.asarray, sums)  # The only host sync of the interval.
+                    seconds = time.perf_counter() - interval_start
+                    last_scalars = _train_scalars(
+                        host_sums, run.domain_names, seconds, jax.device_count(), flops_per_example, peak
+                    )
+                    writer.write(step, last_scalars)
+                    progress.set_postfix(
+                        loss=f"{last_scalars['train/loss']:.3f}", tok_s=f"{last_scalars['perf/tokens_per_s']:.0f}"
+                    )
+                    sums = step_lib.zero_metric_sums(len(run.domain_names))
+                    interval_start = time.perf_counter()
+                is_last = step == cfg.train.steps
+                if evaluator is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or is_last):
+                    eval_per_domain, eval_scalars = evaluate(step)
+                    interval_start = time.perf_counter()
+                if step % cfg.train.checkpoint_every == 0 or is_last or preemption.requested:
+                    checkpointer.save(
+                        step, state, prefetcher.state, _meta(run, weights), metrics={**last_scalars, **eval_scalars}
+                    )
+                if preemption.requested:
+                    preempted = True
+                    break
+        if evaluator is not None and not eval_per_domain and not preempted:
+            eval_per_domain, eval_scalars = evaluate(step)  # The run was already complete: report on its last state.
+    finally:
+        progress.close()
+        prefetcher.close()
+        checkpointer.close()
+        writer.close()
+    logging.info(
+        "Stopped at step %d%s. TensorBoard: tensorboard --logdir %s",
+        step,
+        " (preempted; re-run the same command to resume)" if preempted else "",
+        writer.tensorboard_dir,
+    )
+    return TrainResult(
+        step=step,
+        workdir=workdir,
+        preempted=preempted,
+        final_metrics={**last_scalars, **eval_scalars},
+        eval_per_domain=eval_per_domain,
+    )
 
 
 def checkpointer_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints")
+    return os.path.join(workdir, "checkpoints")
 
 
 def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
-  """The params of a workdir's checkpoint (latest by default), sharded for `run`'s mesh."""
-  checkpointer = Checkpointer(checkpointer_dir(workdir))
-  step = checkpointer.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpointer_dir(workdir)}: train first (distill-jax train --workdir=...)")
-  state, _, _ = checkpointer.restore(step, run.abstract_state)
-  checkpointer.close()
-  return state.params, step
+    """The params of a workdir's checkpoint (latest by default), sharded for `run`'s mesh."""
+    checkpointer = Checkpointer(checkpointer_dir(workdir))
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {checkpointer_dir(workdir)}: train first (distill-jax train --workdir=...)"
+        )
+    state, _, _ = checkpointer.restore(step, run.abstract_state)
+    checkpointer.close()
+    return state.params, step

@@ -11,21 +11,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill_jax.data.corpus import (REJECT_REASONS, CorpusError, FieldMapping, ReadStats, Reject,
-                                     TeacherRow, input_format, input_sha256, read_rows)
+from distill_jax.data.corpus import (
+    REJECT_REASONS,
+    CorpusError,
+    FieldMapping,
+    ReadStats,
+    Reject,
+    TeacherRow,
+    input_format,
+    input_sha256,
+    read_rows,
+)
 
 ROW = {"id": "a", "domain": "math", "input": "1+1?", "target": "2"}
 
 
 def write_lines(path: Path, lines: list[bytes | str | dict]) -> str:
-    raw = [json.dumps(x).encode() if isinstance(x, dict) else
-           x.encode() if isinstance(x, str) else x for x in lines]
+    raw = [json.dumps(x).encode() if isinstance(x, dict) else x.encode() if isinstance(x, str) else x for x in lines]
     path.write_bytes(b"\n".join(raw) + b"\n")
     return str(path)
 
 
-def read_all(path: str, mapping: FieldMapping = FieldMapping(), **kw) -> list[TeacherRow | Reject]:
-    return list(read_rows(path, mapping, **kw))
+def read_all(path: str, mapping: FieldMapping | None = None, **kw) -> list[TeacherRow | Reject]:
+    return list(read_rows(path, mapping or FieldMapping(), **kw))
 
 
 def only_reject(items: list[TeacherRow | Reject]) -> Reject:
@@ -34,23 +42,26 @@ def only_reject(items: list[TeacherRow | Reject]) -> Reject:
     return rejects[0]
 
 
-@pytest.mark.parametrize("line, reason, named", [
-    (b'{"id": "b", "input": ', "bad_json", "JSON"),
-    (b"[1, 2]", "not_an_object", "a list"),
-    (b'"just text"', "not_an_object", "str"),
-    (json.dumps({k: v for k, v in ROW.items() if k != "target"}), "missing_field", "target"),
-    (json.dumps(dict(ROW, id="b", input="   ")), "empty_field", "input"),
-    (json.dumps(dict(ROW, id="b", input=True)), "wrong_type", "a boolean"),
-    (json.dumps(dict(ROW, id="b", target=None)), "wrong_type", "null"),
-    (json.dumps(dict(ROW, id="b", target=[1])), "wrong_type", "a list"),
-    (json.dumps(dict(ROW, id="b", rationale={"x": 1})), "wrong_type", "an object"),
-    (json.dumps(dict(ROW, id="b", input=3)), "wrong_type", "int"),
-    (json.dumps(dict(ROW, id="b", meta="not an object")), "wrong_type", "meta"),
-    (json.dumps(dict(ROW, id="b", domain=None)), "wrong_type", "domain"),
-    (b'{"id": "b", "domain": "m", "input": "x", "target": NaN}', "wrong_type", "finite"),
-    (b'{"id": "b", "domain": "m", "input": "\\ud800", "target": "t"}', "invalid_utf8", "input"),
-    (b'{"id": "b", "input": "caf\xe9", "target": "t"}', "invalid_utf8", "0xe9"),
-])
+@pytest.mark.parametrize(
+    "line, reason, named",
+    [
+        (b'{"id": "b", "input": ', "bad_json", "JSON"),
+        (b"[1, 2]", "not_an_object", "a list"),
+        (b'"just text"', "not_an_object", "str"),
+        (json.dumps({k: v for k, v in ROW.items() if k != "target"}), "missing_field", "target"),
+        (json.dumps(dict(ROW, id="b", input="   ")), "empty_field", "input"),
+        (json.dumps(dict(ROW, id="b", input=True)), "wrong_type", "a boolean"),
+        (json.dumps(dict(ROW, id="b", target=None)), "wrong_type", "null"),
+        (json.dumps(dict(ROW, id="b", target=[1])), "wrong_type", "a list"),
+        (json.dumps(dict(ROW, id="b", rationale={"x": 1})), "wrong_type", "an object"),
+        (json.dumps(dict(ROW, id="b", input=3)), "wrong_type", "int"),
+        (json.dumps(dict(ROW, id="b", meta="not an object")), "wrong_type", "meta"),
+        (json.dumps(dict(ROW, id="b", domain=None)), "wrong_type", "domain"),
+        (b'{"id": "b", "domain": "m", "input": "x", "target": NaN}', "wrong_type", "finite"),
+        (b'{"id": "b", "domain": "m", "input": "\\ud800", "target": "t"}', "invalid_utf8", "input"),
+        (b'{"id": "b", "input": "caf\xe9", "target": "t"}', "invalid_utf8", "0xe9"),
+    ],
+)
 def test_each_row_reason_names_file_line_and_field(tmp_path, line, reason, named):
     path = write_lines(tmp_path / "c.jsonl", [ROW, line, dict(ROW, id="z")])
     items = read_all(path)
@@ -76,8 +87,10 @@ def test_blank_lines_are_counted_not_rejected(tmp_path):
 
 def test_invalid_utf8_line_among_good_ones(tmp_path):
     bad = json.dumps(dict(ROW, id="bad", input="XX")).encode().replace(b"XX", b"\xff\xfe")
-    path = write_lines(tmp_path / "c.jsonl", [dict(ROW, id=str(i)) for i in range(3)] + [bad]
-                       + [dict(ROW, id=str(i)) for i in range(3, 6)])
+    path = write_lines(
+        tmp_path / "c.jsonl",
+        [dict(ROW, id=str(i)) for i in range(3)] + [bad] + [dict(ROW, id=str(i)) for i in range(3, 6)],
+    )
     items = read_all(path)
     assert [x.reason for x in items if isinstance(x, Reject)] == ["invalid_utf8"]
     assert only_reject(items).line == 4 and "re-encode" in only_reject(items).detail
@@ -85,17 +98,18 @@ def test_invalid_utf8_line_among_good_ones(tmp_path):
 
 
 def test_mapping_derived_ids_default_domain_rationale_and_meta(tmp_path):
-    path = write_lines(tmp_path / "teacher.jsonl", [
-        {"text": "q1", "label": "a1", "cot": "because", "info": {"k": 1}, "src": "alg"},
-        {"text": "q2", "label": "a2"},
-    ])
-    mapping = FieldMapping(input="text", target="label", id=None, domain="src", rationale="cot",
-                           meta="info")
+    path = write_lines(
+        tmp_path / "teacher.jsonl",
+        [
+            {"text": "q1", "label": "a1", "cot": "because", "info": {"k": 1}, "src": "alg"},
+            {"text": "q2", "label": "a2"},
+        ],
+    )
+    mapping = FieldMapping(input="text", target="label", id=None, domain="src", rationale="cot", meta="info")
     stats = ReadStats()
     rows = read_all(path, mapping, default_domain="misc", stats=stats)
     assert rows[0] == TeacherRow("teacher.jsonl:1", "alg", "q1", "a1", "because", {"k": 1}, path, 1)
-    assert (rows[1].id, rows[1].domain, rows[1].rationale, rows[1].meta) == ("teacher.jsonl:2", "misc",
-                                                                               None, None)
+    assert (rows[1].id, rows[1].domain, rows[1].rationale, rows[1].meta) == ("teacher.jsonl:2", "misc", None, None)
     assert stats.defaulted_domain == 1
     named = read_all(path, mapping, source_name="pool/teacher.jsonl")
     assert named[0].id == "pool/teacher.jsonl:1"
@@ -115,13 +129,15 @@ def test_utf8_bom_is_ignored(tmp_path):
 
 def test_csv_with_mapping_quoting_and_line_numbers(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_text('question,answer,why,subject\n'
-                    '"multi\nline, with comma",42,,geo\n'
-                    '\n'
-                    'q2,7,"she said ""hi""",\n'
-                    'too,many,fields,here,extra\n', encoding="utf-8")
-    mapping = FieldMapping(input="question", target="answer", id=None, domain="subject",
-                           rationale="why")
+    path.write_text(
+        "question,answer,why,subject\n"
+        '"multi\nline, with comma",42,,geo\n'
+        "\n"
+        'q2,7,"she said ""hi""",\n'
+        "too,many,fields,here,extra\n",
+        encoding="utf-8",
+    )
+    mapping = FieldMapping(input="question", target="answer", id=None, domain="subject", rationale="why")
     stats = ReadStats()
     items = read_all(str(path), mapping, stats=stats)
     assert items[0] == TeacherRow("t.csv:2", "geo", "multi\nline, with comma", "42", None, None, str(path), 2)
@@ -148,19 +164,33 @@ def test_tabular_missing_required_column_is_a_config_error(tmp_path):
 
 def test_parquet_with_mapping_numbers_and_nulls(tmp_path):
     path = tmp_path / "t.parquet"
-    pq.write_table(pa.table({"q": ["a", "b", "c"], "ans": [1.5, 2.0, None], "cot": ["r", None, "r"],
-                             "dom": ["x", "y", None], "extra": [1, 2, 3]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "q": ["a", "b", "c"],
+                "ans": [1.5, 2.0, None],
+                "cot": ["r", None, "r"],
+                "dom": ["x", "y", None],
+                "extra": [1, 2, 3],
+            }
+        ),
+        path,
+    )
     mapping = FieldMapping(input="q", target="ans", id=None, domain="dom", rationale="cot")
     items = read_all(str(path), mapping)
     assert [(r.id, r.target, r.rationale, r.domain) for r in items[:2]] == [
-        ("t.parquet:1", "1.5", "r", "x"), ("t.parquet:2", "2.0", None, "y")]
+        ("t.parquet:1", "1.5", "r", "x"),
+        ("t.parquet:2", "2.0", None, "y"),
+    ]
     assert (items[2].reason, items[2].line) == ("wrong_type", 3)
 
 
 def test_json_array_file_keeps_element_lines(tmp_path):
     path = tmp_path / "arr.json"
-    path.write_text('[\n  {"ID": "c1", "Question": "q?", "Answer": 51.0},\n\n'
-                    '  {"ID": "c2", "Question": "r?", "Answer": 3},\n  "stray string"\n]\n')
+    path.write_text(
+        '[\n  {"ID": "c1", "Question": "q?", "Answer": 51.0},\n\n'
+        '  {"ID": "c2", "Question": "r?", "Answer": 3},\n  "stray string"\n]\n'
+    )
     items = read_all(str(path), FieldMapping(input="Question", target="Answer", id="ID"))
     assert [(x.id, x.target, x.line) for x in items[:2]] == [("c1", "51.0", 2), ("c2", "3", 4)]
     assert (items[2].reason, items[2].line) == ("not_an_object", 5)
@@ -211,8 +241,12 @@ def _make_tfds_dataset(data_dir: Path) -> None:
             return None
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "question": tfds.features.Text(), "answer": tfds.features.Scalar(dtype=np.int64)}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {"question": tfds.features.Text(), "answer": tfds.features.Scalar(dtype=np.int64)}
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._gen(3), "test": self._gen(2)}
@@ -225,7 +259,8 @@ def _make_tfds_dataset(data_dir: Path) -> None:
                 yield i, {"question": f"q{i} é", "answer": i * 10}
 
     TinyTeacher(data_dir=str(data_dir), file_format="array_record").download_and_prepare(
-        download_dir=str(data_dir / "dl"))
+        download_dir=str(data_dir / "dl")
+    )
 
 
 def test_tfds_reader_one_split_and_all_splits(tmp_path, monkeypatch):

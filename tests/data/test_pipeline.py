@@ -9,13 +9,19 @@ from distill_jax.data import pipeline
 
 
 def make_sources(sizes):
-  rng = np.random.default_rng(0)
-  out = {}
-  for d, n in sizes.items():
-    out[d] = [{"id": f"{d}-{i}", "domain": d, "inputs": rng.integers(3, 200, size=rng.integers(2, 12)).astype(np.int32),
-               "targets": np.append(rng.integers(3, 200, size=rng.integers(1, 6)), 1).astype(np.int32)}
-              for i in range(n)]
-  return out
+    rng = np.random.default_rng(0)
+    out = {}
+    for d, n in sizes.items():
+        out[d] = [
+            {
+                "id": f"{d}-{i}",
+                "domain": d,
+                "inputs": rng.integers(3, 200, size=rng.integers(2, 12)).astype(np.int32),
+                "targets": np.append(rng.integers(3, 200, size=rng.integers(1, 6)), 1).astype(np.int32),
+            }
+            for i in range(n)
+        ]
+    return out
 
 
 SIZES = {"head": 400, "mid": 100, "tail": 12}
@@ -23,140 +29,154 @@ INDEX = {d: i for i, d in enumerate(sorted(SIZES))}
 
 
 def build(weights, seed=0, **kw):
-  kw = {"batch_size": 8, "max_input_len": 16, "max_target_len": 8, **kw}
-  return pipeline.build_train_dataset(make_sources(SIZES), weights, INDEX, seed=seed, **kw)
+    kw = {"batch_size": 8, "max_input_len": 16, "max_target_len": 8, **kw}
+    return pipeline.build_train_dataset(make_sources(SIZES), weights, INDEX, seed=seed, **kw)
 
 
 def take(it, n):
-  return [next(it) for _ in range(n)]
+    return [next(it) for _ in range(n)]
 
 
 @pytest.mark.parametrize("mixture", ["natural", "uniform", "temperature:2"])
 def test_mixture_proportions_within_tolerance(mixture):
-  weights = pipeline.mixture_weights(SIZES, mixture)
-  assert sum(weights.values()) == pytest.approx(1.0)
-  counts = collections.Counter()
-  for batch in take(iter(build(weights)), 200):
-    counts.update(batch["domain_ids"].tolist())
-  total = sum(counts.values())
-  for d, w in weights.items():
-    assert counts[INDEX[d]] / total == pytest.approx(w, abs=0.02), (d, counts)
+    weights = pipeline.mixture_weights(SIZES, mixture)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    counts = collections.Counter()
+    for batch in take(iter(build(weights)), 200):
+        counts.update(batch["domain_ids"].tolist())
+    total = sum(counts.values())
+    for d, w in weights.items():
+        assert counts[INDEX[d]] / total == pytest.approx(w, abs=0.02), (d, counts)
 
 
 def test_mixture_weight_rules():
-  assert pipeline.mixture_weights({"a": 30, "b": 10}, "natural") == pytest.approx({"a": 0.75, "b": 0.25})
-  assert pipeline.mixture_weights({"a": 30, "b": 10}, "uniform") == pytest.approx({"a": 0.5, "b": 0.5})
-  w = pipeline.mixture_weights({"a": 400, "b": 100}, "temperature:2")
-  assert w["a"] / w["b"] == pytest.approx(2.0)
-  assert pipeline.mixture_weights({"a": 3, "b": 1}, "explicit", {"b": 1.0}) == {"a": 0.0, "b": 1.0}
-  with pytest.raises(ValueError, match="not in the data"):
-    pipeline.mixture_weights({"a": 3}, "explicit", {"zzz": 1.0})
-  with pytest.raises(ValueError, match="temperature"):
-    pipeline.mixture_weights({"a": 3}, "temperature:x")
-  with pytest.raises(ValueError, match="natural, uniform"):
-    pipeline.mixture_weights({"a": 3}, "bogus")
+    assert pipeline.mixture_weights({"a": 30, "b": 10}, "natural") == pytest.approx({"a": 0.75, "b": 0.25})
+    assert pipeline.mixture_weights({"a": 30, "b": 10}, "uniform") == pytest.approx({"a": 0.5, "b": 0.5})
+    w = pipeline.mixture_weights({"a": 400, "b": 100}, "temperature:2")
+    assert w["a"] / w["b"] == pytest.approx(2.0)
+    assert pipeline.mixture_weights({"a": 3, "b": 1}, "explicit", {"b": 1.0}) == {"a": 0.0, "b": 1.0}
+    with pytest.raises(ValueError, match="not in the data"):
+        pipeline.mixture_weights({"a": 3}, "explicit", {"zzz": 1.0})
+    with pytest.raises(ValueError, match="temperature"):
+        pipeline.mixture_weights({"a": 3}, "temperature:x")
+    with pytest.raises(ValueError, match="natural, uniform"):
+        pipeline.mixture_weights({"a": 3}, "bogus")
 
 
 def test_batches_have_fixed_shapes_and_consistent_features():
-  batch = next(iter(build(pipeline.mixture_weights(SIZES, "uniform"))))
-  assert batch["encoder_input_tokens"].shape == (8, 16)
-  assert batch["decoder_target_tokens"].shape == (8, 8)
-  assert batch["domain_ids"].shape == (8,)
-  np.testing.assert_array_equal(batch["decoder_loss_weights"], batch["decoder_target_tokens"] != 0)
-  # Every target ends in EOS (1) even when cut to max_target_len.
-  for row in batch["decoder_target_tokens"]:
-    assert row[row != 0][-1] == 1
+    batch = next(iter(build(pipeline.mixture_weights(SIZES, "uniform"))))
+    assert batch["encoder_input_tokens"].shape == (8, 16)
+    assert batch["decoder_target_tokens"].shape == (8, 8)
+    assert batch["domain_ids"].shape == (8,)
+    np.testing.assert_array_equal(batch["decoder_loss_weights"], batch["decoder_target_tokens"] != 0)
+    # Every target ends in EOS (1) even when cut to max_target_len.
+    for row in batch["decoder_target_tokens"]:
+        assert row[row != 0][-1] == 1
 
 
 def test_same_seed_same_stream_other_seed_differs():
-  w = pipeline.mixture_weights(SIZES, "natural")
-  a = take(iter(build(w, seed=3)), 5)
-  b = take(iter(build(w, seed=3)), 5)
-  c = take(iter(build(w, seed=4)), 5)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x["encoder_input_tokens"], y["encoder_input_tokens"])
-  assert any(not np.array_equal(x["encoder_input_tokens"], z["encoder_input_tokens"]) for x, z in zip(a, c))
+    w = pipeline.mixture_weights(SIZES, "natural")
+    a = take(iter(build(w, seed=3)), 5)
+    b = take(iter(build(w, seed=3)), 5)
+    c = take(iter(build(w, seed=4)), 5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["encoder_input_tokens"], y["encoder_input_tokens"])
+    assert any(not np.array_equal(x["encoder_input_tokens"], z["encoder_input_tokens"]) for x, z in zip(a, c))
 
 
 def test_iterator_state_resumes_exactly():
-  w = pipeline.mixture_weights(SIZES, "natural")
-  it = iter(build(w))
-  take(it, 7)
-  state = it.get_state()
-  expected = take(it, 5)
-  fresh = iter(build(w))
-  fresh.set_state(state)
-  for x, y in zip(expected, take(fresh, 5)):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+    w = pipeline.mixture_weights(SIZES, "natural")
+    it = iter(build(w))
+    take(it, 7)
+    state = it.get_state()
+    expected = take(it, 5)
+    fresh = iter(build(w))
+    fresh.set_state(state)
+    for x, y in zip(expected, take(fresh, 5)):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
 
 
 def test_device_prefetcher_state_tracks_consumed_batches_not_read_ahead():
-  w = pipeline.mixture_weights(SIZES, "natural")
-  it = iter(build(w))
-  prefetcher = pipeline.DevicePrefetcher(it, lambda b: b, buffer_size=4)
-  consumed = take(prefetcher, 3)
-  state = prefetcher.state
-  expected_next = next(prefetcher)
-  prefetcher.close()
-  fresh = iter(build(w))
-  fresh.set_state(state)
-  np.testing.assert_array_equal(next(fresh)["encoder_input_tokens"], expected_next["encoder_input_tokens"])
-  assert len(consumed) == 3
+    w = pipeline.mixture_weights(SIZES, "natural")
+    it = iter(build(w))
+    prefetcher = pipeline.DevicePrefetcher(it, lambda b: b, buffer_size=4)
+    consumed = take(prefetcher, 3)
+    state = prefetcher.state
+    expected_next = next(prefetcher)
+    prefetcher.close()
+    fresh = iter(build(w))
+    fresh.set_state(state)
+    np.testing.assert_array_equal(next(fresh)["encoder_input_tokens"], expected_next["encoder_input_tokens"])
+    assert len(consumed) == 3
 
 
 def test_device_prefetcher_reraises_pipeline_errors():
-  def broken():
-    yield {"x": np.zeros(2)}
-    raise RuntimeError("corrupt shard")
+    def broken():
+        yield {"x": np.zeros(2)}
+        raise RuntimeError("corrupt shard")
 
-  class It:
-    def __init__(self):
-      self.g = broken()
+    class It:
+        def __init__(self):
+            self.g = broken()
 
-    def __next__(self):
-      return next(self.g)
+        def __next__(self):
+            return next(self.g)
 
-    def get_state(self):
-      return {}
+        def get_state(self):
+            return {}
 
-  prefetcher = pipeline.DevicePrefetcher(It(), lambda b: b)
-  next(prefetcher)
-  with pytest.raises(RuntimeError, match="corrupt shard"):
+    prefetcher = pipeline.DevicePrefetcher(It(), lambda b: b)
     next(prefetcher)
-  prefetcher.close()
+    with pytest.raises(RuntimeError, match="corrupt shard"):
+        next(prefetcher)
+    prefetcher.close()
 
 
 def test_process_slices_partition_every_domain():
-  sources = make_sources(SIZES)
-  seen = collections.defaultdict(set)
-  for shard in range(3):
-    ds = pipeline._process_slice(sources["mid"], shard, 3)
-    ids = {ds[i]["id"] for i in range(len(ds))}
-    for other in seen.values():
-      assert not ids & other
-    seen[shard] = ids
-  assert set.union(*seen.values()) == {r["id"] for r in sources["mid"]}
+    sources = make_sources(SIZES)
+    seen = collections.defaultdict(set)
+    for shard in range(3):
+        ds = pipeline._process_slice(sources["mid"], shard, 3)
+        ids = {ds[i]["id"] for i in range(len(ds))}
+        for other in seen.values():
+            assert not ids & other
+        seen[shard] = ids
+    assert set.union(*seen.values()) == {r["id"] for r in sources["mid"]}
 
 
 def test_eval_batches_cover_each_row_once_and_pad_equally_across_processes():
-  sources = make_sources({"a": 10, "b": 3})
-  index = {"a": 0, "b": 1}
-  per_process = [pipeline.build_eval_batches(sources, index, batch_size=4, max_input_len=16, max_target_len=8,
-                                             shard_index=p, shard_count=2) for p in range(2)]
-  assert len(per_process[0]) == len(per_process[1])
-  real = collections.Counter()
-  for batches in per_process:
-    for b in batches:
-      keep = b["decoder_loss_weights"].sum(-1) > 0
-      real.update(b["domain_ids"][keep].tolist())
-  assert real == {0: 10, 1: 3}
-  capped = pipeline.build_eval_batches(sources, index, batch_size=4, max_input_len=16, max_target_len=8,
-                                       max_per_domain=2)
-  assert sum(int((b["decoder_loss_weights"].sum(-1) > 0).sum()) for b in capped) == 4
+    sources = make_sources({"a": 10, "b": 3})
+    index = {"a": 0, "b": 1}
+    per_process = [
+        pipeline.build_eval_batches(
+            sources, index, batch_size=4, max_input_len=16, max_target_len=8, shard_index=p, shard_count=2
+        )
+        for p in range(2)
+    ]
+    assert len(per_process[0]) == len(per_process[1])
+    real = collections.Counter()
+    for batches in per_process:
+        for b in batches:
+            keep = b["decoder_loss_weights"].sum(-1) > 0
+            real.update(b["domain_ids"][keep].tolist())
+    assert real == {0: 10, 1: 3}
+    capped = pipeline.build_eval_batches(
+        sources, index, batch_size=4, max_input_len=16, max_target_len=8, max_per_domain=2
+    )
+    assert sum(int((b["decoder_loss_weights"].sum(-1) > 0).sum()) for b in capped) == 4
 
 
 def test_domain_smaller_than_process_count_is_a_clear_error():
-  with pytest.raises(ValueError, match="fewer examples"):
-    pipeline.build_train_dataset(make_sources({"x": 1}), {"x": 1.0}, {"x": 0}, seed=0, batch_size=2,
-                                 max_input_len=8, max_target_len=8, shard_index=1, shard_count=2)
+    with pytest.raises(ValueError, match="fewer examples"):
+        pipeline.build_train_dataset(
+            make_sources({"x": 1}),
+            {"x": 1.0},
+            {"x": 0},
+            seed=0,
+            batch_size=2,
+            max_input_len=8,
+            max_target_len=8,
+            shard_index=1,
+            shard_count=2,
+        )

@@ -22,15 +22,22 @@ QUIET = dict(progress=False)
 ROWS = [
     {"id": "m1", "domain": "Number Theory", "input": "What is 2+2?", "target": 4, "rationale": "2+2 is 4."},
     {"id": "m2", "domain": "Number Theory", "input": "What is 3*3?", "target": "9"},
-    {"id": "g1", "domain": "geometry", "input": "Sides of a triangle?", "target": "3",
-     "rationale": "A triangle has three sides.", "meta": {"teacher": "palm"}},
+    {
+        "id": "g1",
+        "domain": "geometry",
+        "input": "Sides of a triangle?",
+        "target": "3",
+        "rationale": "A triangle has three sides.",
+        "meta": {"teacher": "palm"},
+    },
     {"id": "e1", "domain": "émoji ✓", "input": "Say hi 👋", "target": "hi 👋"},
 ]
 
 
 def write_jsonl(path: Path, rows: list) -> str:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
-                            for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return str(path)
 
 
@@ -59,17 +66,18 @@ def test_shards_round_trip_with_rationale_template(tmp_path, corpus):
         for ex in source:
             assert ex["domain"] == domain and ex["inputs"][-1] == ex["targets"][-1] == tok.eos_id
             got[ex["id"]] = (tok.decode(ex["inputs"]), tok.decode(ex["targets"]))
-    assert got == {"m1": ("What is 2+2?", "2+2 is 4. So the answer is 4."),
-                   "m2": ("What is 3*3?", "9"),
-                   "g1": ("Sides of a triangle?", "A triangle has three sides. So the answer is 3."),
-                   "e1": ("Say hi 👋", "hi 👋")}
+    assert got == {
+        "m1": ("What is 2+2?", "2+2 is 4. So the answer is 4."),
+        "m2": ("What is 3*3?", "9"),
+        "g1": ("Sides of a triangle?", "A triangle has three sides. So the answer is 3."),
+        "e1": ("Say hi 👋", "hi 👋"),
+    }
     manifest = shards.load_manifest(str(out))
     for domain, source in sources.items():
         info = manifest["domains"][domain]
         n_in = sum(len(ex["inputs"]) for ex in source)
         n_out = sum(len(ex["targets"]) for ex in source)
-        assert (info["num_examples"], info["num_input_tokens"], info["num_target_tokens"]) == (
-            len(source), n_in, n_out)
+        assert (info["num_examples"], info["num_input_tokens"], info["num_target_tokens"]) == (len(source), n_in, n_out)
         assert info["num_tokens"] == n_in + n_out
     assert manifest["domains"]["Number Theory"]["split"] == "number_theory"
     assert manifest["counts"] == {"read": 4, "written": 4, "blank": 0, "rejected": {}}
@@ -94,9 +102,11 @@ def test_tfds_readers_without_tensorflow(tmp_path, corpus):
 
 
 def test_too_long_rows_are_rejected_never_truncated(tmp_path):
-    rows = [{"id": "ok", "input": "abc", "target": "xyz"},  # 4 tokens each with EOS: at the limit
-            {"id": "long_in", "input": "abcd", "target": "x"},
-            {"id": "long_out", "input": "a", "target": "wxyz"}]
+    rows = [
+        {"id": "ok", "input": "abc", "target": "xyz"},  # 4 tokens each with EOS: at the limit
+        {"id": "long_in", "input": "abcd", "target": "x"},
+        {"id": "long_out", "input": "a", "target": "wxyz"},
+    ]
     out = tmp_path / "out"
     options = PrepareOptions(mapping=FieldMapping(domain=None), max_input_len=4, max_target_len=4, **QUIET)
     summary = prepare_corpus([write_jsonl(tmp_path / "c.jsonl", rows)], str(out), options)
@@ -120,8 +130,7 @@ def test_duplicate_ids_first_occurrence_wins_across_files(tmp_path):
 
 def test_duplicate_examples_within_a_domain_are_optional(tmp_path):
     row = {"input": "same", "target": "same", "domain": "d"}
-    path = write_jsonl(tmp_path / "c.jsonl", [row, row, dict(row, domain="other"),
-                                              dict(row, rationale="r")])
+    path = write_jsonl(tmp_path / "c.jsonl", [row, row, dict(row, domain="other"), dict(row, rationale="r")])
     options = PrepareOptions(mapping=FieldMapping(id=None), **QUIET)
     summary = prepare_corpus([path], str(tmp_path / "out"), options)
     assert (summary.written, summary.rejected) == (3, {"duplicate_example": 1})
@@ -187,17 +196,21 @@ def test_crash_midway_leaves_output_untouched(tmp_path, corpus, monkeypatch, exi
         assert len(shards.open_domain_sources(str(out))["Number Theory"]) == 1
 
 
-@pytest.mark.parametrize("template, message", [
-    ("{rationale} {answer}", "answer"),
-    ("{rationale} {target", "not a valid format string"),
-    ("{rationale}", "include {target}"),
-    ("{target.upper}", "target.upper"),
-    ("{target!z}", "cannot be formatted"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{rationale} {answer}", "answer"),
+        ("{rationale} {target", "not a valid format string"),
+        ("{rationale}", "include {target}"),
+        ("{target.upper}", "target.upper"),
+        ("{target!z}", "cannot be formatted"),
+    ],
+)
 def test_bad_template_fails_before_reading(tmp_path, template, message):
     with pytest.raises(CorpusError, match=message.replace("{", r"\{")):
-        prepare_corpus([str(tmp_path / "missing.jsonl")], str(tmp_path / "out"),
-                       PrepareOptions(target_template=template, **QUIET))
+        prepare_corpus(
+            [str(tmp_path / "missing.jsonl")], str(tmp_path / "out"), PrepareOptions(target_template=template, **QUIET)
+        )
     with pytest.raises(CorpusError, match="rationale"):
         PrepareOptions(plain_target_template="{rationale}: {target}").check()
 
@@ -222,8 +235,14 @@ def test_all_rows_rejected_gives_an_empty_but_valid_corpus(tmp_path):
 
 def test_split_names_are_sanitized_and_unique():
     names = shards.split_names(["Number Theory", "number-theory", "all", "!!!", "Ünï", "a"])
-    assert names == {"!!!": "domain", "Number Theory": "number_theory", "a": "a", "all": "all_2",
-                     "number-theory": "number_theory_2", "Ünï": "uni"}
+    assert names == {
+        "!!!": "domain",
+        "Number Theory": "number_theory",
+        "a": "a",
+        "all": "all_2",
+        "number-theory": "number_theory_2",
+        "Ünï": "uni",
+    }
 
 
 def test_load_manifest_errors_name_the_directory(tmp_path):
@@ -242,7 +261,10 @@ def test_load_manifest_errors_name_the_directory(tmp_path):
 
 def test_source_labels_are_short_and_unique():
     assert source_labels(["/d/x/train.json", "/d/y/train.json", "/d/z.jsonl"]) == [
-        "x/train.json", "y/train.json", "z.jsonl"]
+        "x/train.json",
+        "y/train.json",
+        "z.jsonl",
+    ]
     assert source_labels(["tfds:mnist:train"]) == ["tfds:mnist:train"]
 
 
@@ -252,9 +274,17 @@ def test_hf_tokenizer_corpus_records_its_fingerprint(tmp_path, corpus):
     import sentencepiece as spm
 
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter([r["input"] for r in ROWS] * 20),
-                                   model_writer=model, vocab_size=40, pad_id=0, eos_id=1, unk_id=2,
-                                   bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([r["input"] for r in ROWS] * 20),
+        model_writer=model,
+        vocab_size=40,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "spiece.model").write_bytes(model.getvalue())
     options = PrepareOptions(tokenizer_kind="hf", tokenizer_path=str(tmp_path / "tok"), **QUIET)
@@ -267,32 +297,46 @@ def test_hf_tokenizer_corpus_records_its_fingerprint(tmp_path, corpus):
 
 # ---------------------------------------------------------------------------- fuzzing
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids,
-                                                                                max_size=3),
-                     max_leaves=6)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
+    max_leaves=6,
+)
 _WORD = st.sampled_from(["a", "b", "é✓", "</s>", "So the answer is"]) | st.text(min_size=1, max_size=30)
 _TEXT = _WORD | st.sampled_from(["", " ", "\ud800"]) | st.text(max_size=30)
 _DOMAIN = st.sampled_from(["alg", "Alg", "all", "ünï", "!!", "a b"])
 _GOOD_ROW = st.fixed_dictionaries(  # mostly valid rows, so that writing and dedupe get exercised
     {"input": _WORD, "target": _WORD | st.integers()},
-    optional={"domain": _DOMAIN, "rationale": _WORD, "meta": st.dictionaries(st.text(max_size=3), _JSON)})
-_ANY_ROW = st.fixed_dictionaries({}, optional={
-    "input": _TEXT | _JSON, "target": _TEXT | st.integers() | st.floats() | _JSON,
-    "domain": _DOMAIN | _JSON, "rationale": _TEXT | _JSON, "meta": _JSON, "extra": _JSON})
+    optional={"domain": _DOMAIN, "rationale": _WORD, "meta": st.dictionaries(st.text(max_size=3), _JSON)},
+)
+_ANY_ROW = st.fixed_dictionaries(
+    {},
+    optional={
+        "input": _TEXT | _JSON,
+        "target": _TEXT | st.integers() | st.floats() | _JSON,
+        "domain": _DOMAIN | _JSON,
+        "rationale": _TEXT | _JSON,
+        "meta": _JSON,
+        "extra": _JSON,
+    },
+)
 
 
 def _line(value) -> bytes:
     if isinstance(value, bytes):
         return value
-    return json.dumps(value, ensure_ascii=bool(len(str(value)) % 2), allow_nan=True).encode(
-        "utf-8", "surrogatepass")
+    return json.dumps(value, ensure_ascii=bool(len(str(value)) % 2), allow_nan=True).encode("utf-8", "surrogatepass")
 
 
 _BYTES = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))
-_LINES = st.lists(_GOOD_ROW.map(_line) | _GOOD_ROW.map(_line) | _ANY_ROW.map(_line) | _BYTES
-                  | st.sampled_from([b"", b"  ", b"\t", b"\r", b"{", b"[]", b"null", b'"x"']),
-                  max_size=25)
+_LINES = st.lists(
+    _GOOD_ROW.map(_line)
+    | _GOOD_ROW.map(_line)
+    | _ANY_ROW.map(_line)
+    | _BYTES
+    | st.sampled_from([b"", b"  ", b"\t", b"\r", b"{", b"[]", b"null", b'"x"']),
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -301,21 +345,30 @@ def test_fuzzed_corpus_every_line_is_accounted_for(tmp_path_factory, lines, max_
     tmp = tmp_path_factory.mktemp("fuzz")
     path = tmp / "fuzz.jsonl"
     path.write_bytes(b"\n".join(lines))
-    options = PrepareOptions(mapping=FieldMapping(id=None), max_input_len=max_len,
-                             max_target_len=max_len, drop_duplicate_examples=dedupe, **QUIET)
+    options = PrepareOptions(
+        mapping=FieldMapping(id=None),
+        max_input_len=max_len,
+        max_target_len=max_len,
+        drop_duplicate_examples=dedupe,
+        **QUIET,
+    )
     summary = prepare_corpus([str(path)], str(tmp / "out"), options)
 
     physical = path.read_bytes().split(b"\n")
     if physical[-1] == b"":
         physical.pop()
-    blank = {i for i, raw in enumerate(physical, 1)
-             if not (raw.removeprefix(b"\xef\xbb\xbf") if i == 1 else raw).strip()}
+    blank = {
+        i for i, raw in enumerate(physical, 1) if not (raw.removeprefix(b"\xef\xbb\xbf") if i == 1 else raw).strip()
+    }
     assert summary.read + summary.blank == len(physical) and summary.blank == len(blank)
     assert summary.read == summary.written + summary.rejected_total
     rejects = read_rejects(tmp / "out")
     assert all(r["reason"] in REJECT_REASONS and r["source"] == str(path) for r in rejects)
     rejected_lines = [r["line"] for r in rejects]
-    written_lines = [int(ex["id"].rsplit(":", 1)[1])
-                     for source in shards.open_domain_sources(str(tmp / "out")).values() for ex in source]
+    written_lines = [
+        int(ex["id"].rsplit(":", 1)[1])
+        for source in shards.open_domain_sources(str(tmp / "out")).values()
+        for ex in source
+    ]
     assert len(set(rejected_lines + written_lines)) == len(rejected_lines) + len(written_lines)
     assert set(rejected_lines) | set(written_lines) == set(range(1, len(physical) + 1)) - blank

@@ -30,8 +30,7 @@ def check_accounting(out: Path, summary) -> dict:
     assert counts["read"] == sum(i["rows"] for i in manifest["inputs"])
     assert counts["written"] == sum(d["num_examples"] for d in manifest["domains"].values())
     sources = shards.open_domain_sources(str(out))
-    assert {d: len(s) for d, s in sources.items()} == {
-        d: v["num_examples"] for d, v in manifest["domains"].items()}
+    assert {d: len(s) for d, s in sources.items()} == {d: v["num_examples"] for d, v in manifest["domains"].items()}
     rejects = (out / shards.REJECTS_FILE).read_text(encoding="utf-8").splitlines()
     assert len(rejects) == summary.rejected_total
     return manifest
@@ -41,14 +40,25 @@ def test_baldistill_math_pool_domains_plus_teacher_rationales(tmp_path):
     pool, cot = MATH / "corpus.jsonl", MATH / "math_chatgpt_cot_train_count_300.jsonl"
     options = PrepareOptions(
         mapping=FieldMapping(input="text", target="label", id=None, domain="source", rationale="rationale"),
-        default_domain="math_teacher_cot", max_input_len=1024, max_target_len=2048, progress=False)
+        default_domain="math_teacher_cot",
+        max_input_len=1024,
+        max_target_len=2048,
+        progress=False,
+    )
     out = tmp_path / "math"
     summary = prepare_corpus([str(pool), str(cot)], str(out), options)
     manifest = check_accounting(out, summary)
     assert summary.read == 4125 + 2100 and summary.blank == 0
-    assert set(manifest["domains"]) == {"Algebra", "Counting & Probability", "Geometry",
-                                        "Intermediate Algebra", "Number Theory", "Prealgebra",
-                                        "Precalculus", "math_teacher_cot"}
+    assert set(manifest["domains"]) == {
+        "Algebra",
+        "Counting & Probability",
+        "Geometry",
+        "Intermediate Algebra",
+        "Number Theory",
+        "Prealgebra",
+        "Precalculus",
+        "math_teacher_cot",
+    }
     assert set(summary.rejected) <= {"input_too_long", "target_too_long", "duplicate_example"}
     assert summary.written > 0.95 * summary.read
     # The first teacher row's target is the rationale template applied to the teacher's text.
@@ -63,8 +73,9 @@ def test_baldistill_math_pool_domains_plus_teacher_rationales(tmp_path):
 
 
 def test_svamp_json_array_with_numeric_answers(tmp_path):
-    options = PrepareOptions(mapping=FieldMapping(input="Question", target="Answer", id="ID", domain="Type"),
-                             progress=False)
+    options = PrepareOptions(
+        mapping=FieldMapping(input="Question", target="Answer", id="ID", domain="Type"), progress=False
+    )
     out = tmp_path / "svamp"
     summary = prepare_corpus([str(PALM / "svamp" / "SVAMP.json")], str(out), options)
     manifest = check_accounting(out, summary)
@@ -78,15 +89,29 @@ def test_svamp_json_array_with_numeric_answers(tmp_path):
 
 
 def test_cqa_and_anli_json_lines_in_json_files(tmp_path):
-    cqa = prepare_corpus([str(PALM / "cqa" / "cqa_test.json")], str(tmp_path / "cqa"), PrepareOptions(
-        mapping=FieldMapping(input="question", target="answer", id="id", domain=None), default_domain="cqa",
-        progress=False))
+    cqa = prepare_corpus(
+        [str(PALM / "cqa" / "cqa_test.json")],
+        str(tmp_path / "cqa"),
+        PrepareOptions(
+            mapping=FieldMapping(input="question", target="answer", id="id", domain=None),
+            default_domain="cqa",
+            progress=False,
+        ),
+    )
     check_accounting(tmp_path / "cqa", cqa)
     assert (cqa.read, cqa.written, list(cqa.domains)) == (1221, 1221, ["cqa"])
     # ANLI: integer labels become "0"/"1"/"2"; the human "reason" is the rationale.
-    anli = prepare_corpus([str(PALM / "anli1" / "anli1_valid.json")], str(tmp_path / "anli"), PrepareOptions(
-        mapping=FieldMapping(input="premise", target="label", id="uid", domain=None, rationale="reason"),
-        default_domain="anli1", max_input_len=2048, max_target_len=2048, progress=False))
+    anli = prepare_corpus(
+        [str(PALM / "anli1" / "anli1_valid.json")],
+        str(tmp_path / "anli"),
+        PrepareOptions(
+            mapping=FieldMapping(input="premise", target="label", id="uid", domain=None, rationale="reason"),
+            default_domain="anli1",
+            max_input_len=2048,
+            max_target_len=2048,
+            progress=False,
+        ),
+    )
     check_accounting(tmp_path / "anli", anli)
     assert anli.read == 1000 and anli.written > 900
 
@@ -94,8 +119,11 @@ def test_cqa_and_anli_json_lines_in_json_files(tmp_path):
 def test_index_aligned_rationale_lists_are_rejected_with_advice(tmp_path):
     """llm/*.json hold bare lists of strings aligned with a base file: not rows on their own."""
     out = tmp_path / "llm"
-    summary = prepare_corpus([str(PALM / "svamp" / "llm" / "test_CoT_0.json")], str(out),
-                             PrepareOptions(mapping=FieldMapping(id=None), progress=False))
+    summary = prepare_corpus(
+        [str(PALM / "svamp" / "llm" / "test_CoT_0.json")],
+        str(out),
+        PrepareOptions(mapping=FieldMapping(id=None), progress=False),
+    )
     assert (summary.read, summary.written, summary.rejected) == (200, 0, {"not_an_object": 200})
     first = json.loads((out / shards.REJECTS_FILE).read_text(encoding="utf-8").splitlines()[0])
     assert first["line"] == 1 and "join" in first["detail"]

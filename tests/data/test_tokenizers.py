@@ -19,8 +19,12 @@ from distill_jax.data.tokenizers import load_tokenizer, tokenizer_from_dict
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SP_MODELS = SHARED / "data" / "sentencepiece_test_models"
 HF_SPECIAL = re.compile(r"</s>|<pad>|<unk>|<extra_id_\d+>")  # ByT5Tokenizer parses these in text
-SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A student learns from a teacher.",
-             "Distillation compresses a large model into a small one.", "So the answer is 42."] * 20
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A student learns from a teacher.",
+    "Distillation compresses a large model into a small one.",
+    "So the answer is 42.",
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +58,32 @@ def test_byte_tokenizer_properties_eos_cut_and_markup():
     assert tok.decode(tok.encode("a</s>b")) == "a</s>b"
     batch = tok.encode_batch(["x", "", "é"])
     assert [b.tolist() for b in batch] == [[123, 1], [1], [198, 172, 1]]
-    assert tok.to_dict() == {"kind": "byt5", "path": "", "name": "byt5", "vocab_size": 384, "pad_id": 0,
-                             "eos_id": 1, "fingerprint": tok.fingerprint()}
+    assert tok.to_dict() == {
+        "kind": "byt5",
+        "path": "",
+        "name": "byt5",
+        "vocab_size": 384,
+        "pad_id": 0,
+        "eos_id": 1,
+        "fingerprint": tok.fingerprint(),
+    }
     assert len(tok.fingerprint()) == 64
 
 
 def _train_spm(vocab_size: int, sentences: list[str]) -> bytes:
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model,
-                                   vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     return model.getvalue()
 
 
@@ -84,7 +104,9 @@ def test_hf_tokenizer_from_spiece_dir_matches_sentencepiece(spm_dir):
         assert ids.tolist() == sp.encode(text) + [1]
         assert tok.decode(ids) == sp.decode(sp.encode(text))
     assert [a.tolist() for a in tok.encode_batch(["a dog", "the fox"])] == [
-        tok.encode("a dog").tolist(), tok.encode("the fox").tolist()]
+        tok.encode("a dog").tolist(),
+        tok.encode("the fox").tolist(),
+    ]
     assert tok.decode(tok.encode("the dog").tolist() + [5, 6]) == "the dog"
     info = tok.to_dict()
     assert info["kind"] == "hf" and info["path"] == str(path) and info["vocab_size"] >= sp.get_piece_size()

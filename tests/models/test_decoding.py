@@ -37,7 +37,7 @@ def reference_greedy(cfg: T5Config, params, encoder_tokens: jnp.ndarray) -> np.n
     for row in tokens:
         eos = np.flatnonzero(row == cfg.eos_token_id)
         if eos.size:
-            row[eos[0] + 1:] = cfg.pad_token_id
+            row[eos[0] + 1 :] = cfg.pad_token_id
     return tokens
 
 
@@ -70,7 +70,7 @@ def test_each_row_stops_at_its_eos(tiny):
     stop = int(np.flatnonzero(free_running[0] == eos_cfg.eos_token_id)[0])
     assert stop <= 3
     np.testing.assert_array_equal(decoded[0, : stop + 1], free_running[0, : stop + 1])
-    assert np.all(decoded[0, stop + 1:] == cfg.pad_token_id)
+    assert np.all(decoded[0, stop + 1 :] == cfg.pad_token_id)
 
 
 def test_packed_segment_ids_decode_like_padding(tiny):
@@ -82,9 +82,18 @@ def test_packed_segment_ids_decode_like_padding(tiny):
 
 @pytest.mark.parametrize("feed_forward_proj,tied,seed", [("gated-gelu", False, 0), ("relu", True, 2)])
 def test_matches_hf_generate(feed_forward_proj, tied, seed):
-    cfg = T5Config(vocab_size=384, d_model=64, d_kv=16, d_ff=96, num_heads=4, num_encoder_layers=2,
-                   num_decoder_layers=2, dropout_rate=0.0, feed_forward_proj=feed_forward_proj,
-                   tie_word_embeddings=tied)
+    cfg = T5Config(
+        vocab_size=384,
+        d_model=64,
+        d_kv=16,
+        d_ff=96,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dropout_rate=0.0,
+        feed_forward_proj=feed_forward_proj,
+        tie_word_embeddings=tied,
+    )
     torch.manual_seed(seed)
     model = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg.to_hf_dict())).eval()
     with torch.no_grad():
@@ -95,14 +104,20 @@ def test_matches_hf_generate(feed_forward_proj, tied, seed):
     params = params_from_hf_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
     inputs = transformers.ByT5Tokenizer()(
         ["Greedy decoding, one token at a time.", "Short one.", "Caches make it fast."],
-        padding=True, return_tensors="pt",
+        padding=True,
+        return_tensors="pt",
     )
 
     def hf_generate(eos: int) -> np.ndarray:
         with torch.no_grad():
             out = model.generate(
-                **inputs, do_sample=False, num_beams=1, max_new_tokens=MAX_LEN, min_new_tokens=0,
-                eos_token_id=eos, pad_token_id=cfg.pad_token_id,
+                **inputs,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=MAX_LEN,
+                min_new_tokens=0,
+                eos_token_id=eos,
+                pad_token_id=cfg.pad_token_id,
             ).numpy()[:, 1:]  # drop the start token
         return np.pad(out, ((0, 0), (0, MAX_LEN - out.shape[1])), constant_values=cfg.pad_token_id)
 

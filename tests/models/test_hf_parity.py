@@ -22,8 +22,16 @@ SOURCES = [
 ]
 TARGETS = ["Le renard brun.", "Un petit modèle rapide.", "Salut !", "Des seaux logarithmiques."]
 
-BASE = dict(vocab_size=384, d_model=64, d_kv=16, d_ff=96, num_heads=4, num_encoder_layers=2,
-            num_decoder_layers=2, dropout_rate=0.0)
+BASE = dict(
+    vocab_size=384,
+    d_model=64,
+    d_kv=16,
+    d_ff=96,
+    num_heads=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    dropout_rate=0.0,
+)
 CONFIGS = {
     "v1.1-gated-gelu-untied": T5Config(**BASE),
     "v1.0-relu-tied": T5Config(**BASE | dict(feed_forward_proj="relu", tie_word_embeddings=True)),
@@ -65,9 +73,7 @@ def _assert_parity(cfg: T5Config, params, model, batch):
     enc = jnp.asarray(input_ids.numpy())
     dec = shift_right(jnp.asarray(labels.numpy()), cfg.decoder_start_token_id)
     flax_model = T5Transformer(cfg)
-    encoded = jax.jit(flax_model.apply, static_argnames="method")(
-        {"params": params}, enc, method=T5Transformer.encode
-    )
+    encoded = jax.jit(flax_model.apply, static_argnames="method")({"params": params}, enc, method=T5Transformer.encode)
     logits = jax.jit(flax_model.apply)({"params": params}, enc, dec)
     real = attention_mask.numpy().astype(bool)  # padded encoder positions are don't-care
     np.testing.assert_allclose(

@@ -84,9 +84,7 @@ def test_every_parameter_has_logical_axis_names(name):
     params = _abstract_params(get_config(name))
     boxed = jax.tree_util.tree_leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert all(isinstance(leaf, nn.Partitioned) for leaf in boxed)
-    specs = jax.tree_util.tree_leaves(
-        nn.get_partition_spec(params), is_leaf=lambda x: isinstance(x, PartitionSpec)
-    )
+    specs = jax.tree_util.tree_leaves(nn.get_partition_spec(params), is_leaf=lambda x: isinstance(x, PartitionSpec))
     shapes = jax.tree_util.tree_leaves(nn.meta.unbox(params))
     assert len(specs) == len(shapes)
     for spec, shape in zip(specs, shapes):

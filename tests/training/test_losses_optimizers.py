@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -12,71 +11,74 @@ from distill_jax.training import losses, optimizers
 
 
 def test_cross_entropy_matches_optax_and_z_loss_adds_log_z_squared():
-  rng = np.random.default_rng(0)
-  logits = jnp.asarray(rng.normal(size=(2, 5, 11)), jnp.float32)
-  targets = jnp.asarray(rng.integers(0, 11, size=(2, 5)))
-  loss, ce = losses.cross_entropy_with_z_loss(logits, targets)
-  np.testing.assert_allclose(ce, optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-6)
-  np.testing.assert_allclose(loss, ce, rtol=1e-6)
-  loss_z, _ = losses.cross_entropy_with_z_loss(logits, targets, z_loss=0.1)
-  np.testing.assert_allclose(loss_z - ce, 0.1 * jax.nn.logsumexp(logits, -1) ** 2, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 5, 11)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, size=(2, 5)))
+    loss, ce = losses.cross_entropy_with_z_loss(logits, targets)
+    np.testing.assert_allclose(ce, optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-6)
+    np.testing.assert_allclose(loss, ce, rtol=1e-6)
+    loss_z, _ = losses.cross_entropy_with_z_loss(logits, targets, z_loss=0.1)
+    np.testing.assert_allclose(loss_z - ce, 0.1 * jax.nn.logsumexp(logits, -1) ** 2, rtol=1e-5)
 
 
 def test_label_smoothing_is_zero_for_the_smoothed_target_distribution():
-  vocab, s = 7, 0.1
-  target = 3
-  probs = np.full((vocab,), s / (vocab - 1))
-  probs[target] = 1 - s
-  logits = jnp.log(jnp.asarray(probs))[None, None, :]
-  loss, _ = losses.cross_entropy_with_z_loss(logits, jnp.array([[target]]), label_smoothing=s)
-  assert float(loss[0, 0]) == pytest.approx(0.0, abs=1e-5)
+    vocab, s = 7, 0.1
+    target = 3
+    probs = np.full((vocab,), s / (vocab - 1))
+    probs[target] = 1 - s
+    logits = jnp.log(jnp.asarray(probs))[None, None, :]
+    loss, _ = losses.cross_entropy_with_z_loss(logits, jnp.array([[target]]), label_smoothing=s)
+    assert float(loss[0, 0]) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_per_domain_sums_split_tokens_by_domain():
-  logits = jnp.zeros((3, 2, 4)).at[:, :, 2].set(5.0)  # Always predicts token 2.
-  targets = jnp.array([[2, 0], [2, 2], [1, 0]])
-  weights = jnp.array([[1, 0], [1, 1], [1, 0]], jnp.float32)
-  total, sums = losses.seq2seq_metric_sums(logits, targets, weights, jnp.array([0, 1, 1]), num_domains=3)
-  np.testing.assert_allclose(sums["token_count"], [1, 3, 0])
-  np.testing.assert_allclose(sums["correct_sum"], [1, 2, 0])
-  np.testing.assert_allclose(sums["example_count"], [1, 2, 0])
-  assert float(total) == pytest.approx(float(sums["ce_sum"].sum()), rel=1e-6)
+    logits = jnp.zeros((3, 2, 4)).at[:, :, 2].set(5.0)  # Always predicts token 2.
+    targets = jnp.array([[2, 0], [2, 2], [1, 0]])
+    weights = jnp.array([[1, 0], [1, 1], [1, 0]], jnp.float32)
+    total, sums = losses.seq2seq_metric_sums(logits, targets, weights, jnp.array([0, 1, 1]), num_domains=3)
+    np.testing.assert_allclose(sums["token_count"], [1, 3, 0])
+    np.testing.assert_allclose(sums["correct_sum"], [1, 2, 0])
+    np.testing.assert_allclose(sums["example_count"], [1, 2, 0])
+    assert float(total) == pytest.approx(float(sums["ce_sum"].sum()), rel=1e-6)
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear", "rsqrt", "constant"])
 def test_schedule_warms_up_to_the_peak(decay):
-  cfg = default_config().optimizer
-  cfg.decay = decay
-  sched = optimizers.learning_rate_schedule(cfg, total_steps=1000)
-  assert float(sched(0)) == pytest.approx(0.0)
-  assert float(sched(cfg.warmup_steps)) == pytest.approx(cfg.learning_rate, rel=1e-3)
-  assert float(sched(999)) <= cfg.learning_rate * 1.0001
-  if decay in ("cosine", "linear"):
-    assert float(sched(1000)) == pytest.approx(cfg.learning_rate * cfg.end_lr_fraction, rel=1e-3)
+    cfg = default_config().optimizer
+    cfg.decay = decay
+    sched = optimizers.learning_rate_schedule(cfg, total_steps=1000)
+    assert float(sched(0)) == pytest.approx(0.0)
+    assert float(sched(cfg.warmup_steps)) == pytest.approx(cfg.learning_rate, rel=1e-3)
+    assert float(sched(999)) <= cfg.learning_rate * 1.0001
+    if decay in ("cosine", "linear"):
+        assert float(sched(1000)) == pytest.approx(cfg.learning_rate * cfg.end_lr_fraction, rel=1e-3)
 
 
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
 def test_optimizers_reduce_a_quadratic_and_skip_decay_on_vectors(name):
-  cfg = default_config().optimizer
-  cfg.name, cfg.warmup_steps, cfg.learning_rate = name, 0, 0.1
-  tx = optimizers.make_optimizer(cfg, total_steps=100)
-  params = {"w": jnp.ones((4, 4)), "scale": jnp.ones((4,))}
-  state = tx.init(params)
-  loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum((p["scale"] - 2.0) ** 2)
-  start = loss(params)
-  for _ in range(20):
-    grads = jax.grad(loss)(params)
-    updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-  assert loss(params) < 0.5 * start
+    cfg = default_config().optimizer
+    cfg.name, cfg.warmup_steps, cfg.learning_rate = name, 0, 0.1
+    tx = optimizers.make_optimizer(cfg, total_steps=100)
+    params = {"w": jnp.ones((4, 4)), "scale": jnp.ones((4,))}
+    state = tx.init(params)
+
+    def loss(p):
+        return jnp.sum(p["w"] ** 2) + jnp.sum((p["scale"] - 2.0) ** 2)
+
+    start = loss(params)
+    for _ in range(20):
+        grads = jax.grad(loss)(params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    assert loss(params) < 0.5 * start
 
 
 def test_unknown_optimizer_and_decay_are_clear_errors():
-  cfg = default_config().optimizer
-  cfg.name = "sgdx"
-  with pytest.raises(ValueError, match="adamw or adafactor"):
-    optimizers.make_optimizer(cfg, 10)
-  cfg = default_config().optimizer
-  cfg.decay = "exp"
-  with pytest.raises(ValueError, match="cosine, linear"):
-    optimizers.make_optimizer(cfg, 10)
+    cfg = default_config().optimizer
+    cfg.name = "sgdx"
+    with pytest.raises(ValueError, match="adamw or adafactor"):
+        optimizers.make_optimizer(cfg, 10)
+    cfg = default_config().optimizer
+    cfg.decay = "exp"
+    with pytest.raises(ValueError, match="cosine, linear"):
+        optimizers.make_optimizer(cfg, 10)
