@@ -54,6 +54,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
     c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
     c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
+    # Local transformers T5 directory (config.json + safetensors): the student takes its architecture
+    # instead of model.size and, when the workdir has no checkpoint yet, starts from its weights.
+    # Prepare the data with its tokenizer (tokenizer.kind="hf", tokenizer.path=the same directory).
+    c.model.hf_dir = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.train_dir = ""  # A `distill-jax prepare` output directory.
@@ -64,6 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
     # or "explicit" with weights in data.domain_weights (missing domains get 0).
     c.data.mixture = "natural"
     c.data.domain_weights = ml_collections.ConfigDict()  # {domain: weight}; used when mixture == "explicit".
+    # Pack several whole examples into each row (segment ids keep them apart) instead of padding one
+    # example per row: fewer wasted FLOPs when examples are much shorter than max_*_len.
+    c.data.pack = False
     c.data.worker_threads = 2  # grain read threads that run ahead of the train step.
     c.data.prefetch_batches = 4  # Batches buffered by grain and by the device-transfer thread.
 

@@ -14,12 +14,14 @@ SUBCOMMANDS = {
     "train": ("distill_jax.cli.train", "train (or resume) a student on prepared shards"),
     "eval": ("distill_jax.cli.evaluate", "evaluate a trained student per domain on prepared held-out shards"),
     "demo": ("distill_jax.cli.demo", "generate the embedded long-tailed corpus, prepare, train and evaluate"),
+    "import-hf": ("distill_jax.cli.import_hf", "a step-0 run checkpoint from a transformers T5 directory"),
+    "export-hf": ("distill_jax.cli.export_hf", "a run's checkpoint as a transformers T5 directory (safetensors)"),
 }
 
 
 def usage() -> str:
     lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
-    lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

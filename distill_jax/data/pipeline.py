@@ -66,21 +66,25 @@ def mixture_weights(
     return {d: w / total for d, w in raw.items()}
 
 
-def _pad_to(tokens: np.ndarray, length: int, eos_id: int) -> np.ndarray:
-    """Right-pads with 0 (T5 pad); an over-long sequence is cut and keeps its final EOS."""
-    out = np.zeros((length,), np.int32)
+def _truncate(tokens: Any, length: int, eos_id: int) -> np.ndarray:
+    """An over-long sequence is cut to `length` and keeps a final EOS; shorter ones are unchanged."""
     tokens = np.asarray(tokens, np.int32)
-    if tokens.shape[0] > length:
-        out[:] = tokens[:length]
-        out[-1] = eos_id
-    else:
-        out[: tokens.shape[0]] = tokens
+    if tokens.shape[0] <= length:
+        return tokens
+    out = tokens[:length].copy()
+    out[-1] = eos_id
+    return out
+
+
+def _pad(tokens: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros((length,), tokens.dtype)
+    out[: tokens.shape[0]] = tokens
     return out
 
 
 @dataclasses.dataclass(frozen=True)
-class ToFixedShape(grain.transforms.Map):
-    """A shard record -> fixed-length model features plus its domain index."""
+class ToExample(grain.transforms.Map):
+    """A shard record -> variable-length token arrays plus the domain index of every target token."""
 
     domain_index: Mapping[str, int]
     max_input_len: int
@@ -90,13 +94,75 @@ class ToFixedShape(grain.transforms.Map):
     def map(self, record: dict[str, Any]) -> Batch:
         domain = record["domain"]
         domain = domain.decode("utf-8") if isinstance(domain, bytes) else domain
-        targets = _pad_to(record["targets"], self.max_target_len, self.eos_id)
+        targets = _truncate(record["targets"], self.max_target_len, self.eos_id)
         return {
-            "encoder_input_tokens": _pad_to(record["inputs"], self.max_input_len, self.eos_id),
-            "decoder_target_tokens": targets,
-            "decoder_loss_weights": (targets != 0).astype(np.float32),
-            "domain_ids": np.int32(self.domain_index[domain]),
+            "inputs": _truncate(record["inputs"], self.max_input_len, self.eos_id),
+            "targets": targets,
+            "target_domains": np.full(targets.shape, self.domain_index[domain], np.int32),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class PadToModelFeatures(grain.transforms.Map):
+    """One example -> a fixed-length row of model features (a "pack" holding one segment)."""
+
+    max_input_len: int
+    max_target_len: int
+
+    def map(self, example: Batch) -> Batch:
+        n_in, n_out = len(example["inputs"]), len(example["targets"])
+        return model_features(
+            inputs=_pad(example["inputs"], self.max_input_len),
+            inputs_segment_ids=_pad(np.ones((n_in,), np.int32), self.max_input_len),
+            inputs_positions=_pad(np.arange(n_in, dtype=np.int32), self.max_input_len),
+            targets=_pad(example["targets"], self.max_target_len),
+            targets_segment_ids=_pad(np.ones((n_out,), np.int32), self.max_target_len),
+            targets_positions=_pad(np.arange(n_out, dtype=np.int32), self.max_target_len),
+            target_domains=_pad(example["target_domains"], self.max_target_len),
+        )
+
+
+def model_features(
+    *,
+    inputs: np.ndarray,
+    inputs_segment_ids: np.ndarray,
+    inputs_positions: np.ndarray,
+    targets: np.ndarray,
+    targets_segment_ids: np.ndarray,
+    targets_positions: np.ndarray,
+    target_domains: np.ndarray,
+) -> Batch:
+    """The names the train/eval steps read. Segment ids (0 = padding) and positions are always
+    present, so packed and padded rows take the same code path through the model."""
+    return {
+        "encoder_input_tokens": inputs,
+        "encoder_segment_ids": inputs_segment_ids,
+        "encoder_positions": inputs_positions,
+        "decoder_target_tokens": targets,
+        "decoder_segment_ids": targets_segment_ids,
+        "decoder_positions": targets_positions,
+        "decoder_loss_weights": (targets_segment_ids > 0).astype(np.float32),
+        "decoder_domain_ids": target_domains,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedToModelFeatures(grain.transforms.Map):
+    """grain's packed dict (`x`, `x_segment_ids`, `x_positions`) -> model feature names."""
+
+    def map(self, packed: Batch) -> Batch:
+        return model_features(**{k: packed[k] for k in _PACKED_KEYS})
+
+
+_PACKED_KEYS = (
+    "inputs",
+    "inputs_segment_ids",
+    "inputs_positions",
+    "targets",
+    "targets_segment_ids",
+    "targets_positions",
+    "target_domains",
+)
 
 
 def _process_slice(source: Sequence[Any], shard_index: int, shard_count: int) -> grain.MapDataset:
@@ -117,8 +183,13 @@ def build_train_dataset(
     shard_count: int = 1,
     worker_threads: int = 2,
     prefetch_batches: int = 4,
+    pack: bool = False,
 ) -> grain.IterDataset:
-    """An infinite, deterministic stream of this process's batches (batch_size = per-process rows)."""
+    """An infinite, deterministic stream of this process's batches (batch_size = per-process rows).
+
+    pack=True fills each row with as many whole examples as fit (first-fit over `batch_size` bins,
+    grain's FirstFitPackIterDataset); segment ids keep them from attending to each other.
+    """
     domains = [d for d in sorted(sources) if weights.get(d, 0.0) > 0]
     if not domains:
         raise ValueError("no domain has a positive mixture weight")
@@ -133,9 +204,16 @@ def build_train_dataset(
         # A domain-specific seed keeps each domain's order independent of which other domains are mixed in.
         parts.append(ds.shuffle(seed=seed + domain_index[d]).repeat())
     mixed = grain.MapDataset.mix(parts, [weights[d] for d in domains]) if len(parts) > 1 else parts[0]
-    mixed = mixed.map(ToFixedShape(dict(domain_index), max_input_len, max_target_len))
-    batched = mixed.batch(batch_size, drop_remainder=True)
-    return batched.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=prefetch_batches))
+    examples = mixed.map(ToExample(dict(domain_index), max_input_len, max_target_len))
+    read_options = grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=prefetch_batches)
+    if not pack:
+        rows = examples.map(PadToModelFeatures(max_input_len, max_target_len))
+        return rows.batch(batch_size, drop_remainder=True).to_iter_dataset(read_options)
+    lengths = {"inputs": max_input_len, "targets": max_target_len, "target_domains": max_target_len}
+    packed = grain.experimental.FirstFitPackIterDataset(
+        examples.to_iter_dataset(read_options), length_struct=lengths, num_packing_bins=batch_size, seed=seed
+    )
+    return packed.map(PackedToModelFeatures()).batch(batch_size, drop_remainder=True)
 
 
 def build_eval_batches(
@@ -153,18 +231,21 @@ def build_eval_batches(
 
     Every process returns the same number of batches (collectives need it), padding with empty rows.
     """
-    transform = ToFixedShape(dict(domain_index), max_input_len, max_target_len)
+    to_example = ToExample(dict(domain_index), max_input_len, max_target_len)
+    to_row = PadToModelFeatures(max_input_len, max_target_len)
     rows: list[Batch] = []
     longest = 0
     for d in sorted(sources):
         n = len(sources[d]) if not max_per_domain else min(len(sources[d]), max_per_domain)
         longest += math.ceil(n / shard_count)
         for i in range(shard_index, n, shard_count):
-            rows.append(transform.map(sources[d][i]))
+            rows.append(to_row.map(to_example.map(sources[d][i])))
     num_batches = max(math.ceil(longest / batch_size), 1)
     empty = {
         k: np.zeros_like(v)
-        for k, v in transform.map({"domain": next(iter(domain_index)), "inputs": [1], "targets": [1]}).items()
+        for k, v in to_row.map(
+            to_example.map({"domain": next(iter(domain_index)), "inputs": [1], "targets": [1]})
+        ).items()
     }
     rows += [empty] * (num_batches * batch_size - len(rows))
     return [

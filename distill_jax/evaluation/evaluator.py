@@ -89,7 +89,7 @@ class Evaluator:
                     continue  # Padding row added to fill the last batch.
                 prediction = self.decode_text(local_tokens[row])
                 reference = self.decode_text(batch["decoder_target_tokens"][row])
-                d = int(batch["domain_ids"][row])
+                d = int(batch["decoder_domain_ids"][row, 0])
                 sums[d, 0] += metrics.exact_match(prediction, reference)
                 sums[d, 1] += metrics.exact_match(metrics.extract_answer(prediction), metrics.extract_answer(reference))
                 sums[d, 2] += 1

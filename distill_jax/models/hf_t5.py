@@ -1,8 +1,10 @@
-"""Import transformers T5 checkpoints (PyTorch layout) as ``T5Transformer`` parameters.
+"""transformers T5 checkpoints (PyTorch layout, safetensors) to and from ``T5Transformer`` parameters.
 
-Used to warm-start students from public checkpoints and, in the tests, to prove logits parity
-with ``transformers.T5ForConditionalGeneration``. Only the import direction exists; nothing
-here needs torch.
+Import warm-starts students from public checkpoints (t5, t5-v1_1, flan-t5, byt5, mt5) and proves
+logits parity with ``transformers.T5ForConditionalGeneration``; export writes a directory that
+``from_pretrained`` loads with no missing or unexpected weights. One table (``_hf_layout``) names
+every tensor for both directions, so they cannot drift apart. Weights are read and written as
+safetensors only (never pickle), and nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from distill_jax.models.t5 import init_params
 from distill_jax.models.t5_config import T5Config
@@ -27,6 +32,21 @@ from distill_jax.models.t5_config import T5Config
 _IGNORED = frozenset({"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"})
 # Aliases of shared.weight that HF writes to state dicts; our model has one shared embedding.
 _EMBEDDING_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# config.json model types whose checkpoints have exactly T5's tensors (mT5 is v1.1 with a bigger
+# vocabulary). UMT5 is not among them: it learns a position bias per layer.
+_SUPPORTED_MODEL_TYPES = ("t5", "mt5")
+# Files a transformers tokenizer directory may hold; export copies the ones present.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+)
 
 # (HF tensor name, number of leading input dims of our kernel) for every parameter path;
 # ``None`` means the tensor is copied as is, otherwise it is a torch Linear weight [out, in].
@@ -79,6 +99,17 @@ def _hf_shape(shape: tuple[int, ...], input_dims: int | None) -> tuple[int, ...]
     return (math.prod(shape[input_dims:]), math.prod(shape[:input_dims]))
 
 
+def _expected_shapes(config: T5Config) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    """Flattened parameter shapes of ``T5Transformer(config)``, checked against the HF layout."""
+    expected = traverse_util.flatten_dict(
+        nn.meta.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
+    )
+    layout = _hf_layout(config)
+    if set(layout) != set(expected):
+        raise RuntimeError(f"HF layout out of sync with T5Transformer: {sorted(set(layout) ^ set(expected))}")
+    return expected
+
+
 def _check_aliases(state_dict: Mapping[str, Any], cfg: T5Config) -> list[str]:
     """Errors for copies of ``shared.weight`` that hold different values.
 
@@ -103,13 +134,8 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -
     ``nn.meta.unbox(init_params(config, rng))``. Raises ``ValueError`` naming every missing,
     unexpected, wrong-shape or inconsistently aliased tensor.
     """
-    expected = traverse_util.flatten_dict(
-        nn.meta.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
-    )
+    expected = _expected_shapes(config)
     layout = _hf_layout(config)
-    if set(layout) != set(expected):
-        raise RuntimeError(f"HF layout out of sync with T5Transformer: {sorted(set(layout) ^ set(expected))}")
-
     dtype = jnp.dtype(config.param_dtype)
     errors = _check_aliases(state_dict, config)
     params = {}
@@ -151,20 +177,177 @@ def _read_checkpoint(hf_dir: str) -> dict[str, np.ndarray]:
         for shard in shards:
             tensors |= _read_safetensors(os.path.join(hf_dir, shard))
         return tensors
-    raise FileNotFoundError(f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json")
+    pickled = " (pickled weights such as pytorch_model.bin are never loaded: re-save with safetensors)"
+    raise FileNotFoundError(
+        f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json"
+        + (pickled if os.path.exists(os.path.join(hf_dir, "pytorch_model.bin")) else "")
+    )
+
+
+def hf_t5_config(hf_dir: str, **config_overrides: Any) -> T5Config:
+    """The ``T5Config`` described by a local HF directory's ``config.json``.
+
+    Raises ``ValueError`` for any architecture but T5's (BART, UMT5, ...): their tensors would
+    not map, and failing on the config says why before any weights are read.
+    """
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: expected a local transformers T5 directory (config.json + safetensors)"
+        )
+    with open(path) as f:
+        hf_config = json.load(f)
+    model_type = hf_config.get("model_type")
+    if model_type not in _SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"{path}: unsupported architecture model_type={model_type!r} "
+            f"(architectures {hf_config.get('architectures')}); only T5-family encoder-decoders with T5's "
+            f"tensor layout import (model_type {' or '.join(_SUPPORTED_MODEL_TYPES)}: T5 v1.0/v1.1, Flan-T5, ByT5, mT5)"
+        )
+    return T5Config.from_hf_dict(hf_config, **config_overrides)
+
+
+def load_hf_params(hf_dir: str, config: T5Config) -> dict[str, Any]:
+    """Host parameters for ``T5Transformer(config)`` from a local HF T5 directory's safetensors.
+
+    transformers >= 5 saves a tied LM head only as ``shared.weight``, so an untied config without
+    ``lm_head.weight`` starts its head from the shared embedding, exactly as transformers loads it.
+    """
+    tensors = _read_checkpoint(hf_dir)
+    if not config.tie_word_embeddings and "lm_head.weight" not in tensors and "shared.weight" in tensors:
+        tensors["lm_head.weight"] = tensors["shared.weight"]
+    try:
+        return params_from_hf_state_dict(tensors, config)
+    except ValueError as err:
+        raise ValueError(f"{hf_dir}: {err}") from err
 
 
 def load_hf_t5(hf_dir: str, **config_overrides: Any) -> tuple[T5Config, dict[str, Any]]:
     """Reads a local HF T5 directory (``config.json`` + safetensors) into (config, params).
 
     ``config_overrides`` replace config fields (e.g. ``dropout_rate``, ``dtype``, ``remat``,
-    ``param_dtype``). transformers >= 5 saves a tied LM head only as ``shared.weight``, so an
-    untied config without ``lm_head.weight`` starts its head from the shared embedding,
-    exactly as transformers loads it.
+    ``param_dtype``).
     """
-    with open(os.path.join(hf_dir, "config.json")) as f:
-        config = T5Config.from_hf_dict(json.load(f), **config_overrides)
-    tensors = _read_checkpoint(hf_dir)
-    if not config.tie_word_embeddings and "lm_head.weight" not in tensors and "shared.weight" in tensors:
-        tensors["lm_head.weight"] = tensors["shared.weight"]
-    return config, params_from_hf_state_dict(tensors, config)
+    config = hf_t5_config(hf_dir, **config_overrides)
+    return config, load_hf_params(hf_dir, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------
+
+
+def hf_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
+    """The HF T5 state dict of ``T5Transformer(config)`` parameters; inverse of ``params_from_hf_state_dict``.
+
+    Tensors keep the parameters' dtype. The shared embedding is written once, as ``shared.weight``
+    (transformers ties ``encoder/decoder.embed_tokens`` to it), and ``lm_head.weight`` only for an
+    untied head, so ``from_pretrained`` finds no missing or unexpected weights either way. Raises
+    ``ValueError`` naming every missing, unexpected or wrong-shape parameter.
+    """
+    expected = _expected_shapes(config)
+    flat = traverse_util.flatten_dict(params)
+    errors = [f"missing parameter {'/'.join(path)}" for path in sorted(set(expected) - set(flat))]
+    errors += [f"unexpected parameter {'/'.join(path)}" for path in sorted(set(flat) - set(expected))]
+    errors += [
+        f"parameter {'/'.join(path)} has shape {tuple(flat[path].shape)}, expected {expected[path].shape}"
+        for path in sorted(set(flat) & set(expected))
+        if tuple(flat[path].shape) != expected[path].shape
+    ]
+    if errors:
+        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(errors))
+    state = {}
+    for path, (name, input_dims) in _hf_layout(config).items():
+        value = np.asarray(flat[path])
+        if input_dims is not None:  # Back to a torch Linear weight [out, in].
+            value = value.reshape(math.prod(value.shape[:input_dims]), -1).T
+        state[name] = np.ascontiguousarray(value)
+    return state
+
+
+def _hf_config(config: T5Config) -> dict[str, Any]:
+    """config.json contents that transformers 4 and 5 both read as ``config``'s architecture.
+
+    transformers 4 unties the head when ``tie_word_embeddings`` is false; transformers 5 always
+    ties it in the config, unties it because the checkpoint holds a distinct ``lm_head.weight``,
+    and takes v1.0's output scaling from ``scale_decoder_outputs``. Both flags carry the same value.
+    """
+    return {
+        **config.to_hf_dict(),
+        "model_type": "t5",
+        "scale_decoder_outputs": config.tie_word_embeddings,
+        "torch_dtype": config.param_dtype,
+    }
+
+
+def _write_json(path: str, value: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _write_tokenizer(out_dir: str, tokenizer_dir: str | None) -> None:
+    if tokenizer_dir is None:
+        import transformers  # Imported late: only byte-level exports need it.
+
+        transformers.ByT5Tokenizer().save_pretrained(out_dir)
+        return
+    present = [name for name in _TOKENIZER_FILES if os.path.isfile(os.path.join(tokenizer_dir, name))]
+    if not present:
+        raise FileNotFoundError(f"{tokenizer_dir} holds none of the tokenizer files {', '.join(_TOKENIZER_FILES)}")
+    for name in present:
+        shutil.copy2(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
+
+
+def _move_into_place(tmp: str, out: str) -> None:
+    """Renames tmp onto out; an existing out is renamed away first and restored on failure."""
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+    os.rename(out, os.path.join(old, "previous"))
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(os.path.join(old, "previous"), out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_hf_t5(
+    out_dir: str,
+    config: T5Config,
+    params: Mapping[str, Any],
+    tokenizer_dir: str | None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Writes a transformers T5 directory: config.json, model.safetensors, generation_config.json, tokenizer.
+
+    ``params`` are host-readable (numpy, or fully addressable jax arrays). ``tokenizer_dir`` is a
+    transformers tokenizer directory whose tokenizer files are copied; None writes ByT5's files (the
+    byte vocabulary needs nothing but its config). Everything goes to a temporary sibling directory
+    that is renamed into place when complete, so a crash never leaves a half-written model; a
+    non-empty ``out_dir`` is replaced only with ``overwrite``.
+    """
+    out = os.path.abspath(out_dir)
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; choose another directory or pass overwrite")
+    state = hf_state_dict_from_params(params, config)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    try:
+        _write_json(os.path.join(tmp, "config.json"), _hf_config(config))
+        generation = {
+            "decoder_start_token_id": config.decoder_start_token_id,
+            "eos_token_id": config.eos_token_id,
+            "pad_token_id": config.pad_token_id,
+        }
+        _write_json(os.path.join(tmp, "generation_config.json"), generation)
+        # "format": "pt" tells transformers the tensors are in PyTorch's layout.
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        _write_tokenizer(tmp, tokenizer_dir)
+        os.chmod(tmp, 0o755)  # mkdtemp creates it private; a model directory is meant to be shared.
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

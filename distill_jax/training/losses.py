@@ -37,32 +37,37 @@ def cross_entropy_with_z_loss(
     return loss, ce
 
 
-def per_domain_sums(values: jax.Array, weights: jax.Array, domain_ids: jax.Array, num_domains: int) -> jax.Array:
-    """Sums of `values * weights` per example domain: [B, T] values, [B] domain ids -> [num_domains]."""
-    per_example = jnp.sum(values * weights, axis=-1)
-    return jax.ops.segment_sum(per_example, domain_ids, num_segments=num_domains)
+def per_domain_sums(values: jax.Array, weights: jax.Array, token_domains: jax.Array, num_domains: int) -> jax.Array:
+    """Sums of `values * weights` by the domain of each token: [B, T] arrays -> [num_domains].
+
+    Domains are per token, not per row, because a packed row holds examples of several domains.
+    """
+    return jax.ops.segment_sum((values * weights).reshape(-1), token_domains.reshape(-1), num_segments=num_domains)
 
 
 def seq2seq_metric_sums(
     logits: jax.Array,
     targets: jax.Array,
     weights: jax.Array,
-    domain_ids: jax.Array,
+    token_domains: jax.Array,
     num_domains: int,
     *,
+    eos_id: int = 1,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total training loss (sum over tokens) and per-domain sums of loss, correct tokens and token count."""
+    """Total training loss (sum over tokens) and per-domain sums of loss, correct tokens, tokens and examples.
+
+    Every target ends with exactly one EOS, so counting weighted EOS tokens counts examples, packed or not.
+    """
     weights = weights.astype(jnp.float32)
     loss, ce = cross_entropy_with_z_loss(logits, targets, label_smoothing=label_smoothing, z_loss=z_loss)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    is_eos = (targets == eos_id).astype(jnp.float32)
     sums = {
-        "ce_sum": per_domain_sums(ce, weights, domain_ids, num_domains),
-        "correct_sum": per_domain_sums(correct, weights, domain_ids, num_domains),
-        "token_count": per_domain_sums(jnp.ones_like(ce), weights, domain_ids, num_domains),
-        "example_count": jax.ops.segment_sum(
-            jnp.ones_like(domain_ids, jnp.float32) * (weights.sum(-1) > 0), domain_ids, num_segments=num_domains
-        ),
+        "ce_sum": per_domain_sums(ce, weights, token_domains, num_domains),
+        "correct_sum": per_domain_sums(correct, weights, token_domains, num_domains),
+        "token_count": per_domain_sums(jnp.ones_like(ce), weights, token_domains, num_domains),
+        "example_count": per_domain_sums(is_eos, weights, token_domains, num_domains),
     }
     return jnp.sum(loss * weights), sums

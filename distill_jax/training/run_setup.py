@@ -19,6 +19,7 @@ from distill_jax.data import shards
 from distill_jax.data.pipeline import build_eval_batches
 from distill_jax.data.tokenizers import Tokenizer, tokenizer_from_dict
 from distill_jax.evaluation.evaluator import Evaluator
+from distill_jax.models.hf_t5 import hf_t5_config
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config, get_config
 from distill_jax.training import optimizers, partitioning, step
@@ -65,6 +66,24 @@ def _check_same_tokenizer(train: Mapping[str, Any], other: Mapping[str, Any], ot
         )
 
 
+def _check_tokenizer_fits(tok: Mapping[str, Any], model_config: T5Config, hf_dir: str) -> None:
+    """The data's ids must be ids of the imported model, with its pad and EOS: a pretrained embedding has no slack."""
+    problems = []
+    if int(tok["vocab_size"]) > model_config.vocab_size:
+        problems.append(f"its {tok['vocab_size']} ids exceed the model's vocab_size {model_config.vocab_size}")
+    if (int(tok["pad_id"]), int(tok["eos_id"])) != (model_config.pad_token_id, model_config.eos_token_id):
+        problems.append(
+            f"its pad/eos ids ({tok['pad_id']}, {tok['eos_id']}) differ from the model's "
+            f"({model_config.pad_token_id}, {model_config.eos_token_id})"
+        )
+    if problems:
+        raise ValueError(
+            f"the training data was prepared with tokenizer {tok.get('name')!r}, which does not fit the model in "
+            f"{hf_dir}: {'; '.join(problems)}. Prepare the data with that model's tokenizer: "
+            f"--config.tokenizer.kind=hf --config.tokenizer.path={hf_dir}"
+        )
+
+
 def setup_run(
     config: ml_collections.ConfigDict, *, train_dir: str | None = None, eval_dir: str | None = None
 ) -> RunSetup:
@@ -80,15 +99,19 @@ def setup_run(
     tok = manifest["tokenizer"]
     tokenizer = tokenizer_from_dict(tok)
     domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ())
-    model_config = get_config(
-        config.model.size,
-        vocab_size=padded_vocab_size(int(tok["vocab_size"])),
-        dtype=config.model.dtype,
-        dropout_rate=config.model.dropout_rate,
-        remat=config.model.remat,
-        pad_token_id=int(tok["pad_id"]),
-        eos_token_id=int(tok["eos_id"]),
-    )
+    overrides = dict(dtype=config.model.dtype, dropout_rate=config.model.dropout_rate, remat=config.model.remat)
+    hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
+    if hf_dir:
+        model_config = hf_t5_config(hf_dir, **overrides)
+        _check_tokenizer_fits(tok, model_config, hf_dir)
+    else:
+        model_config = get_config(
+            config.model.size,
+            vocab_size=padded_vocab_size(int(tok["vocab_size"])),
+            pad_token_id=int(tok["pad_id"]),
+            eos_token_id=int(tok["eos_id"]),
+            **overrides,
+        )
     mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
     tx = optimizers.make_optimizer(config.optimizer, config.train.steps)

@@ -21,7 +21,16 @@ from distill_jax.training.train_state import TrainState
 Batch = Mapping[str, jax.Array]
 MetricSums = dict[str, jax.Array]
 
-BATCH_KEYS = ("encoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights", "domain_ids")
+BATCH_KEYS = (
+    "encoder_input_tokens",
+    "encoder_segment_ids",
+    "encoder_positions",
+    "decoder_target_tokens",
+    "decoder_segment_ids",
+    "decoder_positions",
+    "decoder_loss_weights",
+    "decoder_domain_ids",
+)
 
 
 def zero_metric_sums(num_domains: int) -> MetricSums:
@@ -45,16 +54,26 @@ def _forward_sums(
     z_loss: float,
 ):
     targets = batch["decoder_target_tokens"]
-    decoder_inputs = shift_right(targets, model.config.decoder_start_token_id)
+    # Per segment: each packed example's decoder input starts with its own start token.
+    decoder_inputs = shift_right(targets, model.config.decoder_start_token_id, batch["decoder_segment_ids"])
     logits = model.apply(
-        {"params": params}, batch["encoder_input_tokens"], decoder_inputs, enable_dropout=enable_dropout, rngs=rngs
+        {"params": params},
+        batch["encoder_input_tokens"],
+        decoder_inputs,
+        encoder_segment_ids=batch["encoder_segment_ids"],
+        decoder_segment_ids=batch["decoder_segment_ids"],
+        encoder_positions=batch["encoder_positions"],
+        decoder_positions=batch["decoder_positions"],
+        enable_dropout=enable_dropout,
+        rngs=rngs,
     )
     return losses.seq2seq_metric_sums(
         logits,
         targets,
         batch["decoder_loss_weights"],
-        batch["domain_ids"],
+        batch["decoder_domain_ids"],
         num_domains,
+        eos_id=model.config.eos_token_id,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
     )
@@ -152,6 +171,6 @@ def make_eval_step(
 
 
 def batch_shardings(mesh: Mesh, rules: partitioning.LogicalRules) -> dict[str, Any]:
-    """Every batch feature is sharded along its leading (batch) dimension."""
-    ranks = {"encoder_input_tokens": 2, "decoder_target_tokens": 2, "decoder_loss_weights": 2, "domain_ids": 1}
-    return {k: partitioning.batch_sharding(mesh, rules, ranks[k]) for k in BATCH_KEYS}
+    """Every batch feature is [batch, length], sharded along the batch dimension."""
+    sharding = partitioning.batch_sharding(mesh, rules, 2)
+    return {k: sharding for k in BATCH_KEYS}

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -27,12 +28,13 @@ from tqdm import tqdm
 from distill_jax.data import pipeline, shards
 from distill_jax.evaluation import metrics
 from distill_jax.evaluation.evaluator import summary_scalars
+from distill_jax.models.hf_t5 import load_hf_params
 from distill_jax.models.t5_config import flops_per_token
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
-from distill_jax.training.train_state import count_params, create_train_state
+from distill_jax.training.train_state import TrainState, count_params, create_train_state
 
 # Dense bf16 peak FLOP/s per device, from the vendors' datasheets, for the MFU estimate.
 PEAK_FLOPS_BY_DEVICE_KIND = {
@@ -156,6 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         shard_count=jax.process_count(),
         worker_threads=cfg.data.worker_threads,
         prefetch_batches=cfg.data.prefetch_batches,
+        pack=cfg.data.pack,
     )
     data_iter = iter(dataset)
 
@@ -180,6 +183,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
             logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", latest)
         logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), latest)
+    elif cfg.model.hf_dir:
+        state = hf_initial_state(run)
+        logging.info("Initialised the student from the HF checkpoint in %s.", cfg.model.hf_dir)
     else:
         state = create_train_state(run.model_config, run.tx, run.mesh, run.rules, cfg.seed)
     start_step = int(state.step)
@@ -305,3 +311,21 @@ def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tupl
     state, _, _ = checkpointer.restore(step, run.abstract_state)
     checkpointer.close()
     return state.params, step
+
+
+def hf_initial_state(run: RunSetup) -> TrainState:
+    """Step-0 state holding the weights of `model.hf_dir` and a fresh optimizer state, already sharded.
+
+    Every process reads the checkpoint on its host; each device receives only its own slices.
+    """
+    host = load_hf_params(run.config.model.hf_dir, run.model_config)
+    params = jax.tree.map(
+        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
+        host,
+        run.shardings.params,
+    )
+
+    def init(params: Any) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=run.tx.init(params))
+
+    return jax.jit(init, out_shardings=run.shardings)(params)

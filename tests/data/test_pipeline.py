@@ -43,7 +43,7 @@ def test_mixture_proportions_within_tolerance(mixture):
     assert sum(weights.values()) == pytest.approx(1.0)
     counts = collections.Counter()
     for batch in take(iter(build(weights)), 200):
-        counts.update(batch["domain_ids"].tolist())
+        counts.update(batch["decoder_domain_ids"][:, 0].tolist())
     total = sum(counts.values())
     for d, w in weights.items():
         assert counts[INDEX[d]] / total == pytest.approx(w, abs=0.02), (d, counts)
@@ -67,7 +67,8 @@ def test_batches_have_fixed_shapes_and_consistent_features():
     batch = next(iter(build(pipeline.mixture_weights(SIZES, "uniform"))))
     assert batch["encoder_input_tokens"].shape == (8, 16)
     assert batch["decoder_target_tokens"].shape == (8, 8)
-    assert batch["domain_ids"].shape == (8,)
+    assert batch["decoder_domain_ids"].shape == (8, 8)
+    np.testing.assert_array_equal(batch["encoder_segment_ids"], batch["encoder_input_tokens"] != 0)
     np.testing.assert_array_equal(batch["decoder_loss_weights"], batch["decoder_target_tokens"] != 0)
     # Every target ends in EOS (1) even when cut to max_target_len.
     for row in batch["decoder_target_tokens"]:
@@ -159,7 +160,7 @@ def test_eval_batches_cover_each_row_once_and_pad_equally_across_processes():
     for batches in per_process:
         for b in batches:
             keep = b["decoder_loss_weights"].sum(-1) > 0
-            real.update(b["domain_ids"][keep].tolist())
+            real.update(b["decoder_domain_ids"][keep, 0].tolist())
     assert real == {0: 10, 1: 3}
     capped = pipeline.build_eval_batches(
         sources, index, batch_size=4, max_input_len=16, max_target_len=8, max_per_domain=2
@@ -180,3 +181,41 @@ def test_domain_smaller_than_process_count_is_a_clear_error():
             shard_index=1,
             shard_count=2,
         )
+
+
+def test_packing_keeps_every_token_and_its_domain_and_fills_rows():
+    w = pipeline.mixture_weights(SIZES, "natural")
+    sources = make_sources(SIZES)
+    packed = take(iter(build(w, pack=True, max_input_len=32, max_target_len=16)), 6)
+    padded = take(iter(build(w, max_input_len=32, max_target_len=16)), 6)
+    for batch in packed:
+        assert batch["encoder_input_tokens"].shape == (8, 32)
+        for row in range(8):
+            segs = batch["decoder_segment_ids"][row]
+            for seg in set(segs[segs > 0].tolist()):
+                tokens = batch["decoder_target_tokens"][row][segs == seg]
+                domains = batch["decoder_domain_ids"][row][segs == seg]
+                positions = batch["decoder_positions"][row][segs == seg]
+                assert tokens[-1] == 1 and len(set(domains.tolist())) == 1
+                np.testing.assert_array_equal(positions, np.arange(len(tokens)))
+                # The segment is exactly some source example's targets, in its own domain.
+                domain = sorted(SIZES)[domains[0]]
+                assert any(np.array_equal(tokens, r["targets"]) for r in sources[domain])
+
+    def real_tokens(batches):
+        return sum(float(b["decoder_loss_weights"].sum()) for b in batches)
+
+    assert real_tokens(packed) > 1.5 * real_tokens(padded)  # More real tokens in the same shapes.
+
+
+def test_packed_iterator_resumes_exactly():
+    w = pipeline.mixture_weights(SIZES, "natural")
+    it = iter(build(w, pack=True))
+    take(it, 3)
+    state = it.get_state()
+    expected = take(it, 3)
+    fresh = iter(build(w, pack=True))
+    fresh.set_state(state)
+    for x, y in zip(expected, take(fresh, 3)):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])

@@ -31,14 +31,16 @@ def test_label_smoothing_is_zero_for_the_smoothed_target_distribution():
     assert float(loss[0, 0]) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_per_domain_sums_split_tokens_by_domain():
-    logits = jnp.zeros((3, 2, 4)).at[:, :, 2].set(5.0)  # Always predicts token 2.
-    targets = jnp.array([[2, 0], [2, 2], [1, 0]])
-    weights = jnp.array([[1, 0], [1, 1], [1, 0]], jnp.float32)
-    total, sums = losses.seq2seq_metric_sums(logits, targets, weights, jnp.array([0, 1, 1]), num_domains=3)
-    np.testing.assert_allclose(sums["token_count"], [1, 3, 0])
-    np.testing.assert_allclose(sums["correct_sum"], [1, 2, 0])
-    np.testing.assert_allclose(sums["example_count"], [1, 2, 0])
+def test_per_domain_sums_split_tokens_by_domain_even_within_a_packed_row():
+    logits = jnp.zeros((3, 3, 4)).at[:, :, 2].set(5.0)  # Always predicts token 2.
+    # Row 0: one example of domain 0; row 1: a domain-1 example then a domain-2 one; row 2: domain 1.
+    targets = jnp.array([[2, 1, 0], [1, 2, 1], [3, 1, 0]])
+    weights = jnp.array([[1, 1, 0], [1, 1, 1], [1, 1, 0]], jnp.float32)
+    domains = jnp.array([[0, 0, 0], [1, 2, 2], [1, 1, 0]])
+    total, sums = losses.seq2seq_metric_sums(logits, targets, weights, domains, num_domains=3, eos_id=1)
+    np.testing.assert_allclose(sums["token_count"], [2, 3, 2])
+    np.testing.assert_allclose(sums["correct_sum"], [1, 0, 1])
+    np.testing.assert_allclose(sums["example_count"], [1, 2, 1])
     assert float(total) == pytest.approx(float(sums["ce_sum"].sum()), rel=1e-6)
 
 
