@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 
 from absl import flags, logging
@@ -13,17 +14,18 @@ BUILTIN_CONFIG = distill_jax.config.__file__
 
 
 # Libraries whose INFO lines (every checkpoint file renamed, every shard written) drown the run's own log.
-_CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/grain/")
+_CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/grain/", "/jax/_src/xla_bridge")
 
 
-class _QuietLibraries(logging.logging.Filter):
-    def filter(self, record) -> bool:
-        return record.levelno >= logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+class _QuietLibraries(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
 
 
 def configure_logging() -> None:
     """Our INFO logs stay; third-party INFO is dropped (warnings and errors still show)."""
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    # ABSLHandler.handle() forwards straight to its python_handler, so the filter goes there.
+    logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
 
 
 def define_config_flag(default_preset: str = "default") -> flags.FlagHolder:

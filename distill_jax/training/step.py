@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -33,13 +34,21 @@ BATCH_KEYS = (
 )
 
 
-def zero_metric_sums(num_domains: int) -> MetricSums:
-    """The accumulator layout: per-domain vectors plus run-level scalars."""
-    per_domain = {
-        k: jnp.zeros((num_domains,), jnp.float32) for k in ("ce_sum", "correct_sum", "token_count", "example_count")
+def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
+    """The accumulator layout: per-domain vectors plus run-level scalars.
+
+    With a mesh, the zeros are placed replicated on it, exactly as the step returns them: an
+    uncommitted first argument would make the step compile a second time on its second call.
+    """
+    shapes = {k: (num_domains,) for k in ("ce_sum", "correct_sum", "token_count", "example_count")}
+    shapes.update({k: () for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")})
+    if mesh is None:
+        return {k: jnp.zeros(shape, jnp.float32) for k, shape in shapes.items()}
+    replicated = partitioning.replicated(mesh)
+    return {
+        k: jax.make_array_from_callback(shape, replicated, lambda index, s=shape: np.zeros(s, np.float32)[index])
+        for k, shape in shapes.items()
     }
-    scalars = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")}
-    return {**per_domain, **scalars}
 
 
 def _forward_sums(

@@ -235,7 +235,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     prefetcher = pipeline.DevicePrefetcher(
         data_iter, lambda b: pipeline.host_to_global(b, run.batch_shardings), buffer_size=cfg.data.prefetch_batches
     )
-    sums = step_lib.zero_metric_sums(len(run.domain_names))
+    sums = step_lib.zero_metric_sums(len(run.domain_names), run.mesh)
     last_scalars: dict[str, float] = {}
     eval_per_domain: dict[str, dict[str, float]] = {}
     eval_scalars: dict[str, float] = {}
@@ -261,7 +261,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                     progress.set_postfix(
                         loss=f"{last_scalars['train/loss']:.3f}", tok_s=f"{last_scalars['perf/tokens_per_s']:.0f}"
                     )
-                    sums = step_lib.zero_metric_sums(len(run.domain_names))
+                    sums = step_lib.zero_metric_sums(len(run.domain_names), run.mesh)
                     interval_start = time.perf_counter()
                 is_last = step == cfg.train.steps
                 if evaluator is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or is_last):

@@ -150,7 +150,20 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(demo_prepared, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
-    steps = Checkpointer(os.path.join(workdir, "checkpoints")).all_steps()
-    preempted_at = max(steps)
-    assert preempted_at < 400 and preempted_at % 4 != 0 or preempted_at in steps
     assert "SIGTERM received" in err
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    preempted_at = checkpointer.latest_step()
+    checkpointer.close()
+    assert 4 <= preempted_at < 400  # Saved at the step it was stopped, long before the end.
+    # The same command (with a nearer end) resumes from exactly there.
+    resumed = subprocess.run(
+        _train_cmd(workdir, _overrides(demo_prepared, preempted_at + 2)),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {preempted_at}." in resumed.stderr
+    rows = [r for r in read_metrics(workdir) if "train/loss" in r]
+    assert rows[-1]["step"] == preempted_at + 2
