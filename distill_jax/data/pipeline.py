@@ -6,8 +6,8 @@ Why this shape:
   building a new dataset; nothing is re-written on disk.
 - grain's MapDataset is index-based, so the whole order is a pure function of the seed and the
   iterator state is a small dict: checkpointing it with the model gives exact resume.
-- Each process reads only its own slice of every domain (`[process_index::process_count]`) and
-  builds its share of the global batch; `make_array_from_process_local_data` assembles the global
+- Each process reads only its own interleaved slice of the one global mixture stream and builds
+  its share of the global batch (the same examples per global batch for any process count); `make_array_from_process_local_data` assembles the global
   array without any host ever holding all of it.
 - Shapes are fixed (padding to data.max_*_len), so the train step compiles once.
 """
@@ -165,11 +165,6 @@ _PACKED_KEYS = (
 )
 
 
-def _process_slice(source: Sequence[Any], shard_index: int, shard_count: int) -> grain.MapDataset:
-    ds = grain.MapDataset.source(source)
-    return ds[shard_index::shard_count] if shard_count > 1 else ds
-
-
 def build_train_dataset(
     sources: Mapping[str, Sequence[Any]],
     weights: Mapping[str, float],
@@ -195,15 +190,17 @@ def build_train_dataset(
         raise ValueError("no domain has a positive mixture weight")
     parts = []
     for d in domains:
-        ds = _process_slice(sources[d], shard_index, shard_count)
+        ds = grain.MapDataset.source(sources[d])
         if len(ds) == 0:
-            raise ValueError(
-                f"domain {d!r} has fewer examples ({len(sources[d])}) than processes ({shard_count}); "
-                "give it weight 0 or run with fewer processes"
-            )
+            raise ValueError(f"domain {d!r} has no examples but a positive mixture weight; give it weight 0")
         # A domain-specific seed keeps each domain's order independent of which other domains are mixed in.
         parts.append(ds.shuffle(seed=seed + domain_index[d]).repeat())
     mixed = grain.MapDataset.mix(parts, [weights[d] for d in domains]) if len(parts) > 1 else parts[0]
+    # Processes take interleaved elements of the one global stream (index-based: each reads only its
+    # own records). Global batch k then holds the same examples whatever the process count, so runs
+    # and checkpoints do not depend on how many hosts there are.
+    if shard_count > 1:
+        mixed = mixed[shard_index::shard_count]
     examples = mixed.map(ToExample(dict(domain_index), max_input_len, max_target_len))
     read_options = grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=prefetch_batches)
     if not pack:

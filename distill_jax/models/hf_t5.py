@@ -204,6 +204,10 @@ def hf_t5_config(hf_dir: str, **config_overrides: Any) -> T5Config:
             f"(architectures {hf_config.get('architectures')}); only T5-family encoder-decoders with T5's "
             f"tensor layout import (model_type {' or '.join(_SUPPORTED_MODEL_TYPES)}: T5 v1.0/v1.1, Flan-T5, ByT5, mT5)"
         )
+    if model_type == "mt5":
+        # transformers' mT5 never scales its decoder output (it has no v1.0 mode) whatever
+        # tie_word_embeddings says; an untied config without lm_head.weight reuses shared.weight.
+        config_overrides = {"tie_word_embeddings": False} | config_overrides
     return T5Config.from_hf_dict(hf_config, **config_overrides)
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint directory per step holds three items:
   state/  the TrainState (params, optimizer state, step), written by every process for its shards;
-  data/   the grain iterator state after the last consumed batch (JSON), one per process;
+  data/   every process's grain iterator state after the last consumed batch (JSON, gathered to
+          process 0, which alone writes JSON items);
   meta/   JSON: config, domain list, mixture weights, metrics at save time.
 Saves are asynchronous (the step loop continues while bytes go to disk) and atomic (Orbax writes
 to a temporary directory and renames it when complete), so a kill -9 at any moment leaves the last
@@ -11,17 +12,42 @@ finished checkpoint intact.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 
-def _data_item_name() -> str:
-    # Each process owns its iterator position; one JSON item per process keeps them apart.
-    return f"data_p{jax.process_index()}"
+def _gather_json(value: Any) -> list[Any]:
+    """`value` from every process, in process order (collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return [value]
+    encoded = np.frombuffer(json.dumps(value).encode("utf-8"), np.uint8)
+    lengths = multihost_utils.process_allgather(np.array([encoded.size], np.int32)).reshape(-1)
+    padded = np.zeros((int(lengths.max()),), np.uint8)
+    padded[: encoded.size] = encoded
+    gathered = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:n]).decode("utf-8")) for row, n in zip(gathered, lengths)]
+
+
+def local_data_state(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """This process's iterator state from a checkpoint's data item, or None if it cannot be used.
+
+    Unpacked streams are identical on every process (process i reads elements i, i+P, ... of one
+    global stream, and all count the same batches), so they move to any process count. Packed
+    streams depend on which examples each process packed: only the same process count resumes them.
+    """
+    states = saved["per_process"]
+    if len(states) == jax.process_count():
+        return states[jax.process_index()]
+    if all(s == states[0] for s in states) and set(states[0]) == {"next_index"}:
+        return states[0]
+    return None
 
 
 class Checkpointer:
@@ -79,11 +105,9 @@ class Checkpointer:
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                **{
-                    "state": ocp.args.StandardSave(state),
-                    _data_item_name(): ocp.args.JsonSave(data_state),
-                    "meta": ocp.args.JsonSave(meta),
-                }
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
+                meta=ocp.args.JsonSave(meta),
             ),
             metrics=usable,
         )
@@ -93,14 +117,12 @@ class Checkpointer:
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                **{
-                    "state": ocp.args.StandardRestore(abstract_state),
-                    _data_item_name(): ocp.args.JsonRestore(),
-                    "meta": ocp.args.JsonRestore(),
-                }
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], restored[_data_item_name()], restored["meta"]
+        return restored["state"], restored["data"], restored["meta"]
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

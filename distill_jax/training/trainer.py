@@ -31,7 +31,7 @@ from distill_jax.evaluation.evaluator import summary_scalars
 from distill_jax.models.hf_t5 import load_hf_params
 from distill_jax.models.t5_config import flops_per_token
 from distill_jax.training import step as step_lib
-from distill_jax.training.checkpoints import Checkpointer
+from distill_jax.training.checkpoints import Checkpointer, local_data_state
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
 from distill_jax.training.train_state import TrainState, count_params, create_train_state
@@ -132,6 +132,60 @@ def _meta(run: RunSetup, weights: dict[str, float]) -> dict[str, Any]:
     }
 
 
+# Fields that fix the parameter shapes; dtype, dropout and remat may change between resumes.
+_ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_heads",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "relative_attention_num_buckets",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+)
+
+
+def _resume(
+    checkpointer: Checkpointer, step: int, run: RunSetup, weights: dict[str, float], data_iter: Any, workdir: str
+) -> TrainState:
+    """Restores the state of `step` and, where it still applies, the data position."""
+    meta = checkpointer.restore_meta(step)
+    saved_model = {k: meta["model"].get(k) for k in _ARCHITECTURE_FIELDS}
+    wanted = {k: getattr(run.model_config, k) for k in _ARCHITECTURE_FIELDS}
+    if saved_model != wanted:
+        changed = {k: (saved_model[k], wanted[k]) for k in wanted if saved_model[k] != wanted[k]}
+        raise ValueError(
+            f"{workdir}: the checkpoint's model differs from the config's (checkpoint, config): {changed}; "
+            "use the config it was trained with (e.g. the same --config.model.size or --config.model.hf_dir) "
+            "or a fresh --workdir"
+        )
+    if meta["domain_names"] != run.domain_names:
+        raise ValueError(
+            f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
+            f"{run.domain_names}; use a fresh --workdir for different data"
+        )
+    state, saved_data, _ = checkpointer.restore(step, run.abstract_state)
+    data_state = local_data_state(saved_data)
+    if meta["mixture_weights"] is None:
+        logging.info("The checkpoint of step %d holds no data position (e.g. import-hf): fresh data order.", step)
+    elif meta["mixture_weights"] != weights:
+        # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
+        logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", step)
+    elif data_state is None:
+        logging.warning(
+            "The packed data stream of step %d was saved by %d processes, not %d: data order restarts.",
+            step,
+            len(saved_data["per_process"]),
+            jax.process_count(),
+        )
+    else:
+        data_iter.set_state(data_state)
+    logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), step)
+    return state
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains (or resumes) the student described by `config`, writing everything under `workdir`."""
     os.makedirs(workdir, exist_ok=True)
@@ -171,18 +225,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     )
     latest = checkpointer.latest_step()
     if latest is not None:
-        state, data_state, meta = checkpointer.restore(latest, run.abstract_state)
-        if meta["domain_names"] != run.domain_names:
-            raise ValueError(
-                f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
-                f"{run.domain_names}; use a fresh --workdir for different data"
-            )
-        if meta["mixture_weights"] == weights:
-            data_iter.set_state(data_state)
-        else:
-            # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
-            logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", latest)
-        logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), latest)
+        state = _resume(checkpointer, latest, run, weights, data_iter, workdir)
     elif cfg.model.hf_dir:
         state = hf_initial_state(run)
         logging.info("Initialised the student from the HF checkpoint in %s.", cfg.model.hf_dir)
@@ -193,7 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     n_params = count_params(state.params)
     logging.info(
         "Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
-        cfg.model.size,
+        cfg.model.hf_dir or cfg.model.size,
         n_params / 1e6,
         run.model_config.vocab_size,
         dict(run.mesh.shape),

@@ -32,12 +32,16 @@ CONFIGS = {
     "v1.1-gated-gelu-untied": T5Config(**BASE),
     "v1.0-relu-tied": T5Config(**BASE | dict(feed_forward_proj="relu", tie_word_embeddings=True)),
 }
-# Words in the transformers log lines that report weights it could not place or had to invent.
+# Words in the transformers log lines that report weights it could not place or had to invent. (transformers 5
+# also warns that an untied head is "NOT tied": its T5Config forces tying, and not tying is the intended result.)
 WEIGHT_PROBLEMS = ("missing", "unexpected", "newly initialized", "not used", "not initialized", "mismatch")
 
 
 def random_params(cfg: T5Config, seed: int = 0):
-    return jax.tree.map(np.asarray, nn.meta.unbox(init_params(cfg, jax.random.key(seed))))
+    """Random host parameters, drawn with numpy: compiling the model's init costs seconds per config on CPU."""
+    shapes = nn.meta.unbox(jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * s.shape[0] ** -0.5).astype(s.dtype), shapes)
 
 
 class _Records(logging.Handler):
@@ -84,7 +88,7 @@ def test_export_reloads_in_transformers_with_the_same_logits(name, tmp_path):
     labels = tokenizer(TARGETS, padding=True, return_tensors="pt").input_ids
     with torch.no_grad():
         expected = model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, labels=labels).logits
-    logits = T5Transformer(cfg).apply(
+    logits = jax.jit(T5Transformer(cfg).apply)(
         {"params": params}, inputs.input_ids.numpy(), shift_right(labels.numpy(), cfg.decoder_start_token_id)
     )
     np.testing.assert_allclose(np.asarray(logits), expected.numpy(), atol=1e-4, rtol=1e-4)
@@ -140,3 +144,29 @@ def test_export_names_missing_and_misshaped_parameters(tmp_path):
     assert "missing parameter decoder/logits_dense/kernel" in str(error.value)
     assert "parameter encoder/layers_0/mlp/wo/kernel has shape (3, 3), expected (96, 64)" in str(error.value)
     assert not (tmp_path / "hf").exists()
+
+
+def test_mt5_imports_unscaled_and_exports_as_the_same_t5(tmp_path):
+    """transformers' mT5 ties its config but never scales the decoder output: an untied head here."""
+    torch.manual_seed(0)
+    hf_config = transformers.MT5Config(
+        **{k: v for k, v in BASE.items() if k not in ("num_encoder_layers", "num_decoder_layers")},
+        num_layers=2,
+        num_decoder_layers=1,
+        decoder_start_token_id=0,
+    )
+    mt5 = transformers.MT5ForConditionalGeneration(hf_config).eval()
+    mt5.save_pretrained(str(tmp_path / "mt5"))
+    cfg, params = load_hf_t5(str(tmp_path / "mt5"))
+    assert not cfg.tie_word_embeddings
+
+    save_hf_t5(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+    exported = load_quietly_checked(str(tmp_path / "hf"))
+    ids = torch.tensor([[40, 41, 42, 1], [50, 51, 1, 0]])
+    labels = torch.tensor([[60, 61, 1], [70, 1, 0]])
+    with torch.no_grad():
+        expected = mt5(input_ids=ids, attention_mask=ids != 0, labels=labels).logits.numpy()
+        reloaded = exported(input_ids=ids, attention_mask=ids != 0, labels=labels).logits.numpy()
+    logits = jax.jit(T5Transformer(cfg).apply)({"params": params}, ids.numpy(), shift_right(labels.numpy(), 0))
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(reloaded, expected, atol=1e-4, rtol=1e-4)

@@ -167,3 +167,11 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(demo_prepared, tmp_path):
     assert f"at step {preempted_at}." in resumed.stderr
     rows = [r for r in read_metrics(workdir) if "train/loss" in r]
     assert rows[-1]["step"] == preempted_at + 2
+
+
+def test_resuming_with_a_different_architecture_is_a_clear_error(small_train_config, tmp_path):
+    train(small_train_config(train__steps=4), str(tmp_path))
+    other = small_train_config(train__steps=8)
+    other.model.size = "t5-small-v1.0"
+    with pytest.raises(ValueError, match="checkpoint's model differs"):
+        train(other, str(tmp_path))

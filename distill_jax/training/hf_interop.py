@@ -1,0 +1,78 @@
+"""A transformers T5 directory as a run checkpoint, and a run checkpoint as a transformers T5 directory.
+
+The functions behind `distill-jax import-hf` and `export-hf`; they live here, not in the CLI
+modules, so they can be called in-process without defining absl flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from distill_jax.models.hf_t5 import hf_t5_config, save_hf_t5
+from distill_jax.training.checkpoints import Checkpointer
+from distill_jax.training.run_setup import setup_run
+from distill_jax.training.trainer import checkpointer_dir, hf_initial_state, restore_params
+
+
+def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes `workdir`'s config.json and a step-0 checkpoint holding `hf_dir`'s weights.
+
+    The result is an ordinary run: `eval` evaluates it, and `train` with the same config continues
+    from it. `config` must name the prepared training data (the run's domains and tokenizer are part
+    of the checkpoint); its `model.hf_dir` is set to `hf_dir`, so the run takes the HF architecture.
+    The optimizer state is freshly initialised from `config.optimizer`, exactly as `train` does from
+    `model.hf_dir`. Refuses a workdir that already holds checkpoints.
+    """
+    hf_dir = os.path.abspath(hf_dir)
+    hf_t5_config(hf_dir)  # An unsupported architecture fails here, before any data is read.
+    cfg = config.copy_and_resolve_references()
+    cfg.model.hf_dir = hf_dir
+    checkpointer = Checkpointer(checkpointer_dir(workdir))
+    try:
+        if checkpointer.latest_step() is not None:
+            raise FileExistsError(f"{checkpointer_dir(workdir)} already holds checkpoints; import into a fresh workdir")
+        run = setup_run(cfg)
+        meta = {
+            "config": json.loads(cfg.to_json_best_effort()),
+            "domain_names": run.domain_names,
+            # No data consumed yet: None never equals the run's weights, so training starts a fresh data order.
+            "mixture_weights": None,
+            "model": dataclasses.asdict(run.model_config),
+            "tokenizer": run.manifest["tokenizer"],
+            "train_content_hash": run.manifest.get("content_hash"),
+            "imported_from": hf_dir,
+        }
+        checkpointer.save(0, hf_initial_state(run), {}, meta)
+    finally:
+        checkpointer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+
+
+def export_hf(workdir: str, out_dir: str, step: int | None = None, overwrite: bool = False) -> int:
+    """Writes checkpoint `step` (default: the latest) of `workdir` to `out_dir`; returns the step exported.
+
+    The tokenizer is the one the run's training data was prepared with (from its manifest, checked
+    against its fingerprint): ByT5's files for "byt5", a copy of the directory's files for "hf".
+    """
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"{config_path} not found: the workdir must be written by `distill-jax train` or `import-hf`"
+        )
+    with open(config_path, encoding="utf-8") as f:
+        cfg = ml_collections.ConfigDict(json.load(f))
+    run = setup_run(cfg, eval_dir="")  # Eval data is not needed to export.
+    params, step = restore_params(run, workdir, step)
+    host_params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+        tokenizer_dir = run.tokenizer.path if run.tokenizer.kind == "hf" else None
+        save_hf_t5(out_dir, run.model_config, host_params, tokenizer_dir, overwrite=overwrite)
+    return step
