@@ -44,7 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.prepare.drop_duplicate_examples = True  # Identical (input, target) within a domain adds nothing but weight.
     c.prepare.default_domain = "default"  # Domain of rows whose source has no domain column.
     # Source key/column for each canonical field; "" for id derives one from file + line, "" for domain
-    # uses default_domain, "" for rationale/meta means the source has none.
+    # uses default_domain, "" for rationale/meta means the source has none. input/target may join
+    # several keys with a template, e.g. --config.prepare.fields.input='{Body} {Question}'.
     c.prepare.fields = ml_collections.ConfigDict(
         dict(id="id", domain="domain", input="input", target="target", rationale="rationale", meta="meta")
     )

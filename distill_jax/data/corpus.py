@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import string
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,9 @@ class FieldMapping:
 
     ``id=None`` derives a stable id ``<source name>:<line>``; ``domain=None`` (or a row without
     the domain key) puts the row in the reader's ``default_domain``. ``rationale``/``meta`` set
-    to None are never read.
+    to None are never read. ``input`` and ``target`` may also be templates over several source
+    keys, e.g. ``"{Body} {Question}"`` (SVAMP) or ``"Premise: {premise} Hypothesis: {hypothesis}"``
+    (ANLI): every key named in braces must be present and non-empty.
     """
 
     input: str = "input"
@@ -75,6 +78,22 @@ class FieldMapping:
         for name, key in (("input", self.input), ("target", self.target)):
             if not isinstance(key, str) or not key:
                 raise CorpusError(f"FieldMapping.{name} must name a source key, got {key!r}")
+            template_keys(key, f"FieldMapping.{name}")
+
+
+def template_keys(key: str, what: str = "field mapping") -> list[str] | None:
+    """The source keys a ``"{a} {b}"`` mapping template reads, or None for a plain key."""
+    if "{" not in key and "}" not in key:
+        return None
+    try:
+        parts = list(string.Formatter().parse(key))
+    except ValueError as err:
+        raise CorpusError(f"{what} {key!r} is not a valid template ({err}); write keys as {{name}}") from err
+    names = [name for _, name, spec, conversion in parts if name is not None]
+    bad = [name for _, name, spec, conversion in parts if name is not None and (not name or spec or conversion)]
+    if not names or bad:
+        raise CorpusError(f"{what} {key!r}: name each source key in braces, e.g. '{{Body}} {{Question}}'")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +199,12 @@ def _validate(
     stats: ReadStats,
 ) -> TeacherRow:
     def text(field: str, numeric: bool = False) -> str:
-        return _text_field(record, field, getattr(mapping, field), numeric)
+        key = getattr(mapping, field)
+        names = template_keys(key) if field in ("input", "target") else None
+        if names is None:
+            return _text_field(record, field, key, numeric)
+        values = {name: _text_field(record, f"{field}.{name}", name, numeric=True) for name in names}
+        return key.format(**values)
 
     input_text, target = text("input"), text("target", numeric=True)
     row_id = f"{id_prefix}:{line}" if mapping.id is None else text("id", numeric=True)
@@ -394,7 +418,12 @@ def _json_array_records(path: str) -> Iterator[_Record] | None:
 
 
 def _check_columns(path: str, columns: list[str], mapping: FieldMapping) -> None:
-    required = [key for key in (mapping.input, mapping.target, mapping.id) if key is not None]
+    required = [
+        name
+        for key in (mapping.input, mapping.target, mapping.id)
+        if key is not None
+        for name in (template_keys(key) or [key])
+    ]
     missing = [c for c in required if c not in columns]
     if missing:
         raise CorpusError(

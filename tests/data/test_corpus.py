@@ -276,3 +276,24 @@ def test_tfds_reader_one_split_and_all_splits(tmp_path, monkeypatch):
     assert len(input_sha256("tfds:tiny_teacher")) == 64
     with pytest.raises(CorpusError, match="tfds:absent_set.*TFDS_DATA_DIR"):
         read_all("tfds:absent_set:train", mapping)
+
+
+def test_input_template_joins_columns_and_names_a_missing_one(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        json.dumps({"id": "1", "premise": "A dog runs.", "hypothesis": "An animal moves.", "target": "entailment"})
+        + "\n"
+        + json.dumps({"id": "2", "premise": "A cat sits.", "target": "neutral"})
+        + "\n"
+    )
+    mapping = FieldMapping(input="Premise: {premise} Hypothesis: {hypothesis}", domain=None)
+    rows = read_all(str(path), mapping)
+    assert rows[0].input == "Premise: A dog runs. Hypothesis: An animal moves."
+    reject = only_reject(rows)
+    assert reject.line == 2 and reject.reason == "missing_field" and "'hypothesis'" in reject.detail
+
+
+def test_bad_templates_are_config_errors():
+    for template in ("{premise", "{}", "{a!r}", "{a:>5}"):
+        with pytest.raises(CorpusError):
+            FieldMapping(input=template)

@@ -88,6 +88,22 @@ def test_svamp_json_array_with_numeric_answers(tmp_path):
     assert load_tokenizer().decode(example["targets"]).endswith(".0")  # floats are kept verbatim
 
 
+def test_svamp_input_template_joins_body_and_question(tmp_path):
+    options = PrepareOptions(
+        mapping=FieldMapping(input="{Body} {Question}", target="Answer", id="ID", domain="Type"), progress=False
+    )
+    out = tmp_path / "svamp"
+    summary = prepare_corpus([str(PALM / "svamp" / "SVAMP.json")], str(out), options)
+    check_accounting(out, summary)
+    # With the body joined in, every problem is distinct: nothing is dropped as a duplicate.
+    assert summary.read == 1000 and summary.written == 1000 and not summary.rejected
+    rows = json.loads((PALM / "svamp" / "SVAMP.json").read_text())
+    by_id = {r["ID"]: r for r in rows}
+    example = shards.open_domain_sources(str(out))["Subtraction"][0]
+    source = by_id[example["id"]]
+    assert load_tokenizer().decode(example["inputs"]) == f"{source['Body']} {source['Question']}"
+
+
 def test_cqa_and_anli_json_lines_in_json_files(tmp_path):
     cqa = prepare_corpus(
         [str(PALM / "cqa" / "cqa_test.json")],
