@@ -139,6 +139,27 @@ def demo_config() -> ml_collections.ConfigDict:
     return c
 
 
+def accelerator_config(size: str, batch_size: int) -> ml_collections.ConfigDict:
+    """A T5 v1.1-shaped student on GPU/TPU: bf16 compute, Adafactor with T5's rsqrt schedule."""
+    c = default_config()
+    c.model.size = size
+    c.model.dtype = "bfloat16"
+    c.model.dropout_rate = 0.1
+    c.data.max_input_len = 512
+    c.data.max_target_len = 256
+    c.train.steps = 20_000
+    c.train.batch_size = batch_size
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.optimizer.name = "adafactor"  # T5's optimizer; factored moments keep optimizer memory small.
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 1000
+    c.optimizer.decay = "rsqrt"
+    c.optimizer.weight_decay = 0.0
+    c.eval.every = 2000
+    return c
+
+
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo)."""
     presets = {"default": default_config, "demo": demo_config}
