@@ -54,7 +54,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.size = "tiny"  # Preset in distill_jax.models.t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0.
     c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
     c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
-    c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
+    c.model.remat = "none"
+    # LoRA: rank > 0 adds adapters to the listed projections (q,k,v,o,wi,wo,lm_head) and trains only
+    # them; the optimizer state then exists for the adapters alone. alpha/rank scales the update.
+    c.model.lora_rank = 0
+    c.model.lora_alpha = 16.0
+    c.model.lora_dropout = 0.1
+    c.model.lora_targets = "q,v"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
     # Local transformers T5 directory (config.json + safetensors): the student takes its architecture
     # instead of model.size and, when the workdir has no checkpoint yet, starts from its weights.
     # Prepare the data with its tokenizer (tokenizer.kind="hf", tokenizer.path=the same directory).

@@ -28,4 +28,4 @@ def test_config_file_loads_with_a_known_model(path):
 
 
 def test_all_expected_configs_exist():
-    assert {p.name for p in CONFIGS} >= {"demo.py", "t5_small.py", "t5_base.py"}
+    assert {p.name for p in CONFIGS} >= {"demo.py", "t5_small.py", "t5_base.py", "t5_small_lora.py"}

@@ -15,6 +15,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding config
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; default: the latest.")
 _OUT = flags.DEFINE_string("out", None, "Output directory for the transformers model.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --out directory.")
+_LORA_FORMAT = flags.DEFINE_enum(
+    "lora_format",
+    "merged",
+    ["merged", "peft"],
+    "LoRA runs: fold adapters into the weights, or write the base model plus a PEFT adapter in OUT/lora_adapter.",
+)
 common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 
@@ -25,7 +31,7 @@ def main(argv):
     common.initialize_distributed()
     from distill_jax.training.hf_interop import export_hf
 
-    step = export_hf(_WORKDIR.value, _OUT.value, _STEP.value, _OVERWRITE.value)
+    step = export_hf(_WORKDIR.value, _OUT.value, _STEP.value, _OVERWRITE.value, _LORA_FORMAT.value)
     print(f"Exported step {step} of {_WORKDIR.value} to {_OUT.value}")
 
 

@@ -1,16 +1,23 @@
-"""Greedy decoding for ``T5Transformer`` with a KV cache.
+"""Greedy, sampled and beam-search decoding for ``T5Transformer`` with a KV cache.
 
-``greedy_decode`` is a pure function of arrays once ``model`` and ``max_decode_length`` are
+Every decoder here is a pure function of arrays once ``model`` and the decode settings are
 fixed, so jit it as::
 
     decode_fn = jax.jit(functools.partial(greedy_decode, model, max_decode_length=64))
     tokens = decode_fn(params, encoder_input_tokens)
 
-(``encoder_segment_ids`` may be passed as a keyword argument to the jitted function).
+(``encoder_segment_ids`` may be passed as a keyword argument to the jitted function; ``sample``
+also takes its ``rng`` as an array argument).
+
+All three run the encoder once on the real batch, then tile its output to the decoded rows
+(``num_beams`` or ``num_return_sequences`` copies of each input row, adjacent); the first decoder
+step creates the cache and the remaining steps run in one ``lax.while_loop`` that exits early.
+Tokens are [.., max_decode_length] int32 without the start token, ``pad_token_id`` after EOS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,27 +25,34 @@ import jax.numpy as jnp
 
 from distill_jax.models.t5 import T5Transformer
 
+# Additive score for excluded candidates; HF uses the same constant, and matching it keeps the
+# float32 arithmetic (and so the tie-breaking) of beam search identical to ``generate``.
+_LARGE_NEGATIVE = -1.0e9
 
-def greedy_decode(
+StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _decoder_step(
     model: T5Transformer,
     params: Any,
     encoder_input_tokens: jax.Array,
-    *,
+    encoder_segment_ids: jax.Array | None,
     max_decode_length: int,
-    encoder_segment_ids: jax.Array | None = None,
-) -> jax.Array:
-    """Argmax decoding: returns [B, max_decode_length] int32 tokens, start token excluded.
+    copies: int,
+) -> StepFn:
+    """Encodes once and returns ``step(cache, tokens [N]) -> (logits [N, vocab] f32, cache)``.
 
-    The encoder runs once. The first decoder step (from ``decoder_start_token_id``) creates the
-    cache, including the cross-attention keys/values; the remaining steps run in a
-    ``lax.while_loop`` that exits as soon as every row has produced EOS. A row's tokens after
-    its EOS are ``pad_token_id``, as in HF ``generate``.
+    N is ``copies`` times the batch: the encoder output, the encoder tokens (for the cross-attention
+    padding mask) and the segment ids are repeated row by row *after* the encoder ran, so beams and
+    return sequences cost decoder work only. ``cache=None`` makes the step create the cache.
     """
-    cfg = model.config
-    batch = encoder_input_tokens.shape[0]
     variables = {"params": params}
     encoded = model.apply(
         variables, encoder_input_tokens, encoder_segment_ids=encoder_segment_ids, method=T5Transformer.encode
+    )
+    encoded, encoder_input_tokens, encoder_segment_ids = jax.tree.map(
+        lambda x: jnp.repeat(x, copies, axis=0), (encoded, encoder_input_tokens, encoder_segment_ids)
     )
 
     def step(cache: Any | None, tokens: jax.Array) -> tuple[jax.Array, Any]:
@@ -53,11 +67,35 @@ def greedy_decode(
             mutable=["cache"],
             method=T5Transformer.decode,
         )
-        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), mutated["cache"]
+        return logits[:, -1].astype(jnp.float32), mutated["cache"]
 
-    first, cache = step(None, jnp.full((batch,), cfg.decoder_start_token_id, jnp.int32))
-    output = jnp.full((batch, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(first)
-    finished = first == cfg.eos_token_id
+    return step
+
+
+def _start_tokens(model: T5Transformer, rows: int) -> jax.Array:
+    return jnp.full((rows,), model.config.decoder_start_token_id, jnp.int32)
+
+
+def _decode_rows(
+    model: T5Transformer,
+    params: Any,
+    encoder_input_tokens: jax.Array,
+    encoder_segment_ids: jax.Array | None,
+    max_decode_length: int,
+    copies: int,
+    choose: ChooseFn,
+) -> jax.Array:
+    """Independent per-row decoding: ``choose(logits [N, vocab], step)`` picks each next token.
+
+    Returns [N, max_decode_length]; a row is padded after its EOS and the loop exits once every
+    row has produced one (greedy and sampling differ only in ``choose``).
+    """
+    cfg = model.config
+    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, copies)
+    rows = encoder_input_tokens.shape[0] * copies
+    logits, cache = step(None, _start_tokens(model, rows))
+    first = choose(logits, jnp.array(0, jnp.int32))
+    output = jnp.full((rows, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(first)
 
     def cond(state: tuple) -> jax.Array:
         index, _, _, _, finished = state
@@ -65,10 +103,189 @@ def greedy_decode(
 
     def body(state: tuple) -> tuple:
         index, previous, cache, output, finished = state
-        token, cache = step(cache, previous)
-        token = jnp.where(finished, cfg.pad_token_id, token)
+        logits, cache = step(cache, previous)
+        token = jnp.where(finished, cfg.pad_token_id, choose(logits, index))
         output = jax.lax.dynamic_update_slice(output, token[:, None], (0, index))
         return index + 1, token, cache, output, finished | (token == cfg.eos_token_id)
 
-    state = (jnp.array(1, jnp.int32), first, cache, output, finished)
+    state = (jnp.array(1, jnp.int32), first, cache, output, first == cfg.eos_token_id)
     return jax.lax.while_loop(cond, body, state)[3]
+
+
+def greedy_decode(
+    model: T5Transformer,
+    params: Any,
+    encoder_input_tokens: jax.Array,
+    *,
+    max_decode_length: int,
+    encoder_segment_ids: jax.Array | None = None,
+) -> jax.Array:
+    """Argmax decoding: returns [B, max_decode_length] int32 tokens, start token excluded.
+
+    A row's tokens after its EOS are ``pad_token_id``, as in HF ``generate``.
+    """
+    return _decode_rows(
+        model,
+        params,
+        encoder_input_tokens,
+        encoder_segment_ids,
+        max_decode_length,
+        1,
+        lambda logits, _: jnp.argmax(logits, axis=-1).astype(jnp.int32),
+    )
+
+
+def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
+    """Temperature, then top-k, then nucleus filtering of float32 ``logits`` [N, vocab].
+
+    The order and the tie handling follow HF's warpers: excluded tokens get ``-inf``; top-k keeps
+    every token tied with the k-th; the nucleus is the shortest prefix of the descending
+    distribution whose mass reaches ``top_p`` (the most likely token always stays).
+    """
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        descending = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(descending, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        # The smallest kept logit is the threshold: mass_before grows along the sorted axis.
+        threshold = jnp.min(jnp.where(mass_before < top_p, descending, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return logits
+
+
+def sample(
+    model: T5Transformer,
+    params: Any,
+    encoder_input_tokens: jax.Array,
+    rng: jax.Array,
+    *,
+    max_decode_length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    encoder_segment_ids: jax.Array | None = None,
+) -> jax.Array:
+    """Ancestral sampling: returns [B, num_return_sequences, max_decode_length] int32 tokens.
+
+    Each step draws from ``filter_logits`` with a key folded from ``rng`` and the step number, so
+    the output is a deterministic function of ``rng``; the ``num_return_sequences`` copies of a row
+    draw independently. Rows stop (and pad) at their own EOS.
+    """
+    if temperature <= 0.0:
+        raise ValueError(f"temperature must be > 0 (use greedy_decode for argmax), got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+    def choose(logits: jax.Array, index: jax.Array) -> jax.Array:
+        filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        return jax.random.categorical(jax.random.fold_in(rng, index), filtered, axis=-1).astype(jnp.int32)
+
+    tokens = _decode_rows(
+        model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, num_return_sequences, choose
+    )
+    return tokens.reshape(encoder_input_tokens.shape[0], num_return_sequences, max_decode_length)
+
+
+def _reorder_self_attention_cache(cache: Any, rows: jax.Array) -> Any:
+    """Gathers the self-attention keys/values of the surviving beams (flat row indices [B * k]).
+
+    Cross-attention keys/values are identical across a row's beams and the step counter is shared,
+    so only the self-attention entries move.
+    """
+
+    def gather(path: tuple, leaf: jax.Array) -> jax.Array:
+        return leaf[rows] if "self_attention" in jax.tree_util.keystr(path) else leaf
+
+    return jax.tree_util.tree_map_with_path(gather, cache)
+
+
+def _take(x: jax.Array, indices: jax.Array) -> jax.Array:
+    """``x`` [B, n, ...] gathered along axis 1 by ``indices`` [B, m]."""
+    return jnp.take_along_axis(x, indices.reshape(indices.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def beam_search(
+    model: T5Transformer,
+    params: Any,
+    encoder_input_tokens: jax.Array,
+    *,
+    max_decode_length: int,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    num_return_sequences: int = 1,
+    encoder_segment_ids: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Beam search with HF ``generate`` semantics (``do_sample=False``, ``early_stopping=False``).
+
+    Returns the ``num_return_sequences`` best finished hypotheses per row, best first: tokens
+    [B, n, max_decode_length] int32 (padded after EOS) and scores [B, n] float32, a hypothesis'
+    summed log-probabilities divided by ``generated_length ** length_penalty`` (EOS counted).
+
+    It mirrors HF step for step so the tokens are identical: each step keeps the ``2 * num_beams``
+    best continuations; the best ``num_beams`` of those that do not end (EOS, or the length limit)
+    keep running, while ending ones ranked within the first ``num_beams`` compete, length
+    normalised, for the ``num_beams`` finished slots. A row stops accepting hypotheses once all its
+    slots are full and its best running beam, normalised by the current length (HF's heuristic,
+    not a bound when ``length_penalty > 0``), cannot beat the worst of them; the loop exits when
+    no row can improve.
+    """
+    if not 1 <= num_return_sequences <= num_beams:
+        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {num_return_sequences}")
+    cfg = model.config
+    batch = encoder_input_tokens.shape[0]
+    candidates = 2 * num_beams  # with one EOS id, at least num_beams candidates never end on EOS
+    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, num_beams)
+    beam_rows = jnp.arange(batch)[:, None] * num_beams
+
+    def advance(state: tuple, logits: jax.Array) -> tuple:
+        """One beam update from this step's logits [B * k, vocab]; reorders the cache in ``state``."""
+        index, running, running_scores, cache, finished, finished_scores, is_finished, improvable = state
+        log_probs = jax.nn.log_softmax(logits).reshape(batch, num_beams, -1)
+        vocab = log_probs.shape[-1]
+        totals = (running_scores[:, :, None] + log_probs).reshape(batch, -1)
+        top_scores, top_flat = jax.lax.top_k(totals, candidates)
+        parents, tokens = top_flat // vocab, (top_flat % vocab).astype(jnp.int32)
+        top_sequences = _take(running, parents).at[:, :, index].set(tokens)
+        ends = (tokens == cfg.eos_token_id) | (index + 1 >= max_decode_length)
+
+        running_candidates = top_scores + ends * _LARGE_NEGATIVE
+        running_scores, keep = jax.lax.top_k(running_candidates, num_beams)
+        running = _take(top_sequences, keep)
+        cache = _reorder_self_attention_cache(cache, (beam_rows + _take(parents, keep)).reshape(-1))
+
+        just_finished = ends & (jnp.arange(candidates) < num_beams)
+        normalised = top_scores / ((index + 1).astype(jnp.float32) ** length_penalty)
+        normalised += (~improvable)[:, None] * _LARGE_NEGATIVE
+        normalised += (~just_finished) * _LARGE_NEGATIVE
+        finished_scores, best = jax.lax.top_k(jnp.concatenate([finished_scores, normalised], axis=1), num_beams)
+        finished = _take(jnp.concatenate([finished, top_sequences], axis=1), best)
+        is_finished = _take(jnp.concatenate([is_finished, just_finished], axis=1), best)
+
+        best_possible = running_scores[:, :1] / ((index + 1).astype(jnp.float32) ** length_penalty)
+        worst_finished = jnp.where(is_finished, jnp.min(finished_scores, axis=1, keepdims=True), _LARGE_NEGATIVE)
+        improvable &= jnp.any(best_possible > worst_finished, axis=1)
+        return index + 1, running, running_scores, cache, finished, finished_scores, is_finished, improvable
+
+    logits, cache = step(None, _start_tokens(model, batch * num_beams))
+    empty = jnp.full((batch, num_beams, max_decode_length), cfg.pad_token_id, jnp.int32)
+    # Only the first beam is live at the start, so the first step does not pick k copies of one token.
+    first_scores = jnp.zeros((batch, num_beams), jnp.float32).at[:, 1:].set(_LARGE_NEGATIVE)
+    unfinished_scores = jnp.full((batch, num_beams), _LARGE_NEGATIVE, jnp.float32)
+    no_beams = jnp.zeros((batch, num_beams), jnp.bool_)
+    start = (jnp.array(0, jnp.int32), empty, first_scores, cache, empty, unfinished_scores, no_beams)
+    state = advance((*start, jnp.ones((batch,), jnp.bool_)), logits)
+
+    def cond(state: tuple) -> jax.Array:
+        return (state[0] < max_decode_length) & jnp.any(state[-1])
+
+    def body(state: tuple) -> tuple:
+        index, running = state[0], state[1]
+        logits, cache = step(state[3], running[:, :, index - 1].reshape(-1))
+        return advance((*state[:3], cache, *state[4:]), logits)
+
+    state = jax.lax.while_loop(cond, body, state)
+    return state[4][:, :num_return_sequences], state[5][:, :num_return_sequences]

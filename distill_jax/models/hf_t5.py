@@ -9,6 +9,7 @@ safetensors only (never pickle), and nothing here needs torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from distill_jax.models.lora import ADAPTER
 from distill_jax.models.t5 import init_params
 from distill_jax.models.t5_config import T5Config
 
@@ -355,3 +357,60 @@ def save_hf_t5(
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA adapters in PEFT's format
+# ----------------------------------------------------------------------------------------------
+
+
+def peft_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
+    """The LoRA adapters of ``params`` as PEFT names them on a transformers T5.
+
+    Each adapted HF Linear ``M`` gets ``base_model.model.M.lora_A.weight`` [r, in] and
+    ``...lora_B.weight`` [out, r]; PEFT's delta ``B @ A * alpha / r`` in torch's [out, in] layout
+    is the transpose of our ``lora_a @ lora_b`` in kernel layout.
+    """
+    flat = traverse_util.flatten_dict(params)
+    state = {}
+    for kernel_path, (name, _) in _hf_layout(dataclasses.replace(config, lora_rank=0)).items():
+        adapter = kernel_path[:-1] + (ADAPTER,)
+        if adapter + ("lora_a",) not in flat:
+            continue
+        a = np.asarray(flat[adapter + ("lora_a",)], np.float32)
+        b = np.asarray(flat[adapter + ("lora_b",)], np.float32)
+        module = f"base_model.model.{name.removesuffix('.weight')}"
+        state[f"{module}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, config.lora_rank).T)
+        state[f"{module}.lora_B.weight"] = np.ascontiguousarray(b.reshape(config.lora_rank, -1).T)
+    if not state:
+        raise ValueError("no LoRA adapters in these parameters (model.lora_rank is 0?)")
+    return state
+
+
+def save_peft_adapter(out_dir: str, config: T5Config, params: Mapping[str, Any], base_model: str) -> None:
+    """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
+    onto the transformers model in ``base_model`` (atomically, like save_hf_t5)."""
+    state = peft_state_dict_from_params(params, config)
+    modules = sorted({key.split(".")[-3] for key in state})
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "SEQ_2_SEQ_LM",
+        "r": config.lora_rank,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": modules,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "base_model_name_or_path": base_model,
+    }
+    out = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    try:
+        _write_json(os.path.join(tmp, "adapter_config.json"), adapter_config)
+        save_file(state, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
 from distill_jax.models.t5_config import T5Config
 
 Array = jax.Array
@@ -180,9 +181,10 @@ class HeadsProjection(nn.Module):
 
     config: T5Config
     stddev: float
+    lora_target: str  # "q", "k" or "v": the name LoRA targets use for this projection.
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
         cfg = self.config
         dtypes = _dtypes(cfg)
         kernel = self.param(
@@ -191,7 +193,11 @@ class HeadsProjection(nn.Module):
             (cfg.d_model, cfg.num_heads, cfg.d_kv),
             dtypes["param_dtype"],
         )
-        return jnp.einsum("...d,dhk->...hk", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
+        y = jnp.einsum("...d,dhk->...hk", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
+        if adapts(cfg, self.lora_target):
+            shape = ((cfg.d_model,), ("embed",), (cfg.num_heads, cfg.d_kv), ("heads", "kv"))
+            y = y + LoraAdapter(cfg, *shape, name=ADAPTER)(x, enable_dropout)
+        return y
 
 
 class HeadsOutput(nn.Module):
@@ -201,7 +207,7 @@ class HeadsOutput(nn.Module):
     stddev: float
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
         cfg = self.config
         dtypes = _dtypes(cfg)
         kernel = self.param(
@@ -210,7 +216,44 @@ class HeadsOutput(nn.Module):
             (cfg.num_heads, cfg.d_kv, cfg.d_model),
             dtypes["param_dtype"],
         )
-        return jnp.einsum("...hk,hkd->...d", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
+        y = jnp.einsum("...hk,hkd->...d", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
+        if adapts(cfg, "o"):
+            shape = ((cfg.num_heads, cfg.d_kv), ("heads", "kv"), (cfg.d_model,), ("embed",))
+            y = y + LoraAdapter(cfg, *shape, name=ADAPTER)(x, enable_dropout)
+        return y
+
+
+class Projection(nn.Module):
+    """``[..., in] -> [..., out]`` with a kernel named (in_name, out_name), plus its LoRA adapter if targeted.
+
+    Used instead of ``nn.Dense`` so an adapter can live inside the projection it adapts.
+    """
+
+    config: T5Config
+    features: int
+    stddev: float
+    names: tuple[str, str]
+    lora_target: str
+    float32_output: bool = False  # The LM head accumulates and returns float32.
+
+    @nn.compact
+    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
+        cfg = self.config
+        dtypes = _dtypes(cfg)
+        kernel = self.param(
+            "kernel", _normal(self.stddev, self.names), (x.shape[-1], self.features), dtypes["param_dtype"]
+        )
+        out_type = jnp.float32 if self.float32_output else None
+        y = jnp.einsum(
+            "...d,df->...f",
+            x.astype(dtypes["dtype"]),
+            kernel.astype(dtypes["dtype"]),
+            preferred_element_type=out_type,
+        )
+        if adapts(cfg, self.lora_target):
+            adapter = LoraAdapter(cfg, (x.shape[-1],), self.names[:1], (self.features,), self.names[1:], name=ADAPTER)
+            y = y + adapter(x, enable_dropout).astype(y.dtype)
+        return y
 
 
 class MultiHeadAttention(nn.Module):
@@ -226,12 +269,12 @@ class MultiHeadAttention(nn.Module):
     cross_attention: bool = False
 
     def _projection(self, name: str, stddev: float) -> HeadsProjection:
-        return HeadsProjection(self.config, stddev, name=name)
+        return HeadsProjection(self.config, stddev, lora_target=name[0], name=name)
 
-    def _keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
+    def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
         names = ("batch", "length", "heads", "kv")
-        key = self._projection("key", self.config.d_model**-0.5)(inputs_kv)
-        value = self._projection("value", self.config.d_model**-0.5)(inputs_kv)
+        key = self._projection("key", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
+        value = self._projection("value", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
         return _constrain(key, names), _constrain(value, names)
 
     def _cached_cross_keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
@@ -266,11 +309,12 @@ class MultiHeadAttention(nn.Module):
     ) -> Array:
         cfg = self.config
         names = ("batch", "length", "heads", "kv")
-        query = _constrain(self._projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q), names)
+        query = self._projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q, enable_dropout)
+        query = _constrain(query, names)
         if decode and self.cross_attention:
             key, value = self._cached_cross_keys_values(inputs_kv)
         else:
-            key, value = self._keys_values(inputs_kv)
+            key, value = self._keys_values(inputs_kv, enable_dropout)
             if decode:
                 key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
 
@@ -281,7 +325,7 @@ class MultiHeadAttention(nn.Module):
         weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
         out = _constrain(out, names)
-        return HeadsOutput(cfg, (cfg.num_heads * cfg.d_kv) ** -0.5, name="out")(out)
+        return HeadsOutput(cfg, (cfg.num_heads * cfg.d_kv) ** -0.5, name="out")(out, enable_dropout)
 
 
 class MlpBlock(nn.Module):
@@ -289,8 +333,8 @@ class MlpBlock(nn.Module):
 
     config: T5Config
 
-    def _dense(self, name: str, features: int, stddev: float, names: tuple[str, str]) -> nn.Dense:
-        return nn.Dense(features, use_bias=False, kernel_init=_normal(stddev, names), name=name, **_dtypes(self.config))
+    def _dense(self, name: str, features: int, stddev: float, names: tuple[str, str]) -> Projection:
+        return Projection(self.config, features, stddev, names, lora_target=name[:2], name=name)
 
     @nn.compact
     def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
@@ -298,12 +342,12 @@ class MlpBlock(nn.Module):
         act = _ACTIVATIONS[cfg.dense_act_fn]
         up = functools.partial(self._dense, features=cfg.d_ff, stddev=cfg.d_model**-0.5, names=("embed", "mlp"))
         if cfg.is_gated_act:
-            h = act(up("wi_0")(x)) * up("wi_1")(x)
+            h = act(up("wi_0")(x, enable_dropout)) * up("wi_1")(x, enable_dropout)
         else:
-            h = act(up("wi")(x))
+            h = act(up("wi")(x, enable_dropout))
         h = _constrain(h, ("batch", "length", "mlp"))
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=not enable_dropout)
-        return self._dense("wo", cfg.d_model, cfg.d_ff**-0.5, ("mlp", "embed"))(h)
+        return self._dense("wo", cfg.d_model, cfg.d_ff**-0.5, ("mlp", "embed"))(h, enable_dropout)
 
 
 class _Residual(nn.Module):
@@ -487,9 +531,9 @@ class Decoder(nn.Module):
                 x = layer(x, encoded, self_biases, cross_biases, enable_dropout)
         x = RMSNorm(cfg, name="decoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        return self._logits(x)
+        return self._logits(x, enable_dropout)
 
-    def _logits(self, x: Array) -> Array:
+    def _logits(self, x: Array, enable_dropout: bool) -> Array:
         """LM head in the compute dtype with float32 accumulation and output."""
         cfg = self.config
         if cfg.tie_word_embeddings:
@@ -497,14 +541,15 @@ class Decoder(nn.Module):
             embedding = self.shared_embedding.embedding.astype(x.dtype)
             logits = jnp.einsum("btd,vd->btv", x, embedding, preferred_element_type=jnp.float32)
         else:
-            logits = nn.Dense(
+            logits = Projection(
+                cfg,
                 cfg.vocab_size,
-                use_bias=False,
-                kernel_init=_normal(cfg.d_model**-0.5, ("embed", "vocab")),
-                dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32),
+                cfg.d_model**-0.5,
+                ("embed", "vocab"),
+                lora_target="lm_head",
+                float32_output=True,
                 name="logits_dense",
-                **_dtypes(cfg),
-            )(x)
+            )(x, enable_dropout)
         return _constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 _ACTIVATIONS = ("relu", "gelu", "silu")
 _REMAT_MODES = ("none", "full", "dots_saveable")
 _T5_VOCAB = 32128
+LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "lm_head")
 # ByT5's byte vocabulary (3 specials + 256 bytes + 125 sentinels): transformers.ByT5Tokenizer()
 # needs no files, so the tiny preset trains end to end offline.
 _BYTE_VOCAB = 384
@@ -48,6 +49,10 @@ class T5Config:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    lora_rank: int = 0  # > 0 adds LoRA adapters to lora_targets and trains only them.
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q", "v")
 
     def __post_init__(self) -> None:
         act = self.feed_forward_proj.removeprefix("gated-")
@@ -55,6 +60,11 @@ class T5Config:
             raise ValueError(
                 f"feed_forward_proj={self.feed_forward_proj!r}: expected one of "
                 f"{_ACTIVATIONS} optionally prefixed with 'gated-'"
+            )
+        unknown = set(self.lora_targets) - set(LORA_TARGETS)
+        if self.lora_rank < 0 or unknown:
+            raise ValueError(
+                f"LoRA: rank must be >= 0 (got {self.lora_rank}) and targets among {LORA_TARGETS} (got {unknown})"
             )
         if self.remat not in _REMAT_MODES:
             raise ValueError(f"remat={self.remat!r}: expected one of {_REMAT_MODES}")

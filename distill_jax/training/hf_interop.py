@@ -14,7 +14,8 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from distill_jax.models.hf_t5 import hf_t5_config, save_hf_t5
+from distill_jax.models.hf_t5 import hf_t5_config, save_hf_t5, save_peft_adapter
+from distill_jax.models.lora import merge_lora, strip_adapters
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.trainer import checkpointer_dir, hf_initial_state, restore_params
@@ -56,12 +57,19 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
             f.write(cfg.to_json_best_effort(indent=2))
 
 
-def export_hf(workdir: str, out_dir: str, step: int | None = None, overwrite: bool = False) -> int:
+def export_hf(
+    workdir: str, out_dir: str, step: int | None = None, overwrite: bool = False, lora_format: str = "merged"
+) -> int:
     """Writes checkpoint `step` (default: the latest) of `workdir` to `out_dir`; returns the step exported.
 
     The tokenizer is the one the run's training data was prepared with (from its manifest, checked
     against its fingerprint): ByT5's files for "byt5", a copy of the directory's files for "hf".
+    A LoRA run is exported with its adapters folded into the weights (lora_format="merged"), or
+    (lora_format="peft") as the frozen base model in `out_dir` plus the adapters in PEFT's format in
+    `out_dir/lora_adapter`, for `PeftModel.from_pretrained(base, out_dir + "/lora_adapter")`.
     """
+    if lora_format not in ("merged", "peft"):
+        raise ValueError(f"lora_format={lora_format!r}: use merged or peft")
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(
@@ -72,7 +80,17 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None, overwrite: bo
     run = setup_run(cfg, eval_dir="")  # Eval data is not needed to export.
     params, step = restore_params(run, workdir, step)
     host_params = multihost_utils.process_allgather(params, tiled=True)
+    config = run.model_config
+    if config.lora_rank == 0 and lora_format == "peft":
+        raise ValueError(f"{workdir} was trained without LoRA (model.lora_rank=0): export it merged")
     if jax.process_index() == 0:
         tokenizer_dir = run.tokenizer.path if run.tokenizer.kind == "hf" else None
-        save_hf_t5(out_dir, run.model_config, host_params, tokenizer_dir, overwrite=overwrite)
+        base_config = dataclasses.replace(config, lora_rank=0)
+        if config.lora_rank == 0:
+            save_hf_t5(out_dir, config, host_params, tokenizer_dir, overwrite=overwrite)
+        elif lora_format == "merged":
+            save_hf_t5(out_dir, base_config, merge_lora(host_params, config), tokenizer_dir, overwrite=overwrite)
+        else:
+            save_hf_t5(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
+            save_peft_adapter(os.path.join(out_dir, "lora_adapter"), config, host_params, os.path.abspath(out_dir))
     return step

@@ -6,6 +6,8 @@ import jax
 import ml_collections
 import optax
 
+from distill_jax.models import lora
+
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Linear warmup to the peak, then the configured decay down to end_lr_fraction * peak."""
@@ -35,8 +37,14 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """The configured optimizer with global-norm clipping in front."""
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, total_steps: int, train_only_adapters: bool = False
+) -> optax.GradientTransformation:
+    """The configured optimizer with global-norm clipping in front.
+
+    train_only_adapters: LoRA; the optimizer (and its state) covers adapter leaves only, every
+    other parameter gets a zero update and no optimizer state at all.
+    """
     schedule = learning_rate_schedule(cfg, total_steps)
     if cfg.name == "adamw":
         opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask)
@@ -50,4 +58,9 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
         raise ValueError(f"optimizer.name={cfg.name!r}: use adamw or adafactor")
     if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+    if train_only_adapters:
+        labels = lambda params: jax.tree.map(  # noqa: E731
+            lambda trainable: "train" if trainable else "frozen", lora.trainable_mask(params)
+        )
+        opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
     return opt

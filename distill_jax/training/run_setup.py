@@ -26,6 +26,19 @@ from distill_jax.training import optimizers, partitioning, step
 from distill_jax.training.train_state import TrainState, state_shardings
 
 
+def lora_overrides(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """T5Config LoRA fields from the config's model section (absent in configs saved before LoRA)."""
+    if not model_cfg.get("lora_rank", 0):
+        return {}
+    targets = tuple(t.strip() for t in model_cfg.lora_targets.split(",") if t.strip())
+    return dict(
+        lora_rank=int(model_cfg.lora_rank),
+        lora_alpha=float(model_cfg.lora_alpha),
+        lora_dropout=float(model_cfg.lora_dropout),
+        lora_targets=targets,
+    )
+
+
 def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:
     """Rounds the embedding up so its rows split evenly over devices (T5's 32100 -> 32128)."""
     return -(-vocab_size // multiple) * multiple
@@ -99,7 +112,12 @@ def setup_run(
     tok = manifest["tokenizer"]
     tokenizer = tokenizer_from_dict(tok)
     domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ())
-    overrides = dict(dtype=config.model.dtype, dropout_rate=config.model.dropout_rate, remat=config.model.remat)
+    overrides = dict(
+        dtype=config.model.dtype,
+        dropout_rate=config.model.dropout_rate,
+        remat=config.model.remat,
+        **lora_overrides(config.model),
+    )
     hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
     if hf_dir:
         model_config = hf_t5_config(hf_dir, **overrides)
@@ -114,7 +132,7 @@ def setup_run(
         )
     mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
-    tx = optimizers.make_optimizer(config.optimizer, config.train.steps)
+    tx = optimizers.make_optimizer(config.optimizer, config.train.steps, train_only_adapters=model_config.lora_rank > 0)
     abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
     return RunSetup(
         config=config,

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from distill_jax.models import lora
 from distill_jax.models.t5 import T5Transformer, shift_right
 from distill_jax.training import losses, partitioning
 from distill_jax.training.train_state import TrainState
@@ -103,12 +104,15 @@ def make_train_step(
 ) -> Callable[[TrainState, MetricSums, Batch], tuple[TrainState, MetricSums]]:
     """Returns the jitted step. State and metric sums are donated: updated in place, no copies."""
     dropout_key = jax.random.key(dropout_seed)
+    # With LoRA only adapters train: frozen weights get no gradient computation at all.
+    trainable = lora.trainable_mask(state_shardings.params)
 
     def train_step(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
         # Dropout randomness is a function of the step alone, so a resumed run draws the same masks.
         rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
 
         def loss_fn(params):
+            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
             loss_sum, step_sums = _forward_sums(
                 model,
                 params,

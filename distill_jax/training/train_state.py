@@ -46,14 +46,20 @@ def state_shardings(
     abstract_params = nn.unbox(boxed)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     replicated = partitioning.replicated(mesh)
+
+    def leaf_sharding(leaf: Any, sharding: Any, param: Any) -> Any:
+        if isinstance(leaf, optax.MaskedNode):  # A frozen (LoRA base) param: no optimizer state.
+            return leaf
+        return sharding if _shape_of(leaf) == _shape_of(param) else replicated
+
     opt_shardings = optax.tree_map_params(
         tx,
-        lambda leaf, sharding, param: sharding if _shape_of(leaf) == _shape_of(param) else replicated,
+        leaf_sharding,
         abstract_opt,
         param_shardings,
         abstract_params,
         transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+        is_leaf=lambda x: isinstance(x, (jax.ShapeDtypeStruct, optax.MaskedNode)),
     )
     shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
     abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)

@@ -18,6 +18,7 @@ import signal
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,8 +29,10 @@ from tqdm import tqdm
 from distill_jax.data import pipeline, shards
 from distill_jax.evaluation import metrics
 from distill_jax.evaluation.evaluator import summary_scalars
+from distill_jax.models import lora
 from distill_jax.models.hf_t5 import load_hf_params
-from distill_jax.models.t5_config import flops_per_token
+from distill_jax.models.t5 import init_params
+from distill_jax.models.t5_config import T5Config, flops_per_token
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, local_data_state
 from distill_jax.training.metrics_writer import MetricsWriter
@@ -144,7 +147,13 @@ _ARCHITECTURE_FIELDS = (
     "relative_attention_num_buckets",
     "feed_forward_proj",
     "tie_word_embeddings",
+    "lora_rank",
+    "lora_targets",
 )
+
+
+def _nbytes(tree: Any) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def _resume(
@@ -152,8 +161,10 @@ def _resume(
 ) -> TrainState:
     """Restores the state of `step` and, where it still applies, the data position."""
     meta = checkpointer.restore_meta(step)
-    saved_model = {k: meta["model"].get(k) for k in _ARCHITECTURE_FIELDS}
-    wanted = {k: getattr(run.model_config, k) for k in _ARCHITECTURE_FIELDS}
+    defaults = {f.name: f.default for f in dataclasses.fields(T5Config)}  # For fields newer than the checkpoint.
+    # Through JSON, as meta was saved: tuples compare as lists.
+    saved_model = json.loads(json.dumps({k: meta["model"].get(k, defaults.get(k)) for k in _ARCHITECTURE_FIELDS}))
+    wanted = json.loads(json.dumps({k: getattr(run.model_config, k) for k in _ARCHITECTURE_FIELDS}))
     if saved_model != wanted:
         changed = {k: (saved_model[k], wanted[k]) for k in wanted if saved_model[k] != wanted[k]}
         raise ValueError(
@@ -243,6 +254,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         jax.device_count(),
         len(run.domain_names),
     )
+    if run.model_config.lora_rank:
+        trainable = sum(
+            x.size
+            for x, t in zip(jax.tree.leaves(state.params), jax.tree.leaves(lora.trainable_mask(state.params)))
+            if t
+        )
+        logging.info(
+            "LoRA: %.3fM trainable of %.2fM parameters; optimizer state %.2f MB (full fine-tuning: ~%.2f MB).",
+            trainable / 1e6,
+            n_params / 1e6,
+            _nbytes(state.opt_state) / 2**20,
+            2 * _nbytes(state.params) / 2**20,
+        )
 
     train_step = step_lib.make_train_step(
         run.model,
@@ -361,7 +385,11 @@ def hf_initial_state(run: RunSetup) -> TrainState:
 
     Every process reads the checkpoint on its host; each device receives only its own slices.
     """
-    host = load_hf_params(run.config.model.hf_dir, run.model_config)
+    base_config = dataclasses.replace(run.model_config, lora_rank=0)
+    host = load_hf_params(run.config.model.hf_dir, base_config)
+    if run.model_config.lora_rank:
+        fresh = nn.unbox(init_params(run.model_config, jax.random.key(run.config.seed)))
+        host = lora.with_adapters(host, jax.tree.map(np.asarray, fresh))
     params = jax.tree.map(
         lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
         host,
