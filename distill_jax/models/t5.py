@@ -17,337 +17,30 @@ embeddings are untied).
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
+from distill_jax.models.layers import (
+    MlpBlock,
+    MultiHeadAttention,
+    Projection,
+    RelativePositionBias,
+    RMSNorm,
+    compute_dtypes,
+    constrain,
+    default_positions,
+    key_valid,
+    mask_bias,
+    normal_init,
+    segment_mask,
+)
 from distill_jax.models.t5_config import T5Config
 
 Array = jax.Array
-
-_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-}
-# Added to masked attention scores; the most negative float32, as HF uses.
-_MASKED = float(np.finfo(np.float32).min)
-
-
-def _normal(stddev: float, names: tuple[str, ...]) -> Callable[..., Any]:
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
-
-
-def _constrain(x: Array, names: tuple[str, ...]) -> Array:
-    return nn.with_logical_constraint(x, names)
-
-
-def _dtypes(cfg: T5Config) -> dict[str, Any]:
-    return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
-
-
-# ----------------------------------------------------------------------------------------------
-# Relative position buckets
-# ----------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _distance_buckets(num_buckets: int, max_distance: int) -> np.ndarray:
-    """Bucket of every distance in [0, max_distance]; longer distances share the last entry.
-
-    Half the buckets are exact distances, the rest log-spaced up to ``max_distance``. The
-    log formula is evaluated in float32 in HF's operation order so boundary distances land
-    in the same bucket as in HF; tabulating it keeps float rounding out of the traced graph.
-    """
-    max_exact = num_buckets // 2
-    distance = np.arange(max_distance + 1)
-    scaled = (
-        np.log(np.maximum(distance, 1).astype(np.float32) / np.float32(max_exact))
-        / np.float32(math.log(max_distance / max_exact))
-        * np.float32(num_buckets - max_exact)
-    )
-    large = np.minimum(max_exact + scaled.astype(np.int64), num_buckets - 1)
-    return np.where(distance < max_exact, distance, large).astype(np.int32)
-
-
-def relative_position_bucket(
-    relative_position: Array, *, bidirectional: bool, num_buckets: int, max_distance: int
-) -> Array:
-    """Maps ``key_position - query_position`` to a bucket id, exactly like HF/mesh-tf T5.
-
-    Bidirectional (encoder) attention splits the buckets between the two directions;
-    unidirectional (decoder) attention clamps future positions to distance 0.
-    """
-    if bidirectional:
-        num_buckets //= 2
-        offset = jnp.where(relative_position > 0, num_buckets, 0)
-        distance = jnp.abs(relative_position)
-    else:
-        offset = 0
-        distance = jnp.maximum(-relative_position, 0)
-    table = jnp.asarray(_distance_buckets(num_buckets, max_distance))
-    return offset + table[jnp.minimum(distance, max_distance)]
-
-
-class RelativePositionBias(nn.Module):
-    """Learned per-head scalar bias for each relative-position bucket."""
-
-    config: T5Config
-    bidirectional: bool
-
-    @nn.compact
-    def __call__(self, query_positions: Array, key_positions: Array) -> Array:
-        """Positions [B|1, Q] and [B|1, K] -> float32 bias [B|1, heads, Q, K]."""
-        cfg = self.config
-        table = self.param(
-            "rel_embedding",
-            _normal(cfg.d_model**-0.5, ("relpos_buckets", "heads")),
-            (cfg.relative_attention_num_buckets, cfg.num_heads),
-            jnp.dtype(cfg.param_dtype),
-        )
-        buckets = relative_position_bucket(
-            key_positions[:, None, :] - query_positions[:, :, None],
-            bidirectional=self.bidirectional,
-            num_buckets=cfg.relative_attention_num_buckets,
-            max_distance=cfg.relative_attention_max_distance,
-        )
-        bias = jnp.take(table, buckets, axis=0).astype(jnp.float32)  # [B, Q, K, heads]
-        return bias.transpose(0, 3, 1, 2)
-
-
-# ----------------------------------------------------------------------------------------------
-# Masks
-# ----------------------------------------------------------------------------------------------
-
-
-def _mask_bias(mask: Array) -> Array:
-    """Boolean mask [B|1, 1, Q|1, K] -> additive float32 attention bias of the same shape."""
-    return jnp.where(mask, 0.0, _MASKED).astype(jnp.float32)
-
-
-def _key_valid(tokens: Array, segment_ids: Array | None, pad_token_id: int) -> Array:
-    return tokens != pad_token_id if segment_ids is None else segment_ids != 0
-
-
-def _segment_mask(query_segments: Array, key_segments: Array) -> Array:
-    """Same segment and not padding: [B, Q], [B, K] -> [B, 1, Q, K]."""
-    same = query_segments[:, :, None] == key_segments[:, None, :]
-    return (same & (key_segments[:, None, :] != 0))[:, None]
-
-
-def _default_positions(length: int) -> Array:
-    return jnp.arange(length, dtype=jnp.int32)[None]
-
-
-# ----------------------------------------------------------------------------------------------
-# Layers
-# ----------------------------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    """T5LayerNorm: scale only, no mean subtraction or bias, variance in float32."""
-
-    config: T5Config
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        cfg = self.config
-        scale = self.param(
-            "scale",
-            nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-            (x.shape[-1],),
-            jnp.dtype(cfg.param_dtype),
-        )
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + cfg.layer_norm_epsilon)
-        dtype = jnp.dtype(cfg.dtype)
-        return y.astype(dtype) * scale.astype(dtype)
-
-
-class HeadsProjection(nn.Module):
-    """``[..., embed] -> [..., heads, kv]`` with a 3-D kernel named ("embed", "heads", "kv").
-
-    Not ``nn.DenseGeneral``: that initialises a flat 2-D kernel and reshapes it, and under a mesh
-    flax's param shape check then applies the 3-D logical constraint to the 2-D array and fails.
-    """
-
-    config: T5Config
-    stddev: float
-    lora_target: str  # "q", "k" or "v": the name LoRA targets use for this projection.
-
-    @nn.compact
-    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        dtypes = _dtypes(cfg)
-        kernel = self.param(
-            "kernel",
-            _normal(self.stddev, ("embed", "heads", "kv")),
-            (cfg.d_model, cfg.num_heads, cfg.d_kv),
-            dtypes["param_dtype"],
-        )
-        y = jnp.einsum("...d,dhk->...hk", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
-        if adapts(cfg, self.lora_target):
-            shape = ((cfg.d_model,), ("embed",), (cfg.num_heads, cfg.d_kv), ("heads", "kv"))
-            y = y + LoraAdapter(cfg, *shape, name=ADAPTER)(x, enable_dropout)
-        return y
-
-
-class HeadsOutput(nn.Module):
-    """``[..., heads, kv] -> [..., embed]`` with a 3-D kernel named ("heads", "kv", "embed")."""
-
-    config: T5Config
-    stddev: float
-
-    @nn.compact
-    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        dtypes = _dtypes(cfg)
-        kernel = self.param(
-            "kernel",
-            _normal(self.stddev, ("heads", "kv", "embed")),
-            (cfg.num_heads, cfg.d_kv, cfg.d_model),
-            dtypes["param_dtype"],
-        )
-        y = jnp.einsum("...hk,hkd->...d", x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
-        if adapts(cfg, "o"):
-            shape = ((cfg.num_heads, cfg.d_kv), ("heads", "kv"), (cfg.d_model,), ("embed",))
-            y = y + LoraAdapter(cfg, *shape, name=ADAPTER)(x, enable_dropout)
-        return y
-
-
-class Projection(nn.Module):
-    """``[..., in] -> [..., out]`` with a kernel named (in_name, out_name), plus its LoRA adapter if targeted.
-
-    Used instead of ``nn.Dense`` so an adapter can live inside the projection it adapts.
-    """
-
-    config: T5Config
-    features: int
-    stddev: float
-    names: tuple[str, str]
-    lora_target: str
-    float32_output: bool = False  # The LM head accumulates and returns float32.
-
-    @nn.compact
-    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        dtypes = _dtypes(cfg)
-        kernel = self.param(
-            "kernel", _normal(self.stddev, self.names), (x.shape[-1], self.features), dtypes["param_dtype"]
-        )
-        out_type = jnp.float32 if self.float32_output else None
-        y = jnp.einsum(
-            "...d,df->...f",
-            x.astype(dtypes["dtype"]),
-            kernel.astype(dtypes["dtype"]),
-            preferred_element_type=out_type,
-        )
-        if adapts(cfg, self.lora_target):
-            adapter = LoraAdapter(cfg, (x.shape[-1],), self.names[:1], (self.features,), self.names[1:], name=ADAPTER)
-            y = y + adapter(x, enable_dropout).astype(y.dtype)
-        return y
-
-
-class MultiHeadAttention(nn.Module):
-    """T5 attention (no score scaling) with an optional decode-time KV cache.
-
-    ``attention_biases`` (relative position bias, mask bias) are added to the scores one by
-    one rather than pre-summed, so no [B, heads, Q, K] bias is materialised per stack. With ``decode=True`` self-attention writes this step's key/value at ``cache_index`` of a
-    cache preallocated to ``max_decode_length``; cross-attention (``cross_attention=True``)
-    projects the encoder output once, on the first step, and reuses it afterwards.
-    """
-
-    config: T5Config
-    cross_attention: bool = False
-
-    def _projection(self, name: str, stddev: float) -> HeadsProjection:
-        return HeadsProjection(self.config, stddev, lora_target=name[0], name=name)
-
-    def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
-        names = ("batch", "length", "heads", "kv")
-        key = self._projection("key", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
-        value = self._projection("value", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
-        return _constrain(key, names), _constrain(value, names)
-
-    def _cached_cross_keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
-        if self.has_variable("cache", "cached_key"):
-            return self.get_variable("cache", "cached_key"), self.get_variable("cache", "cached_value")
-        key, value = self._keys_values(inputs_kv)
-        self.put_variable("cache", "cached_key", key)
-        self.put_variable("cache", "cached_value", value)
-        return key, value
-
-    def _cached_self_keys_values(
-        self, key: Array, value: Array, cache_index: Array, max_decode_length: int
-    ) -> tuple[Array, Array]:
-        shape = (key.shape[0], max_decode_length, *key.shape[2:])
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
-        start = (0, cache_index, 0, 0)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
-        return cached_key.value, cached_value.value
-
-    @nn.compact
-    def __call__(
-        self,
-        inputs_q: Array,
-        inputs_kv: Array,
-        attention_biases: Sequence[Array],
-        enable_dropout: bool = False,
-        decode: bool = False,
-        cache_index: Array | None = None,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        names = ("batch", "length", "heads", "kv")
-        query = self._projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q, enable_dropout)
-        query = _constrain(query, names)
-        if decode and self.cross_attention:
-            key, value = self._cached_cross_keys_values(inputs_kv)
-        else:
-            key, value = self._keys_values(inputs_kv, enable_dropout)
-            if decode:
-                key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
-
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        for bias in attention_biases:
-            scores = scores + bias
-        weights = jax.nn.softmax(scores, axis=-1)
-        weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
-        out = _constrain(out, names)
-        return HeadsOutput(cfg, (cfg.num_heads * cfg.d_kv) ** -0.5, name="out")(out, enable_dropout)
-
-
-class MlpBlock(nn.Module):
-    """T5 feed-forward: ``wo(act(wi x))`` or gated ``wo(act(wi_0 x) * wi_1 x)``."""
-
-    config: T5Config
-
-    def _dense(self, name: str, features: int, stddev: float, names: tuple[str, str]) -> Projection:
-        return Projection(self.config, features, stddev, names, lora_target=name[:2], name=name)
-
-    @nn.compact
-    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        act = _ACTIVATIONS[cfg.dense_act_fn]
-        up = functools.partial(self._dense, features=cfg.d_ff, stddev=cfg.d_model**-0.5, names=("embed", "mlp"))
-        if cfg.is_gated_act:
-            h = act(up("wi_0")(x, enable_dropout)) * up("wi_1")(x, enable_dropout)
-        else:
-            h = act(up("wi")(x, enable_dropout))
-        h = _constrain(h, ("batch", "length", "mlp"))
-        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=not enable_dropout)
-        return self._dense("wo", cfg.d_model, cfg.d_ff**-0.5, ("mlp", "embed"))(h, enable_dropout)
 
 
 class _Residual(nn.Module):
@@ -358,7 +51,7 @@ class _Residual(nn.Module):
     @nn.compact
     def __call__(self, x: Array, y: Array, enable_dropout: bool) -> Array:
         y = nn.Dropout(self.config.dropout_rate)(y, deterministic=not enable_dropout)
-        return _constrain(x + y, ("batch", "length", "embed"))
+        return constrain(x + y, ("batch", "length", "embed"))
 
 
 class EncoderLayer(nn.Module):
@@ -438,23 +131,23 @@ class Encoder(nn.Module):
     ) -> Array:
         cfg = self.config
         if segment_ids is None:
-            mask = _key_valid(tokens, None, cfg.pad_token_id)[:, None, None, :]
+            mask = key_valid(tokens, None, cfg.pad_token_id)[:, None, None, :]
         else:
-            mask = _segment_mask(segment_ids, segment_ids)
+            mask = segment_mask(segment_ids, segment_ids)
         if positions is None:
-            positions = _default_positions(tokens.shape[1])
+            positions = default_positions(tokens.shape[1])
         relpos = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
-        attention_biases = (relpos, _mask_bias(mask))
+        attention_biases = (relpos, mask_bias(mask))
 
         x = self.shared_embedding(tokens.astype(jnp.int32))
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        x = _constrain(x, ("batch", "length", "embed"))
+        x = constrain(x, ("batch", "length", "embed"))
         layer_cls = _maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
         for i in range(cfg.num_encoder_layers):
             x = layer_cls(cfg, name=f"layers_{i}")(x, attention_biases, enable_dropout)
         x = RMSNorm(cfg, name="encoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        return _constrain(x, ("batch", "length", "embed"))
+        return constrain(x, ("batch", "length", "embed"))
 
 
 class Decoder(nn.Module):
@@ -474,19 +167,19 @@ class Decoder(nn.Module):
         index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
         index = index_var.value
         index_var.value = index + 1
-        key_positions = _default_positions(max_decode_length)
+        key_positions = default_positions(max_decode_length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(
             index[None, None], key_positions
         )
-        return (relpos, _mask_bias((key_positions <= index)[:, None, None, :])), index
+        return (relpos, mask_bias((key_positions <= index)[:, None, None, :])), index
 
     def _full_biases(self, length: int, segment_ids: Array | None, positions: Array | None) -> tuple[Array, Array]:
         causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
-        mask = causal if segment_ids is None else causal & _segment_mask(segment_ids, segment_ids)
+        mask = causal if segment_ids is None else causal & segment_mask(segment_ids, segment_ids)
         if positions is None:
-            positions = _default_positions(length)
+            positions = default_positions(length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(positions, positions)
-        return relpos, _mask_bias(mask)
+        return relpos, mask_bias(mask)
 
     @nn.compact
     def __call__(
@@ -513,14 +206,14 @@ class Decoder(nn.Module):
             self_biases = self._full_biases(decoder_tokens.shape[1], decoder_segment_ids, decoder_positions)
 
         if encoder_segment_ids is None or decoder_segment_ids is None or decode:
-            cross_mask = _key_valid(encoder_tokens, encoder_segment_ids, cfg.pad_token_id)[:, None, None, :]
+            cross_mask = key_valid(encoder_tokens, encoder_segment_ids, cfg.pad_token_id)[:, None, None, :]
         else:
-            cross_mask = _segment_mask(decoder_segment_ids, encoder_segment_ids)
-        cross_biases = (_mask_bias(cross_mask),)
+            cross_mask = segment_mask(decoder_segment_ids, encoder_segment_ids)
+        cross_biases = (mask_bias(cross_mask),)
 
         x = self.shared_embedding(decoder_tokens.astype(jnp.int32))
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        x = _constrain(x, ("batch", "length", "embed"))
+        x = constrain(x, ("batch", "length", "embed"))
         # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
         layer_cls = DecoderLayer if decode else _maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
         for i in range(cfg.num_decoder_layers):
@@ -550,7 +243,7 @@ class Decoder(nn.Module):
                 float32_output=True,
                 name="logits_dense",
             )(x, enable_dropout)
-        return _constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,8 +267,8 @@ class T5Transformer(nn.Module):
         self.token_embedder = nn.Embed(
             num_embeddings=cfg.vocab_size,
             features=cfg.d_model,
-            embedding_init=_normal(1.0, ("vocab", "embed")),
-            **_dtypes(cfg),
+            embedding_init=normal_init(1.0, ("vocab", "embed")),
+            **compute_dtypes(cfg),
         )
         self.encoder = Encoder(cfg, shared_embedding=self.token_embedder)
         self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
