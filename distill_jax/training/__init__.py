@@ -1,1 +1,2 @@
-"""Device mesh and logical partitioning, optimizers, losses, the jitted train step, checkpoints and the train loop."""
+"""Device mesh and logical partitioning, optimizers, losses, the jitted train step, checkpoints, the train loop,
+and the Hugging Face import/export jobs."""
