@@ -75,7 +75,7 @@ class Evaluator:
         self, params: Any, num_samples_to_log: int = 0
     ) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
         """Greedy-decodes the decode batches; per-domain exact match of the whole output and of the extracted answer."""
-        names = ("exact_match", "answer_accuracy", "count")
+        names = ("exact_match", "answer_accuracy", "answer_f1", "count")
         sums = np.zeros((len(self.domain_names), len(names)), np.float64)
         samples: list[dict[str, str]] = []
         batch_spec = partitioning.batch_sharding(self.mesh, self.rules, 2).spec
@@ -90,9 +90,11 @@ class Evaluator:
                 prediction = self.decode_text(local_tokens[row])
                 reference = self.decode_text(batch["decoder_target_tokens"][row])
                 d = int(batch["decoder_domain_ids"][row, 0])
+                answer, reference_answer = metrics.extract_answer(prediction), metrics.extract_answer(reference)
                 sums[d, 0] += metrics.exact_match(prediction, reference)
-                sums[d, 1] += metrics.exact_match(metrics.extract_answer(prediction), metrics.extract_answer(reference))
-                sums[d, 2] += 1
+                sums[d, 1] += metrics.exact_match(answer, reference_answer)
+                sums[d, 2] += metrics.token_f1(answer, reference_answer)  # BalDistill's QA metric.
+                sums[d, 3] += 1
                 if len(samples) < num_samples_to_log:
                     samples.append(
                         {
@@ -105,11 +107,12 @@ class Evaluator:
         sums = _sum_over_processes(sums)
         result = {}
         for i, d in enumerate(self.domain_names):
-            if sums[i, 2] > 0:
+            if sums[i, 3] > 0:
                 result[d] = {
-                    "exact_match": sums[i, 0] / sums[i, 2],
-                    "answer_accuracy": sums[i, 1] / sums[i, 2],
-                    "decoded": int(sums[i, 2]),
+                    "exact_match": sums[i, 0] / sums[i, 3],
+                    "answer_accuracy": sums[i, 1] / sums[i, 3],
+                    "answer_f1": sums[i, 2] / sums[i, 3],
+                    "decoded": int(sums[i, 3]),
                 }
         return result, samples
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -117,49 +117,6 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class DomainAccumulator:
-    """Running per-domain sums of per-example metric values.
-
-    Each metric keeps its own count, so metrics recorded for different subsets of
-    examples (loss on all of them, exact match only on decoded ones) still get
-    correct means. A domain's reported ``"count"`` is its largest metric count,
-    i.e. its number of examples when every metric is recorded for every example.
-    """
-
-    def __init__(self) -> None:
-        self._sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self._counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-
-    def add(self, domain: str, **metric_values: float) -> None:
-        """Record one example's value of each given metric."""
-        for metric, value in metric_values.items():
-            self._record(domain, metric, float(value), 1)
-
-    def add_batch(self, domains: Sequence[str], metric_name: str, values: Sequence[float] | np.ndarray) -> None:
-        """Record one metric for a batch: ``values[i]`` belongs to ``domains[i]``."""
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (len(domains),):
-            raise ValueError(f"expected {len(domains)} values for {len(domains)} domains, got shape {values.shape}")
-        for domain in sorted(set(domains)):
-            mask = np.fromiter((d == domain for d in domains), dtype=bool, count=len(domains))
-            self._record(domain, metric_name, float(values[mask].sum()), int(mask.sum()))
-
-    def _record(self, domain: str, metric: str, total: float, count: int) -> None:
-        if metric == "count":
-            raise ValueError('"count" is reserved for the number of examples')
-        self._sums[domain][metric] += total
-        self._counts[domain][metric] += count
-
-    def result(self) -> dict[str, dict[str, float]]:
-        """``{domain: {metric: mean, ..., "count": n}}`` for every domain seen."""
-        out: dict[str, dict[str, float]] = {}
-        for domain in sorted(self._sums):
-            counts = self._counts[domain]
-            means = {metric: total / counts[metric] for metric, total in self._sums[domain].items()}
-            out[domain] = {**means, "count": max(counts.values())}
-        return out
-
-
 def split_head_tail(domain_counts: Mapping[str, int], head_fraction: float = 0.5) -> tuple[list[str], list[str]]:
     """Split domains into BalDistill's head and tail groups by training-set size.
 
@@ -207,7 +164,7 @@ def _group_means(
 def aggregate(
     per_domain: Mapping[str, Mapping[str, float]], head: Sequence[str], tail: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Summaries of :meth:`DomainAccumulator.result`-style ``per_domain`` results.
+    """Summaries of ``per_domain`` results (``{domain: {metric: mean, "count": n}}``).
 
     ``"macro"`` averages the domain means (every domain counts the same, so the
     tail is visible), ``"micro"`` weights them by example count (the plain

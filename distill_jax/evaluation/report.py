@@ -10,7 +10,7 @@ from typing import Any
 
 from distill_jax.evaluation import metrics
 
-REPORT_METRICS = ("answer_accuracy", "exact_match", "token_accuracy", "loss")
+REPORT_METRICS = ("answer_accuracy", "answer_f1", "exact_match", "token_accuracy", "loss")
 
 
 def _atomic_write(path: str, text: str) -> None:

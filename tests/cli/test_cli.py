@@ -80,7 +80,7 @@ def test_eval_job_writes_a_per_domain_report(small_train_config, demo_prepared, 
     assert saved["head"] and saved["tail"]
     for values in saved["per_domain"].values():
         assert values["count"] == 4 and values["decoded"] == 2
-        assert 0.0 <= values["answer_accuracy"] <= 1.0 and values["loss"] > 0
+        assert 0.0 <= values["answer_accuracy"] <= values["answer_f1"] <= 1.0 and values["loss"] > 0
     assert "macro" in table and "tail" in table
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# Evaluation")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from distill_jax.evaluation.metrics import (
-    DomainAccumulator,
     aggregate,
     exact_match,
     extract_answer,
@@ -83,35 +81,6 @@ def test_token_f1_known_values() -> None:
     assert token_f1("", "blue") == 0.0
 
 
-def test_accumulator_means_and_counts() -> None:
-    acc = DomainAccumulator()
-    acc.add("addition", exact_match=1.0, loss=2.0)
-    acc.add("addition", exact_match=0.0, loss=4.0)
-    acc.add("parity", exact_match=1.0)
-    acc.add_batch(["parity", "addition", "parity"], "exact_match", np.array([0.0, 1.0, 0.0]))
-    acc.add_batch(["parity", "parity"], "loss", [1.0, 3.0])
-    assert acc.result() == {
-        "addition": {"exact_match": pytest.approx(2 / 3), "loss": 3.0, "count": 3},
-        "parity": {"exact_match": pytest.approx(1 / 3), "loss": 2.0, "count": 3},
-    }
-
-
-def test_accumulator_count_is_the_largest_metric_count() -> None:
-    acc = DomainAccumulator()
-    acc.add_batch(["a"] * 4, "loss", [1.0, 2.0, 3.0, 4.0])
-    acc.add_batch(["a"] * 2, "exact_match", [1.0, 0.0])
-    assert acc.result() == {"a": {"loss": 2.5, "exact_match": 0.5, "count": 4}}
-
-
-def test_accumulator_rejects_bad_input() -> None:
-    acc = DomainAccumulator()
-    with pytest.raises(ValueError):
-        acc.add_batch(["a", "b"], "loss", [1.0])
-    with pytest.raises(ValueError):
-        acc.add("a", count=1.0)
-    assert acc.result() == {}
-
-
 @pytest.mark.parametrize(
     ("head_fraction", "head"),
     [
@@ -165,11 +134,10 @@ def test_aggregate_domain_without_count_counts_only_in_macro() -> None:
 
 
 def test_format_domain_table() -> None:
-    acc = DomainAccumulator()
-    for domain, em in [("addition", 0.9), ("subtraction", 0.6), ("parity", 0.25), ("count_vowels", 0.125)]:
-        acc.add_batch([domain] * 8, "exact_match", [em] * 8)
-        acc.add_batch([domain] * 8, "token_f1", [em] * 8)
-    per_domain = acc.result()
+    per_domain = {
+        domain: {"exact_match": em, "token_f1": em, "count": 8}
+        for domain, em in [("addition", 0.9), ("subtraction", 0.6), ("parity", 0.25), ("count_vowels", 0.125)]
+    }
     head, tail = split_head_tail(POWER_LAW_COUNTS, 0.7)
     aggregates = aggregate(per_domain, head, tail)
     table = format_domain_table(per_domain, aggregates, POWER_LAW_COUNTS, head, ["exact_match", "token_f1"])
