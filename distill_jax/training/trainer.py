@@ -152,6 +152,34 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
+def _log_student(run: RunSetup, state: TrainState) -> None:
+    """What is being trained, where, and (for LoRA) how much of it and at what optimizer memory."""
+    cfg = run.config
+    n_params = count_params(state.params)
+    logging.info(
+        "Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
+        cfg.model.hf_dir or cfg.model.size,
+        n_params / 1e6,
+        run.model_config.vocab_size,
+        dict(run.mesh.shape),
+        jax.device_count(),
+        len(run.domain_names),
+    )
+    if run.model_config.lora_rank:
+        trainable = sum(
+            x.size
+            for x, t in zip(jax.tree.leaves(state.params), jax.tree.leaves(lora.trainable_mask(state.params)))
+            if t
+        )
+        logging.info(
+            "LoRA: %.3fM trainable of %.2fM parameters; optimizer state %.2f MB (full fine-tuning: ~%.2f MB).",
+            trainable / 1e6,
+            n_params / 1e6,
+            _nbytes(state.opt_state) / 2**20,
+            2 * _nbytes(state.params) / 2**20,
+        )
+
+
 def _nbytes(tree: Any) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
@@ -244,29 +272,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         state = create_train_state(run.model_config, run.tx, run.mesh, run.rules, cfg.seed)
     start_step = int(state.step)
 
-    n_params = count_params(state.params)
-    logging.info(
-        "Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
-        cfg.model.hf_dir or cfg.model.size,
-        n_params / 1e6,
-        run.model_config.vocab_size,
-        dict(run.mesh.shape),
-        jax.device_count(),
-        len(run.domain_names),
-    )
-    if run.model_config.lora_rank:
-        trainable = sum(
-            x.size
-            for x, t in zip(jax.tree.leaves(state.params), jax.tree.leaves(lora.trainable_mask(state.params)))
-            if t
-        )
-        logging.info(
-            "LoRA: %.3fM trainable of %.2fM parameters; optimizer state %.2f MB (full fine-tuning: ~%.2f MB).",
-            trainable / 1e6,
-            n_params / 1e6,
-            _nbytes(state.opt_state) / 2**20,
-            2 * _nbytes(state.params) / 2**20,
-        )
+    _log_student(run, state)
 
     train_step = step_lib.make_train_step(
         run.model,
