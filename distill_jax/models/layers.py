@@ -308,12 +308,15 @@ class MultiHeadAttention(nn.Module):
             if decode:
                 key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
 
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        # Heads-major operands make both products plain batched matmuls: contracting the
+        # [b, l, h, d] layout directly ran ~5x slower on XLA CPU (64 x 100 tokens, 4 heads).
+        query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
         for bias in attention_biases:
             scores = scores + bias
         weights = jax.nn.softmax(scores, axis=-1)
         weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+        out = jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype), value), 1, 2)
         out = constrain(out, names)
         return HeadsOutput(cfg, (cfg.num_heads * cfg.d_kv) ** -0.5, name="out")(out, enable_dropout)
 
