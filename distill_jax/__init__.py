@@ -7,6 +7,7 @@ Packages (imports point downwards only):
   models/      Flax T5-family student, LoRA adapters, decoding, Hugging Face interop.
   data/        teacher-corpus validation, tokenization, ArrayRecord shards, grain input pipeline.
   config.py    every configuration knob with its default (configs/ override it).
+  atomic.py    write-beside-then-rename helpers, so no output is ever half written.
 """
 
 __version__ = "0.1.0"

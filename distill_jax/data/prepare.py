@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from distill_jax import atomic
 from distill_jax.data import shards
 from distill_jax.data.corpus import (
     EXCERPT_CHARS,
@@ -226,7 +227,7 @@ def prepare_corpus(
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
         manifest = _CorpusWriter(tmp, options, tok).run(inputs, input_infos, content_hash)
-        _move_into_place(tmp, out)
+        atomic.replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -258,21 +259,6 @@ def _existing_manifest(out: Path) -> dict[str, Any] | None:
     except CorpusError:
         return None
     return manifest if (shards.tfds_dir(out) / "dataset_info.json").exists() else None
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Renames tmp onto out; an existing out is renamed away first and restored on failure."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-    os.rename(out, old / out.name)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / out.name, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def source_labels(inputs: Sequence[str]) -> list[str]:

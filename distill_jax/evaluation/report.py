@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from distill_jax import atomic
 from distill_jax.evaluation import metrics
 
 REPORT_METRICS = ("answer_accuracy", "answer_f1", "exact_match", "token_accuracy", "loss")
-
-
-def _atomic_write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-" + os.path.basename(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def build_report(
@@ -49,8 +42,8 @@ def write_report(output_dir: str, report: Mapping[str, Any], table: str, title: 
     """Writes report.json and report.md atomically; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {"json": os.path.join(output_dir, "report.json"), "md": os.path.join(output_dir, "report.md")}
-    _atomic_write(paths["json"], json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    _atomic_write(
+    atomic.write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    atomic.write_text(
         paths["md"],
         f"# {title}\n\nHead domains: {', '.join(report['head']) or '-'}\n\n"
         f"Tail domains: {', '.join(report['tail']) or '-'}\n\n```\n{table}\n```\n",

@@ -26,6 +26,7 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from distill_jax import atomic
 from distill_jax.models.lora import ADAPTER
 from distill_jax.models.t5 import init_params
 from distill_jax.models.t5_config import T5Config
@@ -305,21 +306,6 @@ def _write_tokenizer(out_dir: str, tokenizer_dir: str | None) -> None:
         shutil.copy2(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
 
 
-def _move_into_place(tmp: str, out: str) -> None:
-    """Renames tmp onto out; an existing out is renamed away first and restored on failure."""
-    if not os.path.exists(out):
-        os.rename(tmp, out)
-        return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-    os.rename(out, os.path.join(old, "previous"))
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(os.path.join(old, "previous"), out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_hf_t5(
     out_dir: str,
     config: T5Config,
@@ -354,7 +340,7 @@ def save_hf_t5(
         save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         _write_tokenizer(tmp, tokenizer_dir)
         os.chmod(tmp, 0o755)  # mkdtemp creates it private; a model directory is meant to be shared.
-        _move_into_place(tmp, out)
+        atomic.replace_directory(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -410,7 +396,7 @@ def save_peft_adapter(out_dir: str, config: T5Config, params: Mapping[str, Any],
     try:
         _write_json(os.path.join(tmp, "adapter_config.json"), adapter_config)
         save_file(state, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
-        _move_into_place(tmp, out)
+        atomic.replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

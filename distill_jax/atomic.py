@@ -1,0 +1,41 @@
+"""Writes that never leave a half-written result behind: build beside the target, then rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+
+def replace_directory(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Renames the finished directory `tmp` onto `out` (same filesystem).
+
+    An existing `out` is renamed away first and restored if the rename fails, so `out` is always
+    either the old complete result or the new one.
+    """
+    tmp, out = os.fspath(tmp), os.fspath(out)
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(os.path.abspath(out)))
+    previous = os.path.join(old, "previous")
+    os.rename(out, previous)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(previous, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to a temporary file beside `path`, then renames it into place."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".tmp-{os.path.basename(path)}")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
