@@ -268,6 +268,11 @@ def _type_name(value: Any) -> str:
 _Record = tuple[str, int, "dict[str, Any] | Reject | None", str]
 
 
+def _rejected(path: str, line: int, reason: str, detail: str, excerpt: str) -> _Record:
+    """A reader's record for a row that is rejected before validation."""
+    return path, line, Reject(path, line, reason, detail, excerpt), excerpt
+
+
 def input_format(path: str) -> str:
     """ "tfds", "jsonl", "json", "csv", "tsv" or "parquet"; CorpusError for anything else."""
     if path.startswith(TFDS_PREFIX):
@@ -327,18 +332,13 @@ def _jsonl_records(path: str) -> Iterator[_Record]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield (
+                yield _rejected(
                     path,
                     line,
-                    Reject(
-                        path,
-                        line,
-                        "invalid_utf8",
-                        f"byte {raw[err.start]:#04x} at "
-                        f"column {err.start + 1} is not valid UTF-8; re-encode the "
-                        "file as UTF-8",
-                        excerpt,
-                    ),
+                    "invalid_utf8",
+                    f"byte {raw[err.start]:#04x} at "
+                    f"column {err.start + 1} is not valid UTF-8; re-encode the "
+                    "file as UTF-8",
                     excerpt,
                 )
                 continue
@@ -347,16 +347,11 @@ def _jsonl_records(path: str) -> Iterator[_Record]:
             except (ValueError, RecursionError) as err:
                 where = f" at column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
                 msg = err.msg if isinstance(err, json.JSONDecodeError) else str(err)[:100]
-                yield (
+                yield _rejected(
                     path,
                     line,
-                    Reject(
-                        path,
-                        line,
-                        "bad_json",
-                        f"not valid JSON{where}: {msg}; each line must hold one JSON object",
-                        excerpt,
-                    ),
+                    "bad_json",
+                    f"not valid JSON{where}: {msg}; each line must hold one JSON object",
                     excerpt,
                 )
                 continue
@@ -467,24 +462,19 @@ def _csv_records(path: str, mapping: FieldMapping, delimiter: str) -> Iterator[_
             except StopIteration:
                 return
             except csv.Error as err:
-                yield path, line, Reject(path, line, "bad_row", f"unreadable row ({err}); fix the quoting", ""), ""
+                yield _rejected(path, line, "bad_row", f"unreadable row ({err}); fix the quoting", "")
                 continue
             excerpt = _excerpt(delimiter.join(cells).encode("utf-8", "surrogateescape"))
             if not "".join(cells).strip():
                 yield path, line, None, excerpt
             elif len(cells) != len(header):
-                yield (
+                yield _rejected(
                     path,
                     line,
-                    Reject(
-                        path,
-                        line,
-                        "bad_row",
-                        f"row has {len(cells)} fields but "
-                        f"the header has {len(header)}; quote fields that contain "
-                        "the delimiter",
-                        excerpt,
-                    ),
+                    "bad_row",
+                    f"row has {len(cells)} fields but "
+                    f"the header has {len(header)}; quote fields that contain "
+                    "the delimiter",
                     excerpt,
                 )
             else:
