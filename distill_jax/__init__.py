@@ -2,6 +2,8 @@
 
 Packages (imports point downwards only):
   cli/         absl entry points; parse flags and configs, call the packages below.
+  distill/     the BalDistill stage scheduler: budget ledger, quotas, IFD selection, stage loop, report.
+  teachers/    where teacher outputs come from: stored pools, OpenAI-compatible endpoints, the demo's program.
   training/    mesh and partitioning, train state, jitted step, checkpoints, the train loop.
   evaluation/  per-domain metrics, decoding-based evaluation, reports.
   models/      Flax T5-family student, LoRA adapters, decoding, Hugging Face interop.

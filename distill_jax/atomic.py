@@ -6,6 +6,11 @@ import os
 import shutil
 import tempfile
 
+# mkstemp/mkdtemp create owner-only (0600/0700) entries; results should get the usual permissions.
+# Read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def replace_directory(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     """Renames the finished directory `tmp` onto `out` (same filesystem).
@@ -14,6 +19,7 @@ def replace_directory(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     either the old complete result or the new one.
     """
     tmp, out = os.fspath(tmp), os.fspath(out)
+    os.chmod(tmp, 0o777 & ~_UMASK)
     if not os.path.exists(out):
         os.rename(tmp, out)
         return
@@ -35,6 +41,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

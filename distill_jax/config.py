@@ -16,6 +16,7 @@ import ml_collections
 # (ZeRO-3 style) and heads/mlp/vocab over tensor (Megatron style).
 DEFAULT_LOGICAL_AXIS_RULES = (
     ("batch", ("data", "fsdp")),
+    ("layers", None),  # The stacked-layer axis of model.scan_layers: every device holds every layer's slice.
     ("vocab", "tensor"),
     ("heads", "tensor"),
     ("mlp", "tensor"),
@@ -54,13 +55,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.size = "tiny"  # Preset in distill_jax.models.t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0.
     c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
     c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
-    c.model.remat = "none"
+    c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
+    # One nn.scan over each stack's layers (params stacked on a leading "layers" axis): the step traces
+    # and compiles one layer instead of N. Checkpoints are layout-specific; HF import/export converts.
+    c.model.scan_layers = False
     # LoRA: rank > 0 adds adapters to the listed projections (q,k,v,o,wi,wo,lm_head) and trains only
     # them; the optimizer state then exists for the adapters alone. alpha/rank scales the update.
     c.model.lora_rank = 0
     c.model.lora_alpha = 16.0
     c.model.lora_dropout = 0.1
-    c.model.lora_targets = "q,v"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
+    c.model.lora_targets = "q,v"
     # Local transformers T5 directory (config.json + safetensors): the student takes its architecture
     # instead of model.size and, when the workdir has no checkpoint yet, starts from its weights.
     # Prepare the data with its tokenizer (tokenizer.kind="hf", tokenizer.path=the same directory).
@@ -74,6 +78,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Per-domain sampling: "natural" (proportional to examples), "uniform", "temperature:T" (p ~ n^(1/T)),
     # or "explicit" with weights in data.domain_weights (missing domains get 0).
     c.data.mixture = "natural"
+    # Comma-separated domains that belong to the run even when its data has no rows of them yet (the
+    # stage scheduler declares the whole pool's), so per-domain vectors keep one order across resumes.
+    c.data.domains = ""
     c.data.domain_weights = ml_collections.ConfigDict()  # {domain: weight}; used when mixture == "explicit".
     # Pack several whole examples into each row (segment ids keep them apart) instead of padding one
     # example per row: fewer wasted FLOPs when examples are much shorter than max_*_len.
@@ -84,6 +91,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000  # Total optimizer steps (a resumed run continues up to this number).
     c.train.batch_size = 32  # Global batch (examples), split across processes and the data/fsdp mesh axes.
+    # Microbatches per step: the batch is split inside the step and gradients summed (same update,
+    # ~1/N of the activation memory). batch_size must divide by N x the data-parallel size.
+    c.train.grad_accum_steps = 1
     c.train.log_every = 50  # Host sync + console/TensorBoard/JSONL metrics every N steps, never in between.
     c.train.checkpoint_every = 500  # Async Orbax save every N steps (and at the end, and on SIGTERM).
     c.train.keep_last = 3  # Most recent checkpoints kept ...
@@ -98,6 +108,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.name = "adamw"  # adamw | adafactor (T5's original; factored second moments save memory).
     c.optimizer.learning_rate = 1e-3  # Peak LR after warmup.
     c.optimizer.warmup_steps = 100  # Linear warmup from 0.
+    # Steps the LR schedule spans; 0 = train.steps. The stage scheduler sets it to the whole run's
+    # steps, so the schedule does not restart when each stage extends train.steps.
+    c.optimizer.schedule_steps = 0
     c.optimizer.decay = "cosine"  # cosine | linear | rsqrt | constant, from the peak to end_lr_fraction * peak.
     c.optimizer.end_lr_fraction = 0.1
     c.optimizer.weight_decay = 0.01  # Decoupled; applied to matrices only (not norms).
@@ -118,6 +131,80 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.decode_examples_per_domain = 20  # Greedy-decoded per domain for exact match (0 disables).
     c.eval.max_decode_len = 0  # Decoder steps; 0 = data.max_target_len.
     c.eval.head_fraction = 0.5  # Head = biggest domains holding this share of training examples.
+
+    # The BalDistill stage scheduler (`distill-jax distill`; distill_jax.distill).
+    c.distill = ml_collections.ConfigDict()
+    c.distill.pool = ""  # Comma-separated candidate files (JSONL/CSV/Parquet/tfds:): what may be bought.
+    # Source keys of the pool's (and eval_data's) fields; "" id derives file:line ids, "" answer = no gold
+    # labels. rationale: a reference rationale of eval rows, so eval loss is measured on correct reasoning.
+    c.distill.pool_fields = ml_collections.ConfigDict(
+        dict(id="", domain="domain", input="input", answer="target", rationale="")
+    )
+    # Comma-separated test files (same fields as the pool). "" holds out eval_holdout_per_domain
+    # examples of every pool domain instead (never bought, never trained on).
+    c.distill.eval_data = ""
+    c.distill.eval_holdout_per_domain = 50
+    c.distill.budget = 1000  # Total teacher budget B over all stages, in budget_unit.
+    c.distill.budget_unit = "calls"  # calls (one per annotation or synthetic example, the paper's unit) | tokens.
+    c.distill.stages = 5  # K; each stage spends an equal share of what is left (B/K when nothing is dropped).
+    # Comma-separated methods run one after another at the same budget, each in WORKDIR/<method>:
+    # random | balanced | active | naive (BalDistill-N) | adaptive (BalDistill-A).
+    c.distill.methods = "adaptive"
+    # Training per stage on the cumulative purchases, continuing from the previous stage's student:
+    # epochs over the stage's expected cumulative data (the paper trains 8), at least min_steps_per_stage.
+    c.distill.epochs_per_stage = 8.0
+    c.distill.min_steps_per_stage = 50
+    c.distill.ifd_max_candidates = 0  # Head candidates scored per domain and stage (a random subset); 0 = all left.
+    c.distill.ifd_max_new_tokens = 200  # Length of the student's own answer y in IFD (the paper's code: 200).
+    c.distill.ifd_batch_size = 64  # Global batch of the scoring passes.
+    c.distill.synthesis_seeds = 3  # Examples of the domain shown to the teacher per synthesis request.
+    # Drop annotations whose answer disagrees with the gold label, and synthetic examples whose rationale
+    # disagrees with their own label (both still paid).
+    c.distill.check_answers = True
+    c.distill.request_chunk = 256  # Requests per teacher round trip; the ledger is settled after each.
+
+    # Who answers the stage scheduler's annotate/synthesize requests (distill_jax.teachers).
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.kind = "pool"  # pool | openai | local | program (the demo's exact teacher).
+    # local: a bigger seq2seq run of this project (a `train` or `import-hf` workdir) decodes the requests
+    # (greedy, up to max_tokens); synthesis uses synthesize_prompt and expects the JSON reply it asks for.
+    c.teacher.checkpoint = ""
+    # pool: stored teacher outputs. Comma-separated files (JSONL/CSV/Parquet) of annotations, looked
+    # up by the example's input text; fields named below.
+    c.teacher.pool_outputs = ""
+    # Comma-separated files of teacher-synthesized examples, handed out per domain in file order.
+    c.teacher.pool_synthetic = ""
+    c.teacher.pool_fields = ml_collections.ConfigDict(
+        dict(input="text", rationale="rationale", answer="label", domain="source")
+    )
+    # Stored synthetic rows name their label differently in BalDistill's files ("gt_choice").
+    c.teacher.pool_synthetic_answer = "gt_choice"
+    # openai: any OpenAI-compatible chat-completions endpoint. The key is read from this environment
+    # variable at start-up and is never logged, cached or checkpointed.
+    c.teacher.base_url = "https://api.openai.com/v1"
+    c.teacher.model = "gpt-4o-mini"
+    c.teacher.api_key_env = "OPENAI_API_KEY"
+    c.teacher.temperature = 0.0  # 0: the most reproducible annotations.
+    c.teacher.max_tokens = 512  # Completion cap per call; also the per-call reservation under a token budget.
+    c.teacher.concurrency = 8  # Requests in flight at once.
+    c.teacher.timeout_s = 60.0  # Per HTTP attempt: the longest wait to connect or for the reply's next bytes.
+    # Retries on 408/429/5xx, timeouts, connection errors and malformed bodies, with exponential backoff +
+    # jitter; other 4xx fail the request at once (401/403/404 stop the run: wrong key, model or URL).
+    c.teacher.max_retries = 5
+    c.teacher.backoff_s = 1.0  # First backoff; doubles per retry (a Retry-After header wins).
+    # SQLite cache of usable answers, so none is bought twice; "" = WORKDIR/teacher_cache.sqlite.
+    c.teacher.cache_path = ""
+    # Prompt templates. Fields: {input}, {answer} (gold, or "unknown"), {domain}, {examples} (seeds).
+    c.teacher.annotate_prompt = (
+        "Answer the question step by step and end with 'So the answer is X.', where X is the final answer. "
+        "The reference answer is {answer}; if it is known, explain the reasoning that leads to it."
+        "\n\nQuestion: {input}"
+    )
+    c.teacher.synthesize_prompt = (
+        "Here are examples of {domain} problems with step-by-step solutions:\n\n{examples}\n\n"
+        "Write one new, different problem of the same kind and solve it step by step. Reply with JSON "
+        'only: {{"question": "...", "rationale": "...", "answer": "..."}}'
+    )
     return c
 
 

@@ -38,3 +38,14 @@ def test_write_text_leaves_no_temporary_file(tmp_path):
     atomic.write_text(path, '{"a": 1}\n')
     assert path.read_text() == '{"a": 1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_results_get_the_usual_permissions_not_owner_only(tmp_path):
+    import tempfile
+
+    atomic.write_text(tmp_path / "report.json", "{}")
+    built = tempfile.mkdtemp(dir=tmp_path)  # 0700, as prepare builds its output.
+    atomic.replace_directory(built, tmp_path / "data")
+    umask = atomic._UMASK
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask != 0o600
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o777 & ~umask != 0o700

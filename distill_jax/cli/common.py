@@ -50,9 +50,14 @@ def define_distributed_flags() -> None:
 
 
 def initialize_distributed() -> None:
-    """Calls jax.distributed.initialize when the flags (or a cluster environment) ask for several processes."""
+    """Calls jax.distributed.initialize when the flags (or a cluster environment) ask for several processes.
+
+    DISTILL_JAX_DISTRIBUTED=1 (set by launch/tpu_vm.sh and launch/slurm.sbatch) asks with no flags at
+    all: JAX then detects the coordinator, process count and process id (TPU VM metadata, SLURM_* ...).
+    """
     f = flags.FLAGS
-    if f.coordinator_address is None and f.num_processes is None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
+    asked = f.coordinator_address is not None or f.num_processes is not None or "JAX_COORDINATOR_ADDRESS" in os.environ
+    if not asked and os.environ.get("DISTILL_JAX_DISTRIBUTED", "") in ("", "0"):
         return
     import jax  # Imported late: `--help` and flag errors should not pay for it.
 
@@ -65,4 +70,48 @@ def initialize_distributed() -> None:
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
+    )
+
+
+def parse_pairs(text: str, what: str) -> dict[str, str]:
+    """Parses "a=1,b=2" into {"a": "1", "b": "2"} (values may be empty; keys may not repeat)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip() in out:
+            raise flags.ValidationError(f"--{what}: expected NAME=VALUE[,NAME=VALUE...], got {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def define_decoding_flags() -> None:
+    """--decoding and its knobs (distill_jax.evaluation.generate.DecodeSettings)."""
+    flags.DEFINE_enum("decoding", "greedy", ["greedy", "beam", "sample"], "Decoding method.")
+    flags.DEFINE_integer("num_beams", 4, "Beam width (--decoding=beam).")
+    flags.DEFINE_float("length_penalty", 1.0, "Beam score = log-prob / length**length_penalty (--decoding=beam).")
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature (--decoding=sample).")
+    flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens, 0 = all (--decoding=sample).")
+    flags.DEFINE_float("top_p", 1.0, "Nucleus mass kept (--decoding=sample).")
+    flags.DEFINE_integer("num_return_sequences", 1, "Sequences returned per input (beam or sample).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed; the draws depend on it and the batch index only.")
+    flags.DEFINE_integer(
+        "max_decode_len", 0, "Decoder steps; 0 = the run's eval.max_decode_len or data.max_target_len."
+    )
+
+
+def decode_settings():
+    """The DecodeSettings the decoding flags describe."""
+    from distill_jax.evaluation.generate import DecodeSettings
+
+    f = flags.FLAGS
+    return DecodeSettings(
+        method=f.decoding,
+        num_beams=f.num_beams,
+        length_penalty=f.length_penalty,
+        temperature=f.temperature,
+        top_k=f.top_k,
+        top_p=f.top_p,
+        num_return_sequences=f.num_return_sequences,
+        seed=f.seed,
+        max_decode_len=f.max_decode_len,
     )

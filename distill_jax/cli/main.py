@@ -12,7 +12,12 @@ import sys
 SUBCOMMANDS = {
     "prepare": ("distill_jax.cli.prepare", "validate and tokenize a teacher corpus into per-domain shards"),
     "train": ("distill_jax.cli.train", "train (or resume) a student on prepared shards"),
-    "eval": ("distill_jax.cli.evaluate", "evaluate a trained student per domain on prepared held-out shards"),
+    "eval": (
+        "distill_jax.cli.evaluate",
+        "score a checkpoint or stored predictions per domain (head/tail), or compare sets",
+    ),
+    "generate": ("distill_jax.cli.generate", "decode a dataset with a checkpoint into predictions.jsonl (resumable)"),
+    "distill": ("distill_jax.cli.distill", "multi-stage balanced distillation under a teacher budget (BalDistill)"),
     "demo": ("distill_jax.cli.demo", "generate the embedded long-tailed corpus, prepare, train and evaluate"),
     "import-hf": ("distill_jax.cli.import_hf", "a step-0 run checkpoint from a transformers T5 directory"),
     "export-hf": ("distill_jax.cli.export_hf", "a run's checkpoint as a transformers T5 directory (safetensors)"),

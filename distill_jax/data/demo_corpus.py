@@ -352,3 +352,15 @@ def write_demo_corpus(out_dir: str, **kwargs: Any) -> dict[str, str]:
     _write_jsonl_atomic(paths["train"], train)
     _write_jsonl_atomic(paths["test"], test)
     return paths
+
+
+def synthesize_examples(seed: int, domain: str, count: int, exclude: set[str]) -> list[tuple[str, str, str]]:
+    """``count`` new ``(input, rationale, target)`` examples of ``domain`` whose inputs are not in ``exclude``.
+
+    The sequence depends only on (seed, domain, exclude): asking for more extends it, so the
+    i-th synthetic example of a domain is the same whenever it is asked for.
+    """
+    specs = {spec.name: spec for spec in DOMAINS}
+    if domain not in specs:
+        raise ValueError(f"the demo corpus has no domain {domain!r}; its domains are {sorted(specs)}")
+    return _draw_distinct(specs[domain], _domain_rng(seed, f"{domain}/synthetic"), count, set(exclude))

@@ -190,15 +190,16 @@ def sample(
     return tokens.reshape(encoder_input_tokens.shape[0], num_return_sequences, max_decode_length)
 
 
-def _reorder_self_attention_cache(cache: Any, rows: jax.Array) -> Any:
+def _reorder_self_attention_cache(cache: Any, rows: jax.Array, row_axis: int) -> Any:
     """Gathers the self-attention keys/values of the surviving beams (flat row indices [B * k]).
 
     Cross-attention keys/values are identical across a row's beams and the step counter is shared,
-    so only the self-attention entries move.
+    so only the self-attention entries move. Rows are axis 1 of a scanned model's cache (axis 0
+    stacks the layers), axis 0 otherwise.
     """
 
     def gather(path: tuple, leaf: jax.Array) -> jax.Array:
-        return leaf[rows] if "self_attention" in jax.tree_util.keystr(path) else leaf
+        return leaf[(slice(None),) * row_axis + (rows,)] if "self_attention" in jax.tree_util.keystr(path) else leaf
 
     return jax.tree_util.tree_map_with_path(gather, cache)
 
@@ -240,6 +241,7 @@ def beam_search(
     candidates = 2 * num_beams  # with one EOS id, at least num_beams candidates never end on EOS
     step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, num_beams)
     beam_rows = jnp.arange(batch)[:, None] * num_beams
+    row_axis = 1 if cfg.scan_layers else 0
 
     def advance(state: tuple, logits: jax.Array) -> tuple:
         """One beam update from this step's logits [B * k, vocab]; reorders the cache in ``state``."""
@@ -255,7 +257,7 @@ def beam_search(
         running_candidates = top_scores + ends * _LARGE_NEGATIVE
         running_scores, keep = jax.lax.top_k(running_candidates, num_beams)
         running = _take(top_sequences, keep)
-        cache = _reorder_self_attention_cache(cache, (beam_rows + _take(parents, keep)).reshape(-1))
+        cache = _reorder_self_attention_cache(cache, (beam_rows + _take(parents, keep)).reshape(-1), row_axis)
 
         just_finished = ends & (jnp.arange(candidates) < num_beams)
         normalised = top_scores / ((index + 1).astype(jnp.float32) ** length_penalty)

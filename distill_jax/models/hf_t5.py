@@ -28,7 +28,7 @@ from safetensors.numpy import save_file
 
 from distill_jax import atomic
 from distill_jax.models.lora import ADAPTER
-from distill_jax.models.t5 import init_params
+from distill_jax.models.t5 import init_params, stack_layers, unstack_layers
 from distill_jax.models.t5_config import T5Config
 
 # Present in some HF checkpoints but unused by HF itself (cross-attention has no position bias).
@@ -134,9 +134,12 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -
 
     Values may be numpy arrays or anything ``np.asarray`` accepts (CPU torch tensors). The
     result holds host numpy arrays in ``config.param_dtype``, structured like
-    ``nn.meta.unbox(init_params(config, rng))``. Raises ``ValueError`` naming every missing,
-    unexpected, wrong-shape or inconsistently aliased tensor.
+    ``nn.meta.unbox(init_params(config, rng))`` (layers stacked when ``config.scan_layers``). Raises
+    ``ValueError`` naming every missing, unexpected, wrong-shape or inconsistently aliased tensor.
     """
+    if config.scan_layers:  # HF names tensors per layer: convert per layer, then stack.
+        per_layer = dataclasses.replace(config, scan_layers=False)
+        return stack_layers(params_from_hf_state_dict(state_dict, per_layer), per_layer)
     expected = _expected_shapes(config)
     layout = _hf_layout(config)
     dtype = jnp.dtype(config.param_dtype)
@@ -252,6 +255,8 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> di
     untied head, so ``from_pretrained`` finds no missing or unexpected weights either way. Raises
     ``ValueError`` naming every missing, unexpected or wrong-shape parameter.
     """
+    if config.scan_layers:
+        config, params = _per_layer(config, params)
     expected = _expected_shapes(config)
     flat = traverse_util.flatten_dict(params)
     errors = [f"missing parameter {'/'.join(path)}" for path in sorted(set(expected) - set(flat))]
@@ -270,6 +275,11 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> di
             value = value.reshape(math.prod(value.shape[:input_dims]), -1).T
         state[name] = np.ascontiguousarray(value)
     return state
+
+
+def _per_layer(config: T5Config, params: Mapping[str, Any]) -> tuple[T5Config, dict[str, Any]]:
+    """A ``scan_layers`` model's config and params in the per-layer layout HF's names follow."""
+    return dataclasses.replace(config, scan_layers=False), unstack_layers(dict(params), config)
 
 
 def _hf_config(config: T5Config) -> dict[str, Any]:
@@ -357,6 +367,8 @@ def peft_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> 
     ``...lora_B.weight`` [out, r]; PEFT's delta ``B @ A * alpha / r`` in torch's [out, in] layout
     is the transpose of our ``lora_a @ lora_b`` in kernel layout.
     """
+    if config.scan_layers:
+        config, params = _per_layer(config, params)
     flat = traverse_util.flatten_dict(params)
     state = {}
     for kernel_path, (name, _) in _hf_layout(dataclasses.replace(config, lora_rank=0)).items():

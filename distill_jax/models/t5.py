@@ -12,7 +12,9 @@ Design notes:
 
 Parameter tree: ``token_embedder/embedding``; ``encoder/{relpos_bias, layers_<i>, encoder_norm}``;
 ``decoder/{relpos_bias, layers_<i>, decoder_norm, logits_dense}`` (``logits_dense`` only when the
-embeddings are untied).
+embeddings are untied). With ``scan_layers`` each stack holds one ``layers`` subtree instead, every
+leaf stacked on a leading "layers" axis (``stack_layers``/``unstack_layers`` convert); the decode
+cache is stacked the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from distill_jax.models.layers import (
     MlpBlock,
@@ -106,8 +109,31 @@ def _maybe_remat(layer_cls: type[nn.Module], cfg: T5Config, enable_dropout_argnu
     if cfg.remat == "none":
         return layer_cls
     policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if cfg.remat == "dots_saveable" else None
-    # static_argnums counts ``self`` as argument 0.
-    return nn.remat(layer_cls, policy=policy, static_argnums=(enable_dropout_argnum,))
+    # static_argnums counts ``self`` as argument 0. Inside a scan the loop already keeps XLA from
+    # merging the recomputation into the forward pass, so the CSE barrier would only cost time.
+    return nn.remat(layer_cls, policy=policy, static_argnums=(enable_dropout_argnum,), prevent_cse=not cfg.scan_layers)
+
+
+def _apply_layer(layer: nn.Module, x: Array, *args: Any) -> tuple[Array, None]:
+    return layer(x, *args), None
+
+
+def _scan_layers(layer: nn.Module, num_layers: int, x: Array, *broadcast_args: Any) -> Array:
+    """``layer`` applied ``num_layers`` times as one ``nn.scan``: one traced layer instead of N.
+
+    Each iteration takes its own slice of the parameters and of the decode cache (stacked on
+    axis 0, logical name "layers") and its own dropout key; ``broadcast_args`` are the same for
+    every layer.
+    """
+    scan = nn.scan(
+        _apply_layer,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * len(broadcast_args),
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scan(layer, x, *broadcast_args)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,8 +169,11 @@ class Encoder(nn.Module):
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         x = constrain(x, ("batch", "length", "embed"))
         layer_cls = _maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
-        for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, attention_biases, enable_dropout)
+        if cfg.scan_layers:
+            x = _scan_layers(layer_cls(cfg, name="layers"), cfg.num_encoder_layers, x, attention_biases, enable_dropout)
+        else:
+            for i in range(cfg.num_encoder_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(x, attention_biases, enable_dropout)
         x = RMSNorm(cfg, name="encoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         return constrain(x, ("batch", "length", "embed"))
@@ -216,12 +245,14 @@ class Decoder(nn.Module):
         x = constrain(x, ("batch", "length", "embed"))
         # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
         layer_cls = DecoderLayer if decode else _maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
-        for i in range(cfg.num_decoder_layers):
-            layer = layer_cls(cfg, name=f"layers_{i}")
-            if decode:
-                x = layer(x, encoded, self_biases, cross_biases, enable_dropout, True, cache_index, max_decode_length)
-            else:
-                x = layer(x, encoded, self_biases, cross_biases, enable_dropout)
+        args = (encoded, self_biases, cross_biases, enable_dropout)
+        if decode:
+            args += (True, cache_index, max_decode_length)
+        if cfg.scan_layers:
+            x = _scan_layers(layer_cls(cfg, name="layers"), cfg.num_decoder_layers, x, *args)
+        else:
+            for i in range(cfg.num_decoder_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(x, *args)
         x = RMSNorm(cfg, name="decoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         return self._logits(x, enable_dropout)
@@ -367,3 +398,31 @@ def init_params(
     encoder_tokens = jnp.ones((batch_size, input_len), jnp.int32)
     decoder_tokens = jnp.ones((batch_size, target_len), jnp.int32)
     return jax.jit(model.init)({"params": rng}, encoder_tokens, decoder_tokens)["params"]
+
+
+def _stacks(config: T5Config) -> tuple[tuple[str, int], ...]:
+    return (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers))
+
+
+def stack_layers(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
+    """Per-layer params (``layers_<i>``) -> the ``scan_layers`` layout (one ``layers`` subtree, leaves stacked).
+
+    Host-side (numpy) conversion, for import/export and tests; ``config`` gives the layer counts.
+    """
+    out = dict(params)
+    for stack, num_layers in _stacks(config):
+        subtree = dict(params[stack])
+        layers = [subtree.pop(f"layers_{i}") for i in range(num_layers)]
+        out[stack] = {**subtree, "layers": jax.tree.map(lambda *xs: np.stack(xs), *layers)}
+    return out
+
+
+def unstack_layers(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
+    """The inverse of ``stack_layers``: the ``scan_layers`` layout -> per-layer ``layers_<i>`` subtrees."""
+    out = dict(params)
+    for stack, num_layers in _stacks(config):
+        subtree = dict(params[stack])
+        stacked = subtree.pop("layers")
+        layers = {f"layers_{i}": jax.tree.map(lambda x, i=i: np.asarray(x[i]), stacked) for i in range(num_layers)}
+        out[stack] = {**subtree, **layers}
+    return out

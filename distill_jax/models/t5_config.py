@@ -27,7 +27,8 @@ class T5Config:
     ``tie_word_embeddings`` follows the v1.0 convention: the LM head reuses the shared embedding
     and the decoder output is scaled by ``d_model**-0.5`` first; v1.1/Flan/ByT5 use an untied,
     unscaled head. ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype; ``remat``
-    selects the ``jax.checkpoint`` policy applied to every layer.
+    selects the ``jax.checkpoint`` policy applied to every layer; ``scan_layers`` runs each stack's
+    layers as one ``nn.scan`` over parameters stacked along a leading "layers" axis.
     """
 
     vocab_size: int
@@ -49,6 +50,7 @@ class T5Config:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    scan_layers: bool = False
     lora_rank: int = 0  # > 0 adds LoRA adapters to lora_targets and trains only them.
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0

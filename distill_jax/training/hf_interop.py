@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from distill_jax.models.hf_t5 import hf_t5_config, save_hf_t5, save_peft_adapter
 from distill_jax.models.lora import merge_lora, strip_adapters
+from distill_jax.models.t5 import unstack_layers
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.trainer import checkpointer_dir, hf_initial_state, restore_params
@@ -81,6 +82,9 @@ def export_hf(
     params, step = restore_params(run, workdir, step)
     host_params = multihost_utils.process_allgather(params, tiled=True)
     config = run.model_config
+    if config.scan_layers:  # Everything below (HF names, LoRA merging) is per layer.
+        host_params = unstack_layers(host_params, config)
+        config = dataclasses.replace(config, scan_layers=False)
     if config.lora_rank == 0 and lora_format == "peft":
         raise ValueError(f"{workdir} was trained without LoRA (model.lora_rank=0): export it merged")
     if jax.process_index() == 0:

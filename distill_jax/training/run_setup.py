@@ -111,11 +111,14 @@ def setup_run(
         _check_same_tokenizer(manifest, eval_manifest, eval_dir)
     tok = manifest["tokenizer"]
     tokenizer = tokenizer_from_dict(tok)
-    domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ())
+    # data.domains: a run whose data gains domains later (the stage scheduler) keeps one index order.
+    declared = [d.strip() for d in config.data.get("domains", "").split(",") if d.strip()]
+    domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ()) | set(declared)
     overrides = dict(
         dtype=config.model.dtype,
         dropout_rate=config.model.dropout_rate,
         remat=config.model.remat,
+        scan_layers=config.model.get("scan_layers", False),  # .get: configs saved before the knob lack it.
         **lora_overrides(config.model),
     )
     hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
@@ -132,7 +135,8 @@ def setup_run(
         )
     mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
-    tx = optimizers.make_optimizer(config.optimizer, config.train.steps, train_only_adapters=model_config.lora_rank > 0)
+    schedule_steps = config.optimizer.get("schedule_steps", 0) or config.train.steps
+    tx = optimizers.make_optimizer(config.optimizer, schedule_steps, train_only_adapters=model_config.lora_rank > 0)
     abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
     return RunSetup(
         config=config,

@@ -1,14 +1,18 @@
 """The jitted train and eval steps: pure functions of (state, metric sums, batch).
 
 The train step also adds its metrics into an on-device accumulator that is donated and returned,
-so the host never waits on the device between logging intervals.
+so the host never waits on the device between logging intervals. With gradient accumulation it
+splits the global batch into microbatches inside the same jitted step (a ``lax.scan``), so one
+compiled program still does the whole update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +38,9 @@ BATCH_KEYS = (
     "decoder_domain_ids",
 )
 
+# What the forward pass sums per domain (losses.seq2seq_metric_sums); the step adds run-level scalars.
+PER_DOMAIN_SUMS = ("ce_sum", "correct_sum", "token_count", "example_count")
+
 
 def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
     """The accumulator layout: per-domain vectors plus run-level scalars.
@@ -41,7 +48,7 @@ def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
     With a mesh, the zeros are placed replicated on it, exactly as the step returns them: an
     uncommitted first argument would make the step compile a second time on its second call.
     """
-    shapes = {k: (num_domains,) for k in ("ce_sum", "correct_sum", "token_count", "example_count")}
+    shapes = {k: (num_domains,) for k in PER_DOMAIN_SUMS}
     shapes.update({k: () for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")})
     if mesh is None:
         return {k: jnp.zeros(shape, jnp.float32) for k, shape in shapes.items()}
@@ -89,6 +96,47 @@ def _forward_sums(
     )
 
 
+def split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
+    """[B, ...] -> [num_microbatches, B / num_microbatches, ...]; microbatch i holds rows i, i + n, i + 2n, ...
+
+    Strided, not contiguous: each device's block of rows is spread evenly over the microbatches, so
+    every microbatch stays sharded over all batch shards and the split moves no data between devices.
+    """
+
+    def split(x: jax.Array) -> jax.Array:
+        stacked = jnp.swapaxes(x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:]), 0, 1)
+        return nn.with_logical_constraint(stacked, (None, "batch") + (None,) * (x.ndim - 1))
+
+    return {k: split(v) for k, v in batch.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """The jitted train step, callable as ``step(state, sums, batch) -> (state, sums)``.
+
+    ``compile`` lowers and compiles it ahead of time for the given input shapes; the returned
+    ``jax.stages.Compiled`` is called the same way and exposes XLA's ``memory_analysis()``.
+    """
+
+    jitted: Any
+    mesh: Mesh
+    rules: partitioning.LogicalRules
+    num_domains: int
+
+    def __call__(self, state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
+        with partitioning.mesh_context(self.mesh, self.rules):
+            return self.jitted(state, sums, batch)
+
+    def compile(self, state: Any, batch: Any) -> jax.stages.Compiled:
+        """Compiles for ``state`` and ``batch`` (arrays or ShapeDtypeStructs carrying their shardings)."""
+        replicated = partitioning.replicated(self.mesh)
+        sums = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), zero_metric_sums(self.num_domains)
+        )
+        with partitioning.mesh_context(self.mesh, self.rules):
+            return self.jitted.lower(state, sums, batch).compile()
+
+
 def make_train_step(
     model: T5Transformer,
     tx: optax.GradientTransformation,
@@ -101,33 +149,76 @@ def make_train_step(
     dropout_seed: int,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
-) -> Callable[[TrainState, MetricSums, Batch], tuple[TrainState, MetricSums]]:
-    """Returns the jitted step. State and metric sums are donated: updated in place, no copies."""
+    grad_accum_steps: int = 1,
+) -> TrainStep:
+    """Returns the jitted step. State and metric sums are donated: updated in place, no copies.
+
+    With ``grad_accum_steps`` = n > 1 the batch is split into n microbatches (``split_microbatches``)
+    whose gradients and metric sums are added up in a ``lax.scan``: every microbatch loss is a sum
+    over its tokens divided by the *global* batch's token count, so the summed gradient is the plain
+    step's (without dropout; with dropout each microbatch draws its own masks).
+    """
+    if grad_accum_steps < 1:
+        raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
     dropout_key = jax.random.key(dropout_seed)
     # With LoRA only adapters train: frozen weights get no gradient computation at all.
     trainable = lora.trainable_mask(state_shardings.params)
+    batch_ways = partitioning.data_parallel_size(mesh, rules)
+
+    def loss_fn(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array) -> tuple[jax.Array, MetricSums]:
+        params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+        loss_sum, step_sums = _forward_sums(
+            model,
+            params,
+            batch,
+            num_domains,
+            enable_dropout=True,
+            rngs={"dropout": key},
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+        )
+        return loss_sum / num_tokens, step_sums
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array) -> tuple:
+        rows = batch["decoder_target_tokens"].shape[0]
+        if rows % (grad_accum_steps * batch_ways):
+            raise ValueError(
+                f"train.batch_size={rows} must be divisible by train.grad_accum_steps={grad_accum_steps} times "
+                f"the data-parallel size {batch_ways}, so every microbatch splits evenly over the batch shards"
+            )
+        microbatches = split_microbatches(batch, grad_accum_steps)
+        # Frozen (LoRA base) leaves get no accumulator: their gradient is zero by construction.
+        zero_grads = jax.tree.map(
+            lambda p, t, s: jax.lax.with_sharding_constraint(jnp.zeros_like(p), s) if t else jnp.zeros((), p.dtype),
+            params,
+            trainable,
+            state_shardings.params,
+        )
+        zero_sums = {k: jnp.zeros((num_domains,), jnp.float32) for k in PER_DOMAIN_SUMS}
+
+        def body(carry: tuple, xs: tuple) -> tuple[tuple, None]:
+            grads, loss, sums = carry
+            micro, index = xs
+            (micro_loss, micro_sums), micro_grads = grad_fn(params, micro, jax.random.fold_in(key, index), num_tokens)
+            grads = jax.tree.map(lambda g, m, t: g + m if t else g, grads, micro_grads, trainable)
+            return (grads, loss + micro_loss, jax.tree.map(jnp.add, sums, micro_sums)), None
+
+        init = (zero_grads, jnp.zeros((), jnp.float32), zero_sums)
+        (grads, loss, step_sums), _ = jax.lax.scan(body, init, (microbatches, jnp.arange(grad_accum_steps)))
+        grads = jax.tree.map(lambda g, p, t: g if t else jnp.zeros_like(p), grads, params, trainable)
+        return (loss, step_sums), grads
 
     def train_step(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
         # Dropout randomness is a function of the step alone, so a resumed run draws the same masks.
-        rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
-
-        def loss_fn(params):
-            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
-            loss_sum, step_sums = _forward_sums(
-                model,
-                params,
-                batch,
-                num_domains,
-                enable_dropout=True,
-                rngs=rngs,
-                label_smoothing=label_smoothing,
-                z_loss=z_loss,
-            )
-            # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
-            num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
-            return loss_sum / num_tokens, step_sums
-
-        (loss, step_sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        key = jax.random.fold_in(dropout_key, state.step)
+        # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
+        num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
+        if grad_accum_steps == 1:
+            (loss, step_sums), grads = grad_fn(state.params, batch, key, num_tokens)
+        else:
+            (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         step_sums = {
@@ -148,12 +239,7 @@ def make_train_step(
         out_shardings=(state_shardings, sums_shardings),
         donate_argnums=(0, 1),
     )
-
-    def run(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
-        with partitioning.mesh_context(mesh, rules):
-            return jitted(state, sums, batch)
-
-    return run
+    return TrainStep(jitted=jitted, mesh=mesh, rules=rules, num_domains=num_domains)
 
 
 def make_eval_step(
@@ -187,3 +273,52 @@ def batch_shardings(mesh: Mesh, rules: partitioning.LogicalRules) -> dict[str, A
     """Every batch feature is [batch, length], sharded along the batch dimension."""
     sharding = partitioning.batch_sharding(mesh, rules, 2)
     return {k: sharding for k in BATCH_KEYS}
+
+
+def batch_spec(
+    batch_size: int, max_input_len: int, max_target_len: int, shardings: Mapping[str, Any]
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch the input pipeline produces, as shapes, dtypes and shardings (to compile ahead)."""
+
+    def spec(key: str) -> jax.ShapeDtypeStruct:
+        length = max_input_len if key.startswith("encoder") else max_target_len
+        dtype = jnp.float32 if key == "decoder_loss_weights" else jnp.int32
+        return jax.ShapeDtypeStruct((batch_size, length), dtype, sharding=shardings[key])
+
+    return {k: spec(k) for k in BATCH_KEYS}
+
+
+def memory_footprint(compiled: jax.stages.Compiled) -> dict[str, int]:
+    """Per-device bytes of a compiled step from XLA's memory analysis ({} where the backend has none).
+
+    ``total`` = arguments + outputs - aliased (donated buffers reused for outputs) + temporaries +
+    generated code: what one device must hold while the step runs.
+    """
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    out = {
+        "arguments": stats.argument_size_in_bytes,
+        "outputs": stats.output_size_in_bytes,
+        "aliased": stats.alias_size_in_bytes,
+        "temp": stats.temp_size_in_bytes,
+        "generated_code": stats.generated_code_size_in_bytes,
+    }
+    out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"] + out["generated_code"]
+    return {k: int(v) for k, v in out.items()}
+
+
+def human_bytes(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while abs(n) >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} {units[i]}" if i == 0 else f"{n:.2f} {units[i]}"
+
+
+def memory_line(footprint: Mapping[str, int]) -> str:
+    """One log line: each of memory_footprint's sizes in human units."""
+    if not footprint:
+        return "train step memory: not reported by this backend"
+    sizes = ", ".join(f"{k} {human_bytes(v)}" for k, v in footprint.items() if k != "total")
+    return f"train step memory per device (XLA memory analysis): total {human_bytes(footprint['total'])} = {sizes}"

@@ -124,8 +124,9 @@ def _train_scalars(
     return out
 
 
-def _meta(run: RunSetup, weights: dict[str, float]) -> dict[str, Any]:
+def _meta(run: RunSetup, weights: dict[str, float], extra: dict[str, Any] | None) -> dict[str, Any]:
     return {
+        **(extra or {}),
         "config": json.loads(run.config.to_json_best_effort()),
         "domain_names": run.domain_names,
         "mixture_weights": weights,
@@ -147,6 +148,7 @@ _ARCHITECTURE_FIELDS = (
     "relative_attention_num_buckets",
     "feed_forward_proj",
     "tie_word_embeddings",
+    "scan_layers",  # Stacked vs per-layer params: a different tree.
     "lora_rank",
     "lora_targets",
 )
@@ -225,8 +227,11 @@ def _resume(
     return state
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-    """Trains (or resumes) the student described by `config`, writing everything under `workdir`."""
+def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str, Any] | None = None) -> TrainResult:
+    """Trains (or resumes) the student described by `config`, writing everything under `workdir`.
+
+    `extra_meta` (JSON-able, e.g. the stage scheduler's state) is saved in every checkpoint's meta.
+    """
     os.makedirs(workdir, exist_ok=True)
     cfg = config
     run = setup_run(cfg)
@@ -285,7 +290,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         dropout_seed=cfg.seed + 1,
         label_smoothing=cfg.train.label_smoothing,
         z_loss=cfg.train.z_loss,
+        grad_accum_steps=cfg.train.grad_accum_steps,
     )
+    # Compiled ahead of time so the memory it needs is known before the first step; the loop runs
+    # this very executable (no second compile), which also refuses any batch of another shape.
+    batch_shapes = step_lib.batch_spec(
+        cfg.train.batch_size, cfg.data.max_input_len, cfg.data.max_target_len, run.batch_shardings
+    )
+    train_step = train_step.compile(run.abstract_state, batch_shapes)
+    logging.info("%s", step_lib.memory_line(step_lib.memory_footprint(train_step)))
     evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
     writer = MetricsWriter(workdir)
@@ -342,7 +355,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                     interval_start = time.perf_counter()
                 if step % cfg.train.checkpoint_every == 0 or is_last or preemption.requested:
                     checkpointer.save(
-                        step, state, prefetcher.state, _meta(run, weights), metrics={**last_scalars, **eval_scalars}
+                        step,
+                        state,
+                        prefetcher.state,
+                        _meta(run, weights, extra_meta),
+                        metrics={**last_scalars, **eval_scalars},
                     )
                 if preemption.requested:
                     preempted = True

@@ -1,0 +1,102 @@
+"""IFD scores: how much the input actually helps the student produce its own answer.
+
+IFD(x, y) = PPL(y | x) / PPL(y) (Li et al. 2024, as BalDistill uses it), where y is what the
+*current student* generates for x (greedy, up to `max_new_tokens`), PPL(y | x) the perplexity of
+those tokens given x, and PPL(y) their perplexity given nothing. A high score means the student
+cannot yet use the input to produce the answer: the examples worth buying. Scoring costs no teacher
+budget.
+
+The paper's students are decoder-only, where "no prompt" means the answer alone; for this
+encoder-decoder student it means an empty encoder input (just EOS). Both perplexities are the
+exponential of the mean cross-entropy over y's tokens up to and including its EOS.
+
+Batches are fixed-shape and sharded over the mesh's data axes; each process feeds its slice of every
+global batch and every process ends with all scores, so multi-host selection agrees everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from distill_jax.models.decoding import greedy_decode
+from distill_jax.models.t5 import T5Transformer, shift_right
+from distill_jax.training import partitioning
+from distill_jax.training.run_setup import RunSetup, per_process_batch_size
+
+
+def answer_weights(tokens: jax.Array, eos_id: int) -> jax.Array:
+    """1.0 on generated tokens up to and including the first EOS, 0.0 after (HF-style padding)."""
+    is_eos = (tokens == eos_id).astype(jnp.int32)
+    before_or_at_first_eos = (jnp.cumsum(is_eos, axis=-1) - is_eos) == 0
+    return before_or_at_first_eos.astype(jnp.float32)
+
+
+def mean_answer_ce(model: T5Transformer, params: Any, encoder_tokens: jax.Array, answer: jax.Array) -> jax.Array:
+    """[B] mean cross-entropy of `answer` tokens given `encoder_tokens`."""
+    cfg = model.config
+    logits = model.apply(
+        {"params": params}, encoder_tokens, shift_right(answer, cfg.decoder_start_token_id), enable_dropout=False
+    ).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    ce = -jnp.take_along_axis(logp, answer[..., None], axis=-1)[..., 0]
+    weights = answer_weights(answer, cfg.eos_token_id)
+    return jnp.sum(ce * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
+
+
+def _score_batch(model: T5Transformer, max_new_tokens: int, params: Any, encoder_tokens: jax.Array) -> jax.Array:
+    answer = greedy_decode(model, params, encoder_tokens, max_decode_length=max_new_tokens)
+    no_prompt = jnp.zeros_like(encoder_tokens).at[:, 0].set(model.config.eos_token_id)
+    conditioned = mean_answer_ce(model, params, encoder_tokens, answer)
+    unconditioned = mean_answer_ce(model, params, no_prompt, answer)
+    # log IFD = CE(y|x) - CE(y): the ratio of perplexities, computed without overflowing exp().
+    return conditioned - unconditioned
+
+
+def ifd_scores(
+    run: RunSetup,
+    params: Any,
+    inputs: Sequence[str],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    desc: str = "IFD",
+) -> np.ndarray:
+    """IFD of every input under the student `params` ([len(inputs)] float64, log scale: log PPL ratio).
+
+    Inputs longer than data.max_input_len are cut to it (scoring only ranks candidates).
+    """
+    model, tokenizer = run.model, run.tokenizer
+    max_input_len = run.config.data.max_input_len
+    local = per_process_batch_size(batch_size, run, "distill.ifd_batch_size")
+    sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)
+    score = jax.jit(
+        functools.partial(_score_batch, model, max_new_tokens),
+        in_shardings=(run.shardings.params, sharding),
+        out_shardings=partitioning.batch_sharding(run.mesh, run.rules, 1),
+    )
+    first = jax.process_index() * local
+    out = np.zeros(len(inputs), np.float64)
+    num_batches = math.ceil(len(inputs) / batch_size)
+    for b in tqdm(range(num_batches), desc=desc, unit="batch", disable=jax.process_index() != 0 or num_batches < 2):
+        texts = list(inputs[b * batch_size : (b + 1) * batch_size])
+        mine = texts[first : first + local]
+        tokens = np.zeros((local, max_input_len), np.int32)
+        for row, ids in enumerate(tokenizer.encode_batch(mine)):
+            ids = ids[:max_input_len]
+            ids[-1] = tokenizer.eos_id
+            tokens[row, : len(ids)] = ids
+        global_tokens = jax.make_array_from_process_local_data(sharding, tokens)
+        with partitioning.mesh_context(run.mesh, run.rules):
+            log_ifd = score(params, global_tokens)
+        values = np.asarray(multihost_utils.process_allgather(log_ifd, tiled=True))
+        out[b * batch_size : b * batch_size + len(texts)] = values[: len(texts)]
+    return out

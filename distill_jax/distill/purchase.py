@@ -1,0 +1,124 @@
+"""From teacher responses to training rows: what is kept, what is dropped and why.
+
+BalDistill keeps an annotation only when its final answer agrees with the gold label (the paper
+paid for the rest and dropped them); tail synthesis is not verified in the paper. Here a synthetic
+example is at least self-consistent -- the answer its rationale reaches must be the label it
+states -- and new: an input already in the pool, the eval set or an earlier purchase is dropped.
+Every dropped response is recorded with its reason; the ledger has already charged it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, normalize_answer
+from distill_jax.teachers.base import Request, Response
+from distill_jax.teachers.pool import normalize_input
+
+_CHOICE = re.compile(r"^\s*\(?([A-Za-z])\)?(?=[\s.:)]|$)|\(([A-Za-z])\)")
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+
+DROP_REASONS = {
+    "teacher_failed": "the teacher gave no usable output (after retries); paid",
+    "unavailable": "nothing to ask: no stored output / synthetic examples ran out; not paid",
+    "answer_mismatch": "the annotation's final answer differs from the gold label; paid",
+    "inconsistent_answer": "a synthetic example whose rationale states another answer than its label; paid",
+    "duplicate_input": "a synthetic input already in the pool, the eval set or an earlier purchase; paid",
+    "empty_output": "the synthetic example lacks an input, rationale or answer; paid",
+}
+
+
+def _choice(text: str) -> str | None:
+    match = _CHOICE.search(text.strip())
+    return (match.group(1) or match.group(2)).upper() if match else None
+
+
+def _number(text: str) -> float | None:
+    cleaned = text.strip().strip("$").replace(",", "").rstrip("%")
+    return float(cleaned) if _NUMBER.match(cleaned) else None
+
+
+def answers_agree(answer: str, gold: str) -> bool:
+    """Same final answer? Single-letter golds compare as choices ("(B) Beeswax" == "B"), numbers as
+    numbers ("1,000" == "1000.0"), anything else after SQuAD normalisation."""
+    answer = extract_answer(answer)
+    if re.fullmatch(r"\(?[A-Za-z]\)?", gold.strip()):
+        return _choice(answer) == _choice(gold)
+    a, g = _number(answer), _number(gold)
+    if a is not None and g is not None:
+        return abs(a - g) <= 1e-6 * max(1.0, abs(g))
+    return normalize_answer(answer) == normalize_answer(gold)
+
+
+def states_answer(text: str) -> bool:
+    """Whether a rationale says its final answer ("... the answer is X", "\\boxed{X}"); many end before it."""
+    return any(re.search(p, text, flags=re.IGNORECASE) for p in DEFAULT_ANSWER_PATTERNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropped:
+    request_key: str
+    kind: str
+    domain: str
+    reason: str
+    detail: str = ""
+
+
+def to_training_row(
+    request: Request,
+    response: Response,
+    *,
+    stage: int,
+    check_answers: bool,
+    known_inputs: set[str],
+    score: float | None = None,
+) -> dict[str, Any] | Dropped:
+    """The canonical corpus row (id, domain, input, rationale, target, meta) or why there is none.
+
+    `known_inputs` (normalised) is updated with an accepted synthetic input.
+    """
+
+    def drop(reason: str, detail: str = "") -> Dropped:
+        return Dropped(request.key, request.kind, request.domain, reason, detail)
+
+    if response.status == "unavailable":
+        return drop("unavailable", response.error)
+    if response.status == "failed":
+        return drop("teacher_failed", response.error)
+    meta = dict(stage=stage, kind=request.kind, request_key=request.key)
+    if request.kind == "annotate":
+        example = request.example
+        gold = example.answer
+        if check_answers and gold is not None and not answers_agree(response.answer, gold):
+            return drop("answer_mismatch", f"teacher {response.answer!r} vs gold {gold!r}")
+        if score is not None:
+            meta["ifd"] = score
+        return dict(
+            id=example.id,
+            domain=example.domain,
+            input=example.input,
+            rationale=response.rationale,
+            target=gold if gold is not None else response.answer,
+            meta=meta,
+        )
+    if not (response.input.strip() and response.rationale.strip() and response.answer.strip()):
+        return drop("empty_output")
+    if check_answers and states_answer(response.rationale) and not answers_agree(response.rationale, response.answer):
+        return drop(
+            "inconsistent_answer",
+            f"rationale reaches {extract_answer(response.rationale)!r}, label {response.answer!r}",
+        )
+    normalized = normalize_input(response.input)
+    if normalized in known_inputs:
+        return drop("duplicate_input", response.input[:80])
+    known_inputs.add(normalized)
+    return dict(
+        id=f"synthetic/{request.domain}/{request.index:06d}",
+        domain=request.domain,
+        input=response.input,
+        rationale=response.rationale,
+        target=response.answer,
+        meta=meta,
+    )

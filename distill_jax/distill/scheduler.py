@@ -1,0 +1,542 @@
+"""The BalDistill stage loop, one method at a time, resumable at every phase.
+
+For each method (WORKDIR/<method>/) and stage i = 0..K-1:
+
+  plan     quotas n_{i,d} from the balancing policy and the stage budget; head/tail split; head
+           domains pick their examples (IFD under the previous stage's student, or at random); tail
+           domains take what their pool has left and ask the teacher to synthesize the rest.
+  buy      the requests go to the teacher in chunks, each reserved in the ledger before it is sent;
+           responses become training rows (answers checked) or dropped records with a reason.
+  prepare  the purchases of stages 0..i become one prepared shard set (cumulative training data).
+  train    the student continues from the previous stage on it, with mixture weights from the
+           cumulative quotas (a domain short of its quota is sampled more: repeated, not padded);
+           the trainer evaluates per domain at the end of the stage.
+
+The plan is saved before anything is bought, and every phase ends by saving the state file
+(atomically), so a killed run re-planned nothing and paid nothing twice: buying again re-issues
+already-charged requests, which the ledger does not charge again and the teachers answer from
+their stores/caches. The scheduler state is also written into every training checkpoint's meta.
+
+Multi-host: every process runs this loop (IFD scoring and training are collective); only process
+0 talks to the teacher and writes files, and the others read them after a barrier, so the workdir
+must be on a filesystem all hosts see (as Orbax checkpoints already require).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from distill_jax import atomic
+from distill_jax.data.corpus import FieldMapping
+from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+from distill_jax.distill import balancing, ifd, purchase, report
+from distill_jax.distill.ledger import Ledger
+from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
+from distill_jax.teachers.base import Example, Request, Teacher
+from distill_jax.teachers.pool import estimate_tokens, normalize_input
+from distill_jax.training import trainer
+from distill_jax.training.metrics_writer import MetricsWriter
+from distill_jax.training.run_setup import setup_run
+
+STATE_FILE = "scheduler_state.json"
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after checkpointing; re-running the same command resumes."""
+
+
+def make_teacher(config: ml_collections.ConfigDict, workdir: str) -> Teacher:
+    """The teacher named by config.teacher.kind."""
+    t = config.teacher
+    if t.kind == "pool":
+        from distill_jax.teachers.pool import PoolTeacher
+
+        if not t.pool_outputs and not t.pool_synthetic:
+            raise ValueError(
+                "teacher.kind=pool needs --config.teacher.pool_outputs and/or teacher.pool_synthetic files"
+            )
+        return PoolTeacher(
+            t.pool_outputs,
+            t.pool_synthetic,
+            fields=dict(t.pool_fields),
+            synthetic_answer=t.pool_synthetic_answer,
+            rejects_path=os.path.join(workdir, "teacher_pool_rejects.jsonl"),
+        )
+    if t.kind == "program":
+        from distill_jax.teachers.program import ProgramTeacher
+
+        # The generated pool and test files carry the true rationales; synthesis avoids all their inputs.
+        files = t.pool_outputs or ",".join(p for p in (config.distill.pool, config.distill.eval_data) if p)
+        return ProgramTeacher(files, seed=config.seed)
+    if t.kind == "openai":
+        from distill_jax.teachers import openai
+
+        return openai.from_config(t, workdir)
+    if t.kind == "local":
+        from distill_jax.teachers import local
+
+        return local.from_config(t, workdir)
+    raise ValueError(f"teacher.kind={t.kind!r}: use pool, openai, local or program")
+
+
+def _split(spec: str) -> list[str]:
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    if _is_main():
+        atomic.write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
+    if _is_main():
+        atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclasses.dataclass
+class Setting:
+    """What every method shares: the config, the pool, the eval data, the teacher."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    pool: Pool  # Candidates, eval hold-out removed.
+    eval_dir: str
+    known_inputs: set[str]  # Normalised inputs of pool and eval: synthetic examples must be new.
+    teacher: Teacher
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.pool)
+
+    @property
+    def pool_sizes(self) -> dict[str, int]:
+        return {d: len(v) for d, v in self.pool.items()}
+
+
+def prepare_setting(config: ml_collections.ConfigDict, workdir: str) -> Setting:
+    """Loads the pool, splits/prepares the eval set, opens the teacher. Idempotent."""
+    d = config.distill
+    os.makedirs(workdir, exist_ok=True)
+    fields = dict(d.pool_fields)
+    default_domain = config.prepare.default_domain
+    pool = load_examples(
+        _split(d.pool), fields, default_domain=default_domain, rejects_path=os.path.join(workdir, "pool_rejects.jsonl")
+    )
+    if d.eval_data:
+        held = load_examples(
+            _split(d.eval_data),
+            fields,
+            default_domain=default_domain,
+            rejects_path=os.path.join(workdir, "eval_rejects.jsonl"),
+        )
+    else:
+        pool, held = split_holdout(pool, d.eval_holdout_per_domain, config.seed)
+    eval_rows = os.path.join(workdir, "eval_rows.jsonl")
+    eval_dir = os.path.join(workdir, "eval_data")
+    if _is_main():
+        write_eval_rows(eval_rows, held)
+        options = dataclasses.replace(PrepareOptions.from_config(config), mapping=FieldMapping(), progress=False)
+        prepare_corpus([eval_rows], eval_dir, options, overwrite=True)
+    _barrier("distill-eval-prepared")
+    known = {normalize_input(e.input) for group in (pool, held) for examples in group.values() for e in examples}
+    logging.info(
+        "Pool: %d examples in %d domains %s; eval: %d examples.",
+        sum(len(v) for v in pool.values()),
+        len(pool),
+        {k: len(v) for k, v in sorted(pool.items(), key=lambda kv: -len(kv[1]))},
+        sum(len(v) for v in held.values()),
+    )
+    return Setting(config, workdir, pool, eval_dir, known, make_teacher(config, workdir))
+
+
+class MethodRun:
+    """One method's stages under WORKDIR/<method>."""
+
+    def __init__(self, setting: Setting, method: balancing.Method):
+        self.s = setting
+        self.cfg = setting.config
+        self.method = method
+        self.dir = os.path.join(setting.workdir, method.name)
+        self.train_dir = os.path.join(self.dir, "train")
+        os.makedirs(self.dir, exist_ok=True)
+        d = self.cfg.distill
+        self.num_stages = int(d.stages)
+        if self.num_stages < 1:
+            raise ValueError(f"distill.stages must be >= 1, got {d.stages}")
+        self.ledger = Ledger(os.path.join(self.dir, "ledger.jsonl"), float(d.budget), d.budget_unit)
+        state_path = os.path.join(self.dir, STATE_FILE)
+        if os.path.exists(state_path):
+            with open(state_path, encoding="utf-8") as f:
+                self.state = json.load(f)
+        else:
+            self.state = {"method": method.name, "stage": 0, "phase": "plan", "stages": [], "synthetic_next": {}}
+
+    # ------------------------------------------------------------------------------------ state
+
+    def _save(self, phase: str, stage: int | None = None) -> None:
+        self.state["phase"] = phase
+        if stage is not None:
+            self.state["stage"] = stage
+        self.state["ledger"] = self.ledger.summary()
+        _write_json(os.path.join(self.dir, STATE_FILE), self.state)
+        _barrier(f"distill-{self.method.name}-{self.state['stage']}-{phase}")
+
+    def _stage_dir(self, stage: int) -> str:
+        path = os.path.join(self.dir, f"stage_{stage}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def _taken_ids(self) -> set[str]:
+        """Pool examples planned for annotation in any stage so far: they have left the pool."""
+        return {item[0] for st in self.state["stages"] for ids in st["annotate"].values() for item in ids}
+
+    def _remaining(self) -> dict[str, list[Example]]:
+        taken = self._taken_ids()
+        return {d: [e for e in examples if e.id not in taken] for d, examples in self.s.pool.items()}
+
+    # ------------------------------------------------------------------------------------ steps
+
+    def _unit_cost(self) -> float:
+        """Budget units one request costs on average (calls: 1; tokens: as billed so far, else the cap)."""
+        if self.ledger.unit == "calls":
+            return 1.0
+        return self.ledger.mean_charge() or float(self.cfg.teacher.max_tokens)
+
+    def _train_steps_until(self, cumulative_examples: float) -> int:
+        d, batch = self.cfg.distill, self.cfg.train.batch_size
+        return max(int(d.min_steps_per_stage), math.ceil(d.epochs_per_stage * cumulative_examples / batch))
+
+    def _target_step(self, stage: int) -> int:
+        """Global step at which `stage`'s training ends: each stage trains epochs over its cumulative data."""
+        cumulative = 0
+        total = 0
+        for st in self.state["stages"][: stage + 1]:
+            cumulative += sum(st["quotas"].values())
+            total += self._train_steps_until(cumulative)
+        return total
+
+    def _schedule_steps(self) -> int:
+        """The whole run's steps if every stage spends its share: the LR schedule's length, fixed at stage 0."""
+        per_stage = self.cfg.distill.budget / self._unit_cost() / self.num_stages
+        return sum(self._train_steps_until(per_stage * (i + 1)) for i in range(self.num_stages))
+
+    # ------------------------------------------------------------------------------------- plan
+
+    def _student_ifd(self, stage: int, candidates: list[Example]) -> np.ndarray:
+        d = self.cfg.distill
+        previous = self._stage_dir(stage - 1)
+        run = setup_run(self._train_config(stage - 1), train_dir=os.path.join(previous, "train_data"))
+        params, step = trainer.restore_params(run, self.train_dir)
+        logging.info(
+            "[%s] stage %d: IFD of %d candidates under the student of step %d.",
+            self.method.name,
+            stage,
+            len(candidates),
+            step,
+        )
+        return ifd.ifd_scores(
+            run,
+            params,
+            [e.input for e in candidates],
+            batch_size=int(d.ifd_batch_size),
+            max_new_tokens=int(d.ifd_max_new_tokens),
+            desc=f"IFD stage {stage}",
+        )
+
+    def _plan(self, stage: int) -> dict[str, Any]:
+        d = self.cfg.distill
+        rng = np.random.default_rng([int(self.cfg.seed), stage, sum(map(ord, self.method.name))])
+        remaining = self._remaining()
+        left = {dom: len(v) for dom, v in remaining.items()}
+        budget_units = balancing.stage_budget(float(d.budget), self.ledger.spent, stage, self.num_stages)
+        stage_examples = int(budget_units // self._unit_cost())
+        quotas = balancing.stage_quotas(
+            self.method.policy,
+            stage=stage,
+            num_stages=self.num_stages,
+            stage_budget=stage_examples,
+            pool_sizes=self.s.pool_sizes,
+            remaining=left,
+            rng=rng,
+        )
+        head, tail = balancing.split_head_tail(quotas, left)
+        annotate: dict[str, list[list[Any]]] = {}
+        synthesize: dict[str, list[int]] = {}
+        # Head: IFD selection needs a student, so stage 0 (and the random-selection methods) sample.
+        use_ifd = self.method.selection == "ifd" and stage > 0 and bool(self.state["stages"][stage - 1].get("eval"))
+        scored: list[Example] = []
+        for dom in head:
+            if quotas[dom] == 0:
+                continue
+            order = list(rng.permutation(left[dom]))
+            if use_ifd:
+                cap = int(d.ifd_max_candidates)
+                # Never fewer candidates than the quota: a cap below it would leave budget unspent.
+                cands = [remaining[dom][i] for i in (order[: max(cap, quotas[dom])] if cap else order)]
+                scored.extend(cands)
+            else:
+                annotate[dom] = [[remaining[dom][i].id, None] for i in order[: quotas[dom]]]
+        if scored:
+            scores = self._student_ifd(stage, scored)
+            by_domain: dict[str, list[tuple[float, Example]]] = {}
+            for e, score in zip(scored, scores):
+                by_domain.setdefault(e.domain, []).append((float(score), e))
+            for dom, pairs in by_domain.items():
+                pairs.sort(key=lambda p: -p[0])  # Stable: ties keep the random candidate order.
+                annotate[dom] = [[e.id, score] for score, e in pairs[: quotas[dom]]]
+        for dom in tail:
+            annotate[dom] = [[e.id, None] for e in remaining[dom]]
+            if self.method.synthesize:
+                start = int(self.state["synthetic_next"].get(dom, 0))
+                synthesize[dom] = [start, quotas[dom] - left[dom]]
+                self.state["synthetic_next"][dom] = start + quotas[dom] - left[dom]
+        return dict(
+            stage=stage,
+            budget=budget_units,
+            quotas=quotas,
+            head=head,
+            tail=tail,
+            selection="ifd" if use_ifd else "random",
+            annotate=annotate,
+            synthesize=synthesize,
+        )
+
+    # -------------------------------------------------------------------------------------- buy
+
+    def _requests(self, plan: dict[str, Any]) -> tuple[list[Request], dict[str, float | None]]:
+        by_id = {e.id: e for examples in self.s.pool.values() for e in examples}
+        requests, scores = [], {}
+        for dom in sorted(plan["annotate"]):
+            for example_id, score in plan["annotate"][dom]:
+                request = Request("annotate", dom, example=by_id[example_id])
+                requests.append(request)
+                scores[request.key] = score
+        seeds_per_request = int(self.cfg.distill.synthesis_seeds)
+        for dom in sorted(plan["synthesize"]):
+            start, count = plan["synthesize"][dom]
+            examples = self.s.pool[dom]
+            for index in range(start, start + count):
+                pick = np.random.default_rng([int(self.cfg.seed), index, len(dom)]).permutation(len(examples))
+                seeds = tuple(examples[i] for i in pick[:seeds_per_request])
+                requests.append(Request("synthesize", dom, seeds=seeds, index=index))
+        return requests, scores
+
+    def _reservation(self, request: Request) -> float:
+        if self.ledger.unit == "calls":
+            return 1.0
+        # An upper bound on what the call can bill: prompt (~2 chars/token is generous) + completion cap.
+        text = (request.example.input if request.example else "") + "".join(s.input for s in request.seeds)
+        return float(estimate_tokens(text) * 2 + 256 + int(self.cfg.teacher.max_tokens))
+
+    def _previous_inputs(self, stage: int) -> set[str]:
+        inputs = set()
+        for j in range(stage):
+            path = os.path.join(self._stage_dir(j), "purchased.jsonl")
+            inputs |= {normalize_input(r["input"]) for r in _read_jsonl(path)}
+        return inputs
+
+    def _buy(self, plan: dict[str, Any]) -> None:
+        stage = plan["stage"]
+        out = self._stage_dir(stage)
+        if _is_main():
+            requests, scores = self._requests(plan)
+            known = self.s.known_inputs | self._previous_inputs(stage)
+            rows: list[dict[str, Any]] = []
+            dropped: list[dict[str, Any]] = []
+            chunk = int(self.cfg.distill.request_chunk)
+            sent = 0
+            for start in range(0, len(requests), chunk):
+                batch = requests[start : start + chunk]
+                allowed = self.ledger.reserve(batch, [self._reservation(r) for r in batch], stage)
+                responses = self.s.teacher.complete(allowed)
+                self.ledger.settle(responses)
+                sent += len(allowed)
+                for request, response in zip(allowed, responses):
+                    result = purchase.to_training_row(
+                        request,
+                        response,
+                        stage=stage,
+                        check_answers=bool(self.cfg.distill.check_answers),
+                        known_inputs=known,
+                        score=scores.get(request.key),
+                    )
+                    if isinstance(result, purchase.Dropped):
+                        dropped.append(dataclasses.asdict(result))
+                    else:
+                        rows.append(result)
+                if len(allowed) < len(batch):
+                    logging.warning(
+                        "[%s] stage %d: budget exhausted after %d of %d requests.",
+                        self.method.name,
+                        stage,
+                        sent,
+                        len(requests),
+                    )
+                    break
+            _write_jsonl(os.path.join(out, "dropped.jsonl"), dropped)
+            _write_jsonl(os.path.join(out, "purchased.jsonl"), rows)
+            logging.info(
+                "[%s] stage %d: %d requests, %d rows kept, %d dropped %s; spent %.0f of %.0f %s.",
+                self.method.name,
+                stage,
+                sent,
+                len(rows),
+                len(dropped),
+                _count(d["reason"] for d in dropped),
+                self.ledger.spent,
+                self.ledger.budget,
+                self.ledger.unit,
+            )
+
+    # ---------------------------------------------------------------------------- prepare/train
+
+    def _prepare(self, stage: int) -> None:
+        inputs = [os.path.join(self._stage_dir(j), "purchased.jsonl") for j in range(stage + 1)]
+        if _is_main():
+            options = dataclasses.replace(PrepareOptions.from_config(self.cfg), mapping=FieldMapping(), progress=False)
+            prepare_corpus(inputs, os.path.join(self._stage_dir(stage), "train_data"), options, overwrite=True)
+
+    def _cumulative_quotas(self, stage: int) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for st in self.state["stages"][: stage + 1]:
+            for dom, n in st["quotas"].items():
+                total[dom] = total.get(dom, 0) + int(n)
+        return total
+
+    def _train_config(self, stage: int) -> ml_collections.ConfigDict:
+        cfg = copy.deepcopy(self.cfg)
+        data_dir = os.path.join(self._stage_dir(stage), "train_data")
+        cfg.data.train_dir = data_dir
+        cfg.data.eval_dir = self.s.eval_dir
+        cfg.data.domains = ",".join(self.s.domains)
+        present = set()
+        manifest_path = os.path.join(data_dir, "manifest.json")
+        if os.path.exists(manifest_path):
+            with open(manifest_path, encoding="utf-8") as f:
+                present = set(json.load(f)["domains"])
+        cfg.data.mixture = "explicit"
+        # Quota, not rows: a domain whose purchases fell short of its quota is sampled more often.
+        cfg.data.domain_weights = ml_collections.ConfigDict(
+            {dom: float(n) for dom, n in self._cumulative_quotas(stage).items() if dom in present and n > 0}
+        )
+        cfg.train.steps = self._target_step(stage)
+        cfg.optimizer.schedule_steps = int(self.state["schedule_steps"])
+        cfg.eval.every = 0  # The stage's eval happens at its last step.
+        return cfg
+
+    def _train(self, stage: int) -> dict[str, Any]:
+        cfg = self._train_config(stage)
+        if not cfg.data.domain_weights:
+            logging.warning("[%s] stage %d: nothing to train on yet; skipping training.", self.method.name, stage)
+            return {}
+        logging.info(
+            "[%s] stage %d: training to step %d on %s",
+            self.method.name,
+            stage,
+            cfg.train.steps,
+            {k: int(v) for k, v in cfg.data.domain_weights.items()},
+        )
+        result = trainer.train(cfg, self.train_dir, extra_meta={"scheduler": self.state})
+        if result.preempted:
+            raise Preempted(f"[{self.method.name}] stage {stage}: preempted at step {result.step}")
+        self._log_stage_scalars(stage, result.step)
+        return dict(step=result.step, per_domain=result.eval_per_domain)
+
+    def _log_stage_scalars(self, stage: int, step: int) -> None:
+        st = self.state["stages"][stage]
+        weights = self._cumulative_quotas(stage)
+        total = max(sum(weights.values()), 1)
+        scalars = {"distill/stage": stage, "distill/budget_spent": self.ledger.spent}
+        scalars.update({f"distill/quota/{d}": n for d, n in st["quotas"].items()})
+        scalars.update({f"distill/mixture_weight/{d}": n / total for d, n in weights.items()})
+        writer = MetricsWriter(self.train_dir)
+        writer.write(step, scalars)
+        writer.close()
+
+    # ------------------------------------------------------------------------------------- loop
+
+    def run(self) -> dict[str, Any]:
+        stage = int(self.state["stage"])
+        while stage < self.num_stages:
+            phase = self.state["phase"]
+            if phase == "plan":
+                plan = self._plan(stage)
+                self.state["stages"] = self.state["stages"][:stage] + [plan]
+                if stage == 0:
+                    self.state["schedule_steps"] = self._schedule_steps()
+                self._save("buy", stage)
+            elif phase == "buy":
+                self._buy(self.state["stages"][stage])
+                self._save("prepare")
+            elif phase == "prepare":
+                self._prepare(stage)
+                self._save("train")
+            elif phase == "train":
+                self.state["stages"][stage]["eval"] = self._train(stage)
+                self.state["stages"][stage]["spent_after"] = self.ledger.spent
+                stage += 1
+                self._save("plan" if stage < self.num_stages else "done", stage)
+            else:
+                raise ValueError(f"{self.dir}/{STATE_FILE}: unknown phase {phase!r}")
+        return self.state
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs every configured method at the same budget, then writes the comparison report.
+
+    Returns the report (see distill.report). Raises Preempted when training stopped on SIGTERM.
+    """
+    methods = [balancing.get_method(m) for m in _split(config.distill.methods)]
+    if not methods:
+        raise ValueError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
+    setting = prepare_setting(config, workdir)
+    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        for method in methods:
+            run = MethodRun(setting, method)
+            try:
+                states[method.name] = run.run()
+            finally:
+                run.close()
+            if _is_main():  # After each method, so a long comparison shows its finished methods early.
+                result = report.write_report(workdir, states, setting.pool_sizes, config)
+    finally:
+        setting.teacher.close()
+    _barrier("distill-report")
+    return result if _is_main() else {}

@@ -1,0 +1,11 @@
+"""Teachers: one interface (`base.Teacher`) for every source of teacher outputs.
+
+  base.py     requests, responses and the `Teacher` protocol the stage scheduler calls.
+  pool.py     stored, pre-generated teacher outputs on disk (the main offline mode).
+  program.py  the demo's teacher: knows the generated tasks' answers and can make new examples.
+  openai.py   any OpenAI-compatible chat-completions endpoint, with a persistent response cache.
+  local.py    a bigger seq2seq checkpoint of this project, decoding with the `generate` job.
+
+Teachers only produce and parse outputs; spending is metered by `distill.ledger`, and checking
+an annotation against the gold answer is the scheduler's job.
+"""

@@ -1,0 +1,96 @@
+"""What a teacher is asked and what it answers.
+
+A request is either *annotate* (write a rationale and final answer for an existing pool example,
+given its gold answer when there is one) or *synthesize* (write a new example of a domain, with
+rationale and answer, from a few seed examples of that domain). Every request has a stable key, a
+hash of its content: the budget ledger and the response caches are keyed by it, so re-issuing a
+request after a crash is recognised as the same purchase and never paid twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+RequestKind = Literal["annotate", "synthesize"]
+# ok: usable output. failed: the teacher was asked but gave nothing usable (after retries; `error`
+# says why) -- it may have been paid for. unavailable: there was nothing to ask (e.g. a stored pool
+# holds no output for this input, or its synthetic examples for the domain ran out) -- never paid.
+Status = Literal["ok", "failed", "unavailable"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A pool example: what the student sees as input, and the gold answer when the data has one."""
+
+    id: str
+    domain: str
+    input: str
+    answer: str | None = None
+    # A reference rationale the data already has (eval sets): scored against, never sent to a teacher.
+    rationale: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    kind: RequestKind
+    domain: str
+    example: Example | None = None  # annotate: the example to annotate.
+    seeds: tuple[Example, ...] = ()  # synthesize: examples of the domain to imitate.
+    index: int = 0  # synthesize: ordinal of the new example within its domain (keeps keys distinct).
+
+    def __post_init__(self):
+        if self.kind == "annotate" and self.example is None:
+            raise ValueError("an annotate request needs the example to annotate")
+
+    @property
+    def key(self) -> str:
+        """Stable content hash (hex SHA-256): same request, same key, across processes and runs."""
+        ex = self.example
+        payload = {
+            "kind": self.kind,
+            "domain": self.domain,
+            "example": None if ex is None else [ex.id, ex.input, ex.answer],
+            "seeds": [[s.id, s.input, s.answer] for s in self.seeds],
+            "index": self.index,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Response:
+    """A teacher's answer to one request.
+
+    For annotate, `input` repeats the example's input; for synthesize it is the new example's input.
+    `answer` is the teacher's own final answer (for synthesize, the new example's label).
+    `tokens` is what the provider billed (prompt + completion) when it says so, else an estimate.
+    `cached`: answered from a response cache, so nothing was spent now; `tokens` is still what the
+    original call was billed.
+    """
+
+    request_key: str
+    status: Status
+    input: str = ""
+    rationale: str = ""
+    answer: str = ""
+    tokens: int = 0
+    error: str = ""
+    cached: bool = False
+
+
+class Teacher(Protocol):
+    """One interface for stored pools, HTTP endpoints and local models.
+
+    `complete` answers every request, in order, and never raises for one request's failure (that is
+    a `failed` response with the reason); it raises only when the teacher cannot work at all (e.g. a
+    missing API key or unreadable pool file), before anything is spent.
+    """
+
+    name: str
+
+    def complete(self, requests: Sequence[Request]) -> list[Response]: ...
+
+    def close(self) -> None: ...
