@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -103,6 +104,11 @@ def timed_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (pages the kernel mapped and zeroed on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def median(times: Sequence[float]) -> float:

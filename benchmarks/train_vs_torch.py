@@ -15,7 +15,8 @@ Figures: median step time over N steps after W warm-up steps (each framework in 
 tokens/s = batch x (S + T) / step time (every row is full, so all are real tokens), model FLOP/s =
 ``t5_config.flops_per_token`` x target tokens/s, and that divided by the peak: MFU (peak from
 ``trainer.PEAK_FLOPS_BY_DEVICE_KIND`` on accelerators, the matmul probe on CPU) and % of the
-probe's measured matmul peak (always).
+probe's measured matmul peak (always). Also the process's minor page faults per step of each side:
+memory the allocator hands back to the kernel and faults in again every step is a CPU cost of its own.
 """
 
 from __future__ import annotations
@@ -146,12 +147,17 @@ def measure_size(
         state, sums = ours.compiled(state, sums, device_batches[next(calls) % len(device_batches)])
         jax.block_until_ready((state, sums))
 
+    faults = [harness.page_faults()]
     ours_times = harness.timed_calls(ours_step, warmup, preset.steps)
+    faults.append(harness.page_faults())
     torch_times = harness.timed_calls(
         lambda: loop(torch_batches[next(calls) % len(torch_batches)]), warmup, preset.steps
     )
+    faults.append(harness.page_faults())
     ours_row = _throughput(harness.median(ours_times), preset, model_config, peak, probe)
     torch_row = _throughput(harness.median(torch_times), preset, model_config, peak, probe)
+    ours_row["page_faults_per_step"] = (faults[1] - faults[0]) / (warmup + preset.steps)
+    torch_row["page_faults_per_step"] = (faults[2] - faults[1]) / (warmup + preset.steps)
     return dict(
         size=size,
         num_params=num_params(model_config),
@@ -180,6 +186,8 @@ COLUMNS = (
     ("torch MFU", "torch_mfu", ".1%"),
     ("ours %peak", "ours_pct_of_matmul_peak", ".0f"),
     ("torch %peak", "torch_pct_of_matmul_peak", ".0f"),
+    ("ours faults/step", "ours_page_faults_per_step", ",.0f"),
+    ("torch faults/step", "torch_page_faults_per_step", ",.0f"),
 )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 # mkstemp/mkdtemp create owner-only (0600/0700) entries; results should get the usual permissions.
 # Read once at import (os.umask can only be read by setting it).
@@ -46,3 +49,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any], **dumps_kwargs: Any) -> None:
+    """One JSON value per line (UTF-8, not ASCII-escaped), written atomically like `write_text`."""
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False, **dumps_kwargs) + "\n" for r in rows))

@@ -9,7 +9,6 @@ evaluation when the data has no test split (BalDistill's multi-choice QA pool).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,7 +64,7 @@ def load_examples(
     if rejects:
         logging.warning("%d pool rows unusable (first: %s)", len(rejects), rejects[0])
     if rejects_path:
-        atomic.write_text(rejects_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+        atomic.write_jsonl(rejects_path, rejects)
     if not pool:
         raise ValueError(f"no usable examples in {', '.join(paths)} (see {rejects_path or 'the log'})")
     return pool
@@ -108,5 +107,5 @@ def write_eval_rows(path: str, examples: Pool) -> int:
     ]
     if not rows:
         raise ValueError("the evaluation examples have no gold answers: map distill.pool_fields.answer")
-    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic.write_jsonl(path, rows)
     return len(rows)

@@ -110,7 +110,7 @@ def _write_json(path: str, obj: Any) -> None:
 
 def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
     if _is_main():
-        atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+        atomic.write_jsonl(path, rows, sort_keys=True)
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:

@@ -180,7 +180,7 @@ def _chunk_path(output_dir: str, chunk: int) -> str:
 
 
 def _write_chunk(path: str, rows: list[dict[str, Any]]) -> None:
-    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic.write_jsonl(path, rows)
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -240,7 +240,7 @@ def merge_chunks(output_dir: str, num_chunks: int, num_examples: int) -> str:
         )
     rows.sort(key=lambda r: r["id"])
     path = os.path.join(output_dir, PREDICTIONS_FILE)
-    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic.write_jsonl(path, rows)
     return path
 
 

@@ -64,7 +64,7 @@ class LocalTeacher:
         os.makedirs(work)
         rows = [dict(id=r.key, domain=r.domain, input=self._prompt(r), target="-") for r in requests]
         data = os.path.join(work, "requests.jsonl")
-        atomic.write_text(data, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        atomic.write_jsonl(data, rows)
         summary = generate(
             self.checkpoint,
             data,

@@ -11,7 +11,6 @@ reason, to a rejects file (never dropped silently).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -103,7 +102,7 @@ class PoolTeacher:
                 f"; all listed in {rejects_path}" if rejects_path else "",
             )
             if rejects_path:
-                atomic.write_text(rejects_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+                atomic.write_jsonl(rejects_path, rejects)
         logging.info(
             "Pool teacher: %d stored annotations, synthetic examples per domain %s.",
             len(self._annotations),

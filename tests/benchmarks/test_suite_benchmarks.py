@@ -44,6 +44,7 @@ def test_train_vs_torch_smallest(load, tmp_path):
         assert len(row[side]["step_times_s"]) == 1
         for key in ("step_s", "tokens_per_s", "model_tflops", "mfu", "pct_of_matmul_peak"):
             assert row[side][key] > 0, (side, key)
+        assert row[side]["page_faults_per_step"] >= 0
         assert row[side]["tokens_per_s"] == pytest.approx(8 * 32 / row[side]["step_s"])
     assert row["ratio"] == pytest.approx(row["torch"]["step_s"] / row["ours"]["step_s"])
 
