@@ -46,6 +46,8 @@ PRESETS = {
     "small": Preset(batch_size=8, input_len=64, target_len=64, steps=5),
     "base": Preset(batch_size=32, input_len=512, target_len=256, steps=10),
 }
+# Variables that change the figures: allocator behaviour, XLA options, thread counts.
+_ENVIRONMENT = ("GLIBC_TUNABLES", "LD_PRELOAD", "XLA_FLAGS", "OMP_NUM_THREADS", "JAX_PLATFORMS")
 _VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "torch", "transformers")
 
 
@@ -76,6 +78,7 @@ def machine_info() -> dict[str, Any]:
         jax_backend=jax.default_backend(),
         jax_devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         load_average_before=list(os.getloadavg()),
+        environment={k: os.environ[k] for k in _ENVIRONMENT if k in os.environ},
     )
 
 
