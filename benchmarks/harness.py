@@ -164,14 +164,16 @@ def build_trainer_step(
     input_len: int,
     target_len: int,
     num_domains: int,
+    devices: Sequence[jax.Device] | None = None,
 ) -> tuple[TrainerStep, TrainState]:
     """The step and the initial state exactly as ``trainer.train`` builds them from ``config``.
 
     Mesh, optimizer and shardings as in ``run_setup.setup_run``; the state from
     ``create_train_state``; the step from ``step.make_train_step`` with the config's loss settings,
-    compiled ahead of time for the batch shape (state and metric sums donated).
+    compiled ahead of time for the batch shape (state and metric sums donated). ``devices``: the mesh's
+    devices (all by default).
     """
-    mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
     tx = optimizers.make_optimizer(config.optimizer, config.optimizer.get("schedule_steps", 0) or config.train.steps)
     abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)

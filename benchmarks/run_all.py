@@ -1,11 +1,12 @@
-"""The issue-8 suite in one command: train step vs PyTorch, input pipeline, checkpointing, decoding.
+"""The issue-8 suite in one command: train step vs PyTorch, input pipeline, checkpointing, decoding, scaling.
 
     python benchmarks/run_all.py [--json suite.json]                        # CPU: a few minutes
     python benchmarks/run_all.py --size base --dtype bfloat16 --json base.json   # a GPU run
 
 Without ``--size`` it runs the CPU suite: train step tiny and small, input pipeline with the tiny
-consumer, save/restore tiny and small, async-save overhead tiny, decoding tiny. ``--size S`` runs
-everything at S. Each part prints its own table as it finishes; at the end one table lists every
+consumer, save/restore tiny and small, async-save overhead tiny, decoding tiny, and scaling over
+1-8 devices at tiny (a subprocess: on CPU it needs 8 virtual devices, which must be set before JAX
+starts and would change every other part's figures). ``--size S`` runs everything at S. Each part prints its own table as it finishes; at the end one table lists every
 headline figure against its issue-8 target, and ``--json`` gets every part's full report under
 one header (command, machine with the load average before and after, versions).
 """
@@ -13,7 +14,9 @@ one header (command, machine with the load average before and after, versions).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -26,7 +29,9 @@ import input_pipeline
 import jax
 import train_vs_torch
 
-PARTS = ("train", "pipeline", "checkpoint", "decode")
+from distill_jax.process_env import reexec_with_malloc_tuning
+
+PARTS = ("train", "pipeline", "checkpoint", "decode", "scaling")
 TRAIN_TARGETS = {"tiny": 2.0, "small": 1.5}  # ours/torch tokens/s.
 PIPELINE_TARGET = 5.0  # Loader batches/s over the step's.
 CHECKPOINT_TARGET_PCT = 3.0  # Async-save overhead, % of step time.
@@ -57,6 +62,13 @@ def run_parts(size: str | None, dtype: str, parts: Sequence[str], smoke: bool, w
         batch_sizes, tokens, repeats = ([1], 3, 1) if smoke else ([1, 64], 32, 3)
         print("decode: method, batch, ours tok/s, generate tok/s, ours/generate, ours compile s", flush=True)
         out["decode"] = decode.run(first, batch_sizes, tokens, repeats)
+    if "scaling" in parts:
+        shape = ["--batch_size", "8", "--input_len", "16", "--target_len", "16", "--steps", "1"] if smoke else []
+        path = os.path.join(workdir, "scaling.json")
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling.py")
+        subprocess.run([sys.executable, script, "--size", first, *shape, "--json", path], check=True)
+        with open(path) as f:
+            out["scaling"] = json.load(f)["scaling"]
     return out
 
 
@@ -151,6 +163,17 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, str]]:
                 DECODE_TARGET,
             )
         )
+    for r in report.get("scaling", {}).get("rows", []):
+        diffs = "" if r["devices"] == 1 else f"; loss/param diff {r['max_loss_diff']:.0e}/{r['max_param_diff']:.0e}"
+        rows.append(
+            dict(
+                part="scaling",
+                setting=f"{r['devices']} dev, {r['layout']} {r['mesh']}",
+                metric="tokens/s (vs 1 device)",
+                ours=f"{r['tokens_per_s']:,.0f}",
+                reference=f"x{r['speedup']:.2f}{diffs}",
+            )
+        )
     return rows
 
 
@@ -185,4 +208,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    reexec_with_malloc_tuning(sys.argv)  # The figures are measured as the CLI runs: with its allocator setting.
     main(sys.argv[1:])

@@ -24,6 +24,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ("kv", None),
     ("length", None),
     ("relpos_buckets", None),
+    ("positions", None),  # BART's learned position table: small, replicated.
 )
 
 
@@ -52,20 +53,22 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
     c.model = ml_collections.ConfigDict()
-    c.model.size = "tiny"  # Preset in distill_jax.models.t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0.
+    # Preset: T5's (t5_config.SIZES: tiny, small, base, large, xl, t5-small-v1.0) or BART's (bart_config.SIZES:
+    # bart-tiny, bart-base).
+    c.model.size = "tiny"
     c.model.dtype = "float32"  # Activation dtype; "bfloat16" on GPU/TPU. Params and optimizer stay float32.
     c.model.dropout_rate = 0.1  # T5's pre-training value; 0 for deterministic comparisons.
     c.model.remat = "none"  # Per-layer rematerialisation: none | full | dots_saveable (trade FLOPs for memory).
     # One nn.scan over each stack's layers (params stacked on a leading "layers" axis): the step traces
     # and compiles one layer instead of N. Checkpoints are layout-specific; HF import/export converts.
     c.model.scan_layers = False
-    # LoRA: rank > 0 adds adapters to the listed projections (q,k,v,o,wi,wo,lm_head) and trains only
-    # them; the optimizer state then exists for the adapters alone. alpha/rank scales the update.
+    # LoRA: rank > 0 adds adapters to the listed projections (q,k,v,o,wi,wo,lm_head; in BART wi is fc1, wo fc2)
+    # and trains only them; the optimizer state then exists for the adapters alone. alpha/rank scales the update.
     c.model.lora_rank = 0
     c.model.lora_alpha = 16.0
     c.model.lora_dropout = 0.1
     c.model.lora_targets = "q,v"
-    # Local transformers T5 directory (config.json + safetensors): the student takes its architecture
+    # Local transformers T5 or BART directory (config.json + safetensors): the student takes its architecture
     # instead of model.size and, when the workdir has no checkpoint yet, starts from its weights.
     # Prepare the data with its tokenizer (tokenizer.kind="hf", tokenizer.path=the same directory).
     c.model.hf_dir = ""
@@ -179,6 +182,10 @@ def default_config() -> ml_collections.ConfigDict:
     )
     # Stored synthetic rows name their label differently in BalDistill's files ("gt_choice").
     c.teacher.pool_synthetic_answer = "gt_choice"
+    # Comma-separated files (JSONL/JSON/CSV/TSV/Parquet) of stored paraphrase lists, looked up by the
+    # sentence: the source field holds it, the paraphrases field a list (or one paraphrase per row).
+    c.teacher.pool_paraphrases = ""
+    c.teacher.pool_paraphrase_fields = ml_collections.ConfigDict(dict(source="source", paraphrases="paraphrases"))
     # openai: any OpenAI-compatible chat-completions endpoint. The key is read from this environment
     # variable at start-up and is never logged, cached or checkpointed.
     c.teacher.base_url = "https://api.openai.com/v1"
@@ -205,6 +212,64 @@ def default_config() -> ml_collections.ConfigDict:
         "Write one new, different problem of the same kind and solve it step by step. Reply with JSON "
         'only: {{"question": "...", "rationale": "...", "answer": "..."}}'
     )
+    # Fields: {input} (the sentence), {k} (paraphrases wanted), {domain}. Jayawardena & Yapa's style: ask
+    # ChatGPT at temperature 0 for a list; teachers.paraphrase_list reads numbered, bulleted or JSON lists.
+    c.teacher.paraphrase_prompt = (
+        "Give {k} paraphrases of the following sentence as a numbered list, one per line, with nothing else. "
+        "Each must keep the full meaning and differ from the sentence and from each other in wording or "
+        "structure.\n\nSentence: {input}"
+    )
+
+    # `distill-jax paraphrase-corpus`: (source, paraphrase) pairs from a teacher or a paraphrase data set,
+    # filtered (each filter counted; every removed row goes to rejects.jsonl) and split by source.
+    c.paraphrase = ml_collections.ConfigDict()
+    c.paraphrase.k = 5  # Paraphrases asked of the teacher per source sentence.
+    c.paraphrase.domain = "paraphrase"  # Domain of the written rows (prepare's per-domain shards).
+    c.paraphrase.request_chunk = 256  # Requests per teacher round trip; progress is logged after each.
+    # Columns of generic inputs (--from=table, and the sentences of --from=teacher): "" id derives one from
+    # file:line; paraphrases holds a list or one paraphrase per row; label ("" = none) a human judgement
+    # (1/true = a paraphrase) that require_judged_paraphrase reads.
+    c.paraphrase.fields = ml_collections.ConfigDict(dict(id="", source="source", paraphrases="paraphrases", label=""))
+    # Filters, in the order they run; the first that objects names the row's reject.
+    c.paraphrase.require_judged_paraphrase = True  # Drop pairs a human judged not to be paraphrases (APTY/MRPC/PAWS).
+    c.paraphrase.drop_garbled = True  # Control characters, mostly non-letters, repeated-token loops, artifacts.
+    c.paraphrase.min_letter_fraction = 0.5  # Of non-space characters; below is garbled.
+    # A 1-4 word sequence this many times in a row is a decoding loop (people write "please, please, please").
+    c.paraphrase.max_repeats = 4
+    # Leftovers of the model's chatter inside a paraphrase (APTY's "Altered: ... Justification: ..."),
+    # matched case-insensitively; "" disables.
+    c.paraphrase.artifact_pattern = (
+        r"^(?:altered|original|paraphrased?|rephrased|rewritten|output|answer)(?: text| sentence| version)?\s*:"
+        r"|\b(?:justification|explanation|reasoning|changes? made)\s*:"
+        r"|\(\s*[a-z]+(?: [a-z]+)?\s*:\s*[\"'“‘]"
+        r"|'''|```"
+    )
+    c.paraphrase.drop_identical_to_source = True  # Same as the source once case, punctuation and spacing are ignored.
+    # Paraphrase length / source length, in characters; outside is a cut-off or rambling reply. 0 disables a bound.
+    c.paraphrase.min_length_ratio = 0.5
+    c.paraphrase.max_length_ratio = 2.0
+    c.paraphrase.drop_exact_duplicates = True  # The same (source, paraphrase) pair again, anywhere in the input.
+    # Within a source: Jaccard similarity of word uni+bigram sets (order-aware) at or above this makes a
+    # paraphrase a near duplicate of one kept before it (1.0: only the same words in the same order). 0 disables.
+    c.paraphrase.near_duplicate_jaccard = 0.9
+    # Content filter: a word list ("default" = the one shipped in distill_jax/data, a path, or "" = none) ...
+    c.paraphrase.blocklist = "default"
+    # ... and an OpenAI-compatible moderation endpoint (POST {base_url}/moderations) on sources and paraphrases.
+    c.paraphrase.moderation = ml_collections.ConfigDict()
+    c.paraphrase.moderation.enabled = False
+    c.paraphrase.moderation.base_url = "https://api.openai.com/v1"
+    c.paraphrase.moderation.model = "omni-moderation-latest"
+    c.paraphrase.moderation.api_key_env = "OPENAI_API_KEY"
+    c.paraphrase.moderation.batch_size = 32  # Texts per call.
+    c.paraphrase.moderation.timeout_s = 60.0
+    c.paraphrase.moderation.max_retries = 5  # Same discipline as the teacher: 408/429/5xx/timeouts/bad bodies.
+    c.paraphrase.moderation.backoff_s = 1.0
+    # Train/validation split by source (all paraphrases of a source on one side), deterministic by seed.
+    c.paraphrase.validation_fraction = 0.1
+    c.paraphrase.split_seed = 0
+    # `distill-jax paraphrase-demo` (and what its eval step runs): decoding presets the student is scored
+    # under (distill_jax.evaluation.decoding_presets; "frontier" = five along the fidelity-diversity trade-off).
+    c.paraphrase.eval_presets = "frontier"
     return c
 
 
@@ -232,6 +297,23 @@ def demo_config() -> ml_collections.ConfigDict:
     return c
 
 
+def paraphrase_demo_config() -> ml_collections.ConfigDict:
+    """`distill-jax paraphrase-demo`: a tiny byte-level student on APTY's ChatGPT paraphrases, CPU minutes."""
+    c = demo_config()
+    c.prepare.max_input_len = 200  # APTY's longest source is 187 bytes and paraphrase 215 (+ EOS).
+    c.prepare.max_target_len = 224
+    c.data.max_input_len = 200
+    c.data.max_target_len = 224
+    c.model.dropout_rate = 0.1  # ~300 pairs: the student would otherwise memorise them.
+    c.train.steps = 600
+    c.train.checkpoint_every = 300
+    c.eval.every = 300
+    c.eval.decode_examples_per_domain = 10
+    c.eval.head_fraction = 1.0  # One domain.
+    c.paraphrase.validation_fraction = 0.2  # ~13 of APTY's 65 sources held out.
+    return c
+
+
 def accelerator_config(size: str, batch_size: int) -> ml_collections.ConfigDict:
     """A T5 v1.1-shaped student on GPU/TPU: bf16 compute, Adafactor with T5's rsqrt schedule."""
     c = default_config()
@@ -254,8 +336,8 @@ def accelerator_config(size: str, batch_size: int) -> ml_collections.ConfigDict:
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
-    """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo)."""
-    presets = {"default": default_config, "demo": demo_config}
+    """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo, paraphrase_demo)."""
+    presets = {"default": default_config, "demo": demo_config, "paraphrase_demo": paraphrase_demo_config}
     if preset not in presets:
         raise ValueError(f"unknown config preset {preset!r}; choose from {sorted(presets)}")
     return presets[preset]()

@@ -5,16 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from distill_jax.models.t5_config import SIZES
+from distill_jax.models import bart_config, t5_config
+
+SIZES = {**t5_config.SIZES, **bart_config.SIZES}
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
 
-def load(path):
+def load(path, *args):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*args)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -29,3 +31,12 @@ def test_config_file_loads_with_a_known_model(path):
 
 def test_all_expected_configs_exist():
     assert {p.name for p in CONFIGS} >= {"demo.py", "t5_small.py", "t5_base.py", "t5_small_lora.py"}
+
+
+@pytest.mark.parametrize("student", ["t5_small", "flan_t5_small", "bart_base"])
+def test_paraphrase_students(student):
+    """configs/paraphrase_lora.py:ARG: the paper's three students, LoRA r=8 on q,v."""
+    cfg = load(Path(__file__).resolve().parents[1] / "configs" / "paraphrase_lora.py", student)
+    assert cfg.model.size in SIZES and (cfg.model.lora_rank, cfg.model.lora_targets) == (8, "q,v")
+    with pytest.raises(ValueError, match="choose one of t5_small, flan_t5_small, bart_base"):
+        load(Path(__file__).resolve().parents[1] / "configs" / "paraphrase_lora.py", "gpt2")

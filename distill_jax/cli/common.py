@@ -97,6 +97,12 @@ def define_decoding_flags() -> None:
     flags.DEFINE_integer(
         "max_decode_len", 0, "Decoder steps; 0 = the run's eval.max_decode_len or data.max_target_len."
     )
+    flags.DEFINE_string(
+        "preset",
+        "",
+        "A named decoding preset (distill_jax.evaluation.decoding_presets: greedy, beam4, beam4_n4, topk10_n5, "
+        "topp80_t07_n5, topp90_n5, topp95_t12_n5); replaces --decoding and its knobs except --seed/--max_decode_len.",
+    )
 
 
 def decode_settings():
@@ -104,6 +110,13 @@ def decode_settings():
     from distill_jax.evaluation.generate import DecodeSettings
 
     f = flags.FLAGS
+    if f.preset:
+        from distill_jax.evaluation.decoding_presets import preset
+
+        try:
+            return preset(f.preset, seed=f.seed, max_decode_len=f.max_decode_len)
+        except ValueError as e:
+            raise flags.ValidationError(f"--preset: {e}") from None
     return DecodeSettings(
         method=f.decoding,
         num_beams=f.num_beams,

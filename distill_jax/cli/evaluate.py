@@ -4,6 +4,8 @@
     distill-jax eval --predictions=FILE [--data=FILE_OR_DIR]  score existing predictions (e.g. the teacher's outputs)
     distill-jax eval --compare=student=RUN,teacher=FILE --data=FILE_OR_DIR   several sets in one report
     distill-jax eval --workdir=RUN --data=FILE                decode FILE with RUN's checkpoint, then score it
+    distill-jax eval --compare=student=RUN,teacher=FILE --data=FILE --metrics=paraphrase --presets=frontier
+                                                              a paraphrase student under each decoding preset
 
 A --compare entry that is a training workdir (or WORKDIR/checkpoints/STEP) is decoded first, with
 the decoding flags, into OUTPUT_DIR/predictions/NAME.
@@ -61,6 +63,15 @@ _HEAD_FRACTION = flags.DEFINE_float(
 )
 _TEACHER = flags.DEFINE_string("teacher", None, "The set others are divided by; default: the one named teacher.")
 _PARAMS = flags.DEFINE_string("param_counts", "", "NAME=COUNT,... parameter counts of sets that are not checkpoints.")
+_THROUGHPUTS = flags.DEFINE_string(
+    "throughputs", "", "NAME=EXAMPLES_PER_S,... speed of sets not decoded here (e.g. the teacher's API) for ratios."
+)
+_PRESETS = flags.DEFINE_string(
+    "presets",
+    "",
+    "Comma-separated decoding presets: each checkpoint set is decoded once per preset (sets NAME@PRESET); "
+    "'frontier' = greedy,beam4_n4,topk10_n5,topp90_n5,topp95_t12_n5. Adds the fidelity-diversity plot.",
+)
 _FIELDS = flags.DEFINE_string("fields", "", "Field mapping for a data file, e.g. input=text,target=label,id=")
 _DECODE_PER_DOMAIN = flags.DEFINE_integer(
     "decode_examples_per_domain", None, "Examples greedy-decoded per domain (default: the training config's)."
@@ -140,6 +151,7 @@ def _prediction_sets() -> list[tuple[str, str]]:
 
 def _evaluate_predictions(sets: list[tuple[str, str]]) -> str:
     from distill_jax.evaluation.compare import compare_predictions
+    from distill_jax.evaluation.decoding_presets import expand
     from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS
     from distill_jax.evaluation.scoring import ScoringOptions
 
@@ -165,6 +177,8 @@ def _evaluate_predictions(sets: list[tuple[str, str]]) -> str:
         teacher=_TEACHER.value,
         param_counts={k: float(v) for k, v in common.parse_pairs(_PARAMS.value, "param_counts").items()},
         embedding_model=_EMBEDDING_MODEL.value,
+        presets=expand(_PRESETS.value),
+        throughputs={k: float(v) for k, v in common.parse_pairs(_THROUGHPUTS.value, "throughputs").items()},
     )
     return table
 

@@ -1,7 +1,7 @@
-"""`distill-jax export-hf --workdir=RUN [--step=N] --out=DIR`: a run's checkpoint as a transformers T5 directory.
+"""`distill-jax export-hf --workdir=RUN [--step=N] --out=DIR`: a checkpoint as a transformers T5 or BART directory.
 
 DIR gets config.json, model.safetensors, generation_config.json and the run's tokenizer (the one
-its training data was prepared with), so `T5ForConditionalGeneration.from_pretrained(DIR)` and
+its training data was prepared with), so `AutoModelForSeq2SeqLM.from_pretrained(DIR)` (T5 or BART) and
 `AutoTokenizer.from_pretrained(DIR)` load the student with no missing or unexpected weights.
 """
 

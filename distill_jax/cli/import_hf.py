@@ -1,4 +1,4 @@
-"""`distill-jax import-hf --hf_dir=DIR --workdir=OUT --config=...`: a step-0 run checkpoint from an HF T5 directory.
+"""`distill-jax import-hf --hf_dir=DIR --workdir=OUT --config=...`: a step-0 run checkpoint from an HF T5 or BART directory.
 
 `distill-jax eval --workdir=OUT` then evaluates the pretrained model as is, and `distill-jax train
 --workdir=OUT` with the same config (plus --config.model.hf_dir=DIR) continues from it. The config
@@ -13,7 +13,9 @@ from absl import app, flags
 
 from distill_jax.cli import common
 
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "Local transformers T5 directory: config.json + *.safetensors.")
+_HF_DIR = flags.DEFINE_string(
+    "hf_dir", None, "Local transformers T5-family or BART directory: config.json + *.safetensors."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "New run directory; the checkpoint goes to WORKDIR/checkpoints/0.")
 _CONFIG = common.define_config_flag()
 common.define_distributed_flags()

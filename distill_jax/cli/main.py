@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from distill_jax.process_env import reexec_with_malloc_tuning
+
 SUBCOMMANDS = {
     "prepare": ("distill_jax.cli.prepare", "validate and tokenize a teacher corpus into per-domain shards"),
+    "paraphrase-corpus": ("distill_jax.cli.paraphrase_corpus", "filtered paraphrase pairs from a teacher or data set"),
     "train": ("distill_jax.cli.train", "train (or resume) a student on prepared shards"),
     "eval": (
         "distill_jax.cli.evaluate",
@@ -19,18 +22,30 @@ SUBCOMMANDS = {
     "generate": ("distill_jax.cli.generate", "decode a dataset with a checkpoint into predictions.jsonl (resumable)"),
     "distill": ("distill_jax.cli.distill", "multi-stage balanced distillation under a teacher budget (BalDistill)"),
     "demo": ("distill_jax.cli.demo", "generate the embedded long-tailed corpus, prepare, train and evaluate"),
-    "import-hf": ("distill_jax.cli.import_hf", "a step-0 run checkpoint from a transformers T5 directory"),
-    "export-hf": ("distill_jax.cli.export_hf", "a run's checkpoint as a transformers T5 directory (safetensors)"),
+    "paraphrase-demo": (
+        "distill_jax.cli.paraphrase_demo",
+        "APTY paraphrases -> filtered corpus -> student -> decoding presets vs teacher, with a frontier plot",
+    ),
+    "import-hf": ("distill_jax.cli.import_hf", "a step-0 run checkpoint from a transformers T5 or BART directory"),
+    "export-hf": (
+        "distill_jax.cli.export_hf",
+        "a run's checkpoint as a transformers T5 or BART directory (safetensors)",
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<17} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console entry point (``argv`` None: this process's own arguments), or a call with explicit ``argv``."""
+    if argv is None:
+        # A real process start: re-exec once with glibc's huge-page tunable (see process_env); calls with
+        # an explicit argv run inside someone else's process, whose environment is not ours to change.
+        reexec_with_malloc_tuning(["-m", "distill_jax.cli.main", *sys.argv[1:]])
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())

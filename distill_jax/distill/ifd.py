@@ -28,7 +28,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from distill_jax.models.decoding import greedy_decode
-from distill_jax.models.t5 import T5Transformer, shift_right
+from distill_jax.models.family import Model
+from distill_jax.models.t5 import shift_right
 from distill_jax.training import partitioning
 from distill_jax.training.run_setup import RunSetup, per_process_batch_size
 
@@ -40,7 +41,7 @@ def answer_weights(tokens: jax.Array, eos_id: int) -> jax.Array:
     return before_or_at_first_eos.astype(jnp.float32)
 
 
-def mean_answer_ce(model: T5Transformer, params: Any, encoder_tokens: jax.Array, answer: jax.Array) -> jax.Array:
+def mean_answer_ce(model: Model, params: Any, encoder_tokens: jax.Array, answer: jax.Array) -> jax.Array:
     """[B] mean cross-entropy of `answer` tokens given `encoder_tokens`."""
     cfg = model.config
     logits = model.apply(
@@ -52,9 +53,10 @@ def mean_answer_ce(model: T5Transformer, params: Any, encoder_tokens: jax.Array,
     return jnp.sum(ce * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
 
 
-def _score_batch(model: T5Transformer, max_new_tokens: int, params: Any, encoder_tokens: jax.Array) -> jax.Array:
+def _score_batch(model: Model, max_new_tokens: int, params: Any, encoder_tokens: jax.Array) -> jax.Array:
     answer = greedy_decode(model, params, encoder_tokens, max_decode_length=max_new_tokens)
-    no_prompt = jnp.zeros_like(encoder_tokens).at[:, 0].set(model.config.eos_token_id)
+    # An empty input: EOS, then padding (BART's tokenizers pad with 1, not T5's 0).
+    no_prompt = jnp.full_like(encoder_tokens, model.config.pad_token_id).at[:, 0].set(model.config.eos_token_id)
     conditioned = mean_answer_ce(model, params, encoder_tokens, answer)
     unconditioned = mean_answer_ce(model, params, no_prompt, answer)
     # log IFD = CE(y|x) - CE(y): the ratio of perplexities, computed without overflowing exp().

@@ -18,6 +18,7 @@ from absl import logging
 
 from distill_jax.config import default_config
 from distill_jax.data import shards
+from distill_jax.evaluation import decoding_presets
 from distill_jax.evaluation import examples as examples_lib
 from distill_jax.evaluation import generate as generate_lib
 from distill_jax.evaluation.embeddings import load_encoder
@@ -63,7 +64,26 @@ def _load_set(
         "step": summary.get("step"),
         "params": summary.get("params"),
         "checkpoint": summary.get("checkpoint"),
+        "decoding": summary.get("decoding"),
+        "examples_per_s": summary.get("throughput", {}).get("examples_per_s"),
     }
+
+
+def expand_presets(
+    sets: Sequence[tuple[str, str]], settings: generate_lib.DecodeSettings, presets: Sequence[str]
+) -> list[tuple[str, str, generate_lib.DecodeSettings]]:
+    """(name, path, settings) per set: a checkpoint becomes one set per preset, named NAME@PRESET."""
+    if not presets:
+        return [(name, path, settings) for name, path in sets]
+    out = []
+    for name, path in sets:
+        if not _is_checkpoint(path):
+            out.append((name, path, settings))
+            continue
+        for preset_name in presets:
+            chosen = decoding_presets.preset(preset_name, seed=settings.seed, max_decode_len=settings.max_decode_len)
+            out.append((f"{name}@{preset_name}", path, chosen))
+    return out
 
 
 def _train_counts(train_data: str, workdir: str, loaded: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, int], str]:
@@ -94,21 +114,28 @@ def compare_predictions(
     teacher: str | None = None,
     param_counts: Mapping[str, float] | None = None,
     embedding_model: str = "",
+    presets: Sequence[str] = (),
+    throughputs: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """Scores ``sets`` ([(name, predictions file or checkpoint)]) and writes the report; returns (report, table).
 
-    Every process must call it (checkpoints are decoded by all); only process 0 scores and writes,
-    the others return (None, "").
+    With ``presets`` (decoding preset names) each checkpoint is decoded once per preset, as sets
+    NAME@PRESET. ``throughputs`` gives examples/s of sets that were not decoded here (a teacher's
+    API, say); decoded sets carry their own. Every process must call it (checkpoints are decoded by
+    all); only process 0 scores and writes, the others return (None, "").
     """
     options, settings = options or ScoringOptions(), settings or generate_lib.DecodeSettings()
     names = [name for name, _ in sets]
     if not sets or len(set(names)) != len(names):
         raise ValueError(f"give one or more prediction sets with distinct names, got {names}")
+    expanded = expand_presets(sets, settings, presets)
+    sets = [(name, path) for name, path, _ in expanded]
+    names = [name for name, _ in sets]
     # The run whose prepare settings read the data: --workdir, else the first checkpoint among the sets.
     workdir = workdir or next((generate_lib.resolve_checkpoint(p)[0] for _, p in sets if _is_checkpoint(p)), "")
     cfg = generate_lib.load_run_config(workdir) if workdir else default_config()
     fields = dict(fields or {})
-    loaded = {name: _load_set(name, path, data, output_dir, settings, fields) for name, path in sets}
+    loaded = {name: _load_set(name, path, data, output_dir, chosen, fields) for name, path, chosen in expanded}
     if jax.process_index() != 0:
         return None, ""
 
@@ -144,11 +171,14 @@ def compare_predictions(
     for name, s in loaded.items():
         per_domain, join = score_predictions(examples, s["rows"], options, encoder)
         params = (param_counts or {}).get(name, s["params"])
+        speed = (throughputs or {}).get(name, s["examples_per_s"])
         scored[name] = {
             "per_domain": per_domain,
             "source": s["source"],
             "step": s["step"],
             "params": int(params) if params else None,
+            "examples_per_s": float(speed) if speed else None,
+            "decoding": s["decoding"],
             **join,
         }
         if join["missing"] or join["unknown"]:
@@ -169,6 +199,7 @@ def compare_predictions(
                 "ibleu_alpha": options.ibleu_alpha,
                 "head_fraction": fraction,
                 "decoding": settings.described(),
+                "presets": list(presets),
                 "embedding_model": embedding_model or ("packaged all-MiniLM-L6-v2" if encoder else None),
             },
             "run": json.loads(cfg.to_json_best_effort()) if workdir else None,

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from distill_jax.data.pipeline import Batch, host_to_global
 from distill_jax.evaluation import metrics
 from distill_jax.models.decoding import greedy_decode
-from distill_jax.models.t5 import T5Transformer
+from distill_jax.models.family import Model
 from distill_jax.training import partitioning
 
 
@@ -34,7 +34,7 @@ def _sum_over_processes(x: np.ndarray) -> np.ndarray:
 class Evaluator:
     """Holds the compiled eval functions and this process's eval batches for one (model, mesh, data) setup."""
 
-    model: T5Transformer
+    model: Model
     mesh: Mesh
     rules: partitioning.LogicalRules
     eval_step: Callable[[Any, Any], dict[str, jax.Array]]

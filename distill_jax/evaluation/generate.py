@@ -38,7 +38,7 @@ from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions
 from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examples
 from distill_jax.models import decoding
-from distill_jax.models.t5 import T5Transformer
+from distill_jax.models.family import Model
 from distill_jax.training import partitioning
 
 PLAN_FILE, SUMMARY_FILE, PREDICTIONS_FILE, CHUNKS_DIR = "plan.json", "summary.json", "predictions.jsonl", "chunks"
@@ -115,7 +115,7 @@ def prepare_options(cfg: ml_collections.ConfigDict, fields: Mapping[str, str] | 
 
 
 def make_decoder(
-    model: T5Transformer, settings: DecodeSettings, max_decode_len: int
+    model: Model, settings: DecodeSettings, max_decode_len: int
 ) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
     """``decode(params, tokens [B, L], batch_index) -> [B, n, max_decode_len]`` for any method."""
     s = settings

@@ -112,9 +112,50 @@ def group_bars(report: Mapping[str, Any], path: str) -> bool:
     return True
 
 
+# Fidelity (y) against diversity (x) in the frontier plot: the first measure each report has.
+FIDELITY_METRICS = ("semantic_similarity", "bleu")
+DIVERSITY_METRICS = ("lexical_diversity", "syntactic_diversity")
+
+
+def fidelity_diversity_frontier(report: Mapping[str, Any], path: str) -> bool:
+    """One point per set (a student under each decoding preset, the teacher): micro fidelity vs diversity.
+
+    Points to the upper right are better; the dashed line joins the sets that no other set beats
+    on both axes (the Pareto frontier). Needs two or more sets with paraphrase measures.
+    """
+    from matplotlib.figure import Figure
+
+    sets = _sets(report)
+    micro = {name: s["aggregates"].get("micro", {}) for name, s in sets.items()}
+    y_metric = next((m for m in FIDELITY_METRICS if all(m in v for v in micro.values())), None)
+    x_metric = next((m for m in DIVERSITY_METRICS if all(m in v for v in micro.values())), None)
+    if len(sets) < 2 or x_metric is None or y_metric is None:
+        return False
+    points = {name: (v[x_metric], v[y_metric]) for name, v in micro.items()}
+    frontier = sorted(
+        (p for name, p in points.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())),
+    )
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.add_subplot()
+    teacher = report.get("teacher")
+    for name, (x, y) in points.items():
+        is_teacher = name == teacher
+        ax.scatter([x], [y], marker="*" if is_teacher else "o", s=160 if is_teacher else 50, zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small")
+    if len(frontier) > 1:
+        ax.plot(*zip(*frontier), linestyle="--", color="grey", zorder=2)
+    ax.set_xlabel(f"{x_metric} (micro; more = more different from the source)")
+    ax.set_ylabel(f"{y_metric} (micro; more = closer in meaning)")
+    ax.set_title("Fidelity vs diversity per decoding setting")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
 PLOTS: Sequence[tuple[str, PlotFn]] = (
     ("domain_accuracy.png", domain_bars),
     ("groups.png", group_bars),
+    ("fidelity_diversity.png", fidelity_diversity_frontier),
 )
 
 

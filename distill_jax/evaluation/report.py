@@ -102,8 +102,9 @@ def _ratios(sets: Mapping[str, Mapping[str, Any]], teacher: str) -> dict[str, di
             }
             for group in GROUPS
         }
-        if s.get("params") and reference.get("params"):
-            ratio["params"] = s["params"] / reference["params"]
+        for key in ("params", "examples_per_s"):
+            if s.get(key) and reference.get(key):
+                ratio[key] = s[key] / reference[key]
         out[name] = ratio
     return out
 
@@ -176,7 +177,53 @@ def build_comparison_report(
         "train_domain_counts": dict(train_domain_counts),
         **(dict(extra) if extra else {}),
     }
-    return report, comparison_table(report)
+    table = comparison_table(report)
+    per_set = paraphrase_table(report)
+    return report, f"{table}\n\n{per_set}" if per_set else table
+
+
+# One row per set in the paraphrase table (micro averages): fidelity, then diversity, then both.
+PARAPHRASE_COLUMNS = (
+    ("sem.sim", "semantic_similarity"),
+    ("lex.div", "lexical_diversity"),
+    ("syn.div", "syntactic_diversity"),
+    ("self-BLEU", "self_bleu"),
+    ("distinct-2", "distinct_2"),
+    ("iBLEU", "ibleu"),
+)
+
+
+def paraphrase_table(report: Mapping[str, Any]) -> str:
+    """A row per set (e.g. a student under each decoding preset, and the teacher) of the paraphrase measures.
+
+    Micro averages over all evaluated inputs; then parameters, examples/s, and each set's semantic
+    similarity, iBLEU, size and speed relative to the teacher. Empty when no set has paraphrase measures.
+    """
+    sets, teacher = report["sets"], report.get("teacher")
+    columns = [
+        (h, m) for h, m in PARAPHRASE_COLUMNS if any(m in s["aggregates"].get("micro", {}) for s in sets.values())
+    ]
+    if not columns:
+        return ""
+    header = ["set", *(h for h, _ in columns), "params", "examples/s"]
+    if teacher:
+        header += [f"{h}/{teacher}" for h in ("sem.sim", "iBLEU", "params", "speed")]
+    rows = [header]
+    for name in report["order"]:
+        s, micro = sets[name], sets[name]["aggregates"].get("micro", {})
+        row = [name, *("-" if m not in micro else f"{micro[m]:.3f}" for _, m in columns)]
+        row += [f"{s['params'] / 1e6:.2f}M" if s.get("params") else "-"]
+        row += [f"{s['examples_per_s']:.1f}" if s.get("examples_per_s") else "-"]
+        if teacher:
+            ratio = report["ratios"].get(name, {})
+            micro_ratio = ratio.get("micro", {})
+            values = (micro_ratio.get("semantic_similarity"), micro_ratio.get("ibleu"))
+            values += (ratio.get("params"), ratio.get("examples_per_s"))
+            row += ["-" if name == teacher or v is None else f"{v:.3g}" for v in values]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
 def _domain_table(report: Mapping[str, Any], name: str) -> str:

@@ -1,4 +1,4 @@
-"""Greedy, sampled and beam-search decoding for ``T5Transformer`` with a KV cache.
+"""Greedy, sampled and beam-search decoding for ``T5Transformer`` and ``BartTransformer`` with a KV cache.
 
 Every decoder here is a pure function of arrays once ``model`` and the decode settings are
 fixed, so jit it as::
@@ -13,6 +13,9 @@ All three run the encoder once on the real batch, then tile its output to the de
 (``num_beams`` or ``num_return_sequences`` copies of each input row, adjacent); the first decoder
 step creates the cache and the remaining steps run in one ``lax.while_loop`` that exits early.
 Tokens are [.., max_decode_length] int32 without the start token, ``pad_token_id`` after EOS.
+No token is forced or banned: HF ``generate`` gives the same tokens with ``forced_bos_token_id``,
+``forced_eos_token_id`` and ``no_repeat_ngram_size`` unset and ``min_new_tokens=0`` (BART's
+configs set some of these).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from distill_jax.models.t5 import T5Transformer
+from distill_jax.models.family import Model
 
 # Additive score for excluded candidates; HF uses the same constant, and matching it keeps the
 # float32 arithmetic (and so the tie-breaking) of beam search identical to ``generate``.
@@ -34,7 +37,7 @@ ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _decoder_step(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     encoder_input_tokens: jax.Array,
     encoder_segment_ids: jax.Array | None,
@@ -48,9 +51,7 @@ def _decoder_step(
     return sequences cost decoder work only. ``cache=None`` makes the step create the cache.
     """
     variables = {"params": params}
-    encoded = model.apply(
-        variables, encoder_input_tokens, encoder_segment_ids=encoder_segment_ids, method=T5Transformer.encode
-    )
+    encoded = model.apply(variables, encoder_input_tokens, encoder_segment_ids=encoder_segment_ids, method="encode")
     encoded, encoder_input_tokens, encoder_segment_ids = jax.tree.map(
         lambda x: jnp.repeat(x, copies, axis=0), (encoded, encoder_input_tokens, encoder_segment_ids)
     )
@@ -65,19 +66,19 @@ def _decoder_step(
             decode=True,
             max_decode_length=max_decode_length,
             mutable=["cache"],
-            method=T5Transformer.decode,
+            method="decode",
         )
         return logits[:, -1].astype(jnp.float32), mutated["cache"]
 
     return step
 
 
-def _start_tokens(model: T5Transformer, rows: int) -> jax.Array:
+def _start_tokens(model: Model, rows: int) -> jax.Array:
     return jnp.full((rows,), model.config.decoder_start_token_id, jnp.int32)
 
 
 def _decode_rows(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     encoder_input_tokens: jax.Array,
     encoder_segment_ids: jax.Array | None,
@@ -113,7 +114,7 @@ def _decode_rows(
 
 
 def greedy_decode(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     encoder_input_tokens: jax.Array,
     *,
@@ -157,7 +158,7 @@ def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: f
 
 
 def sample(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     encoder_input_tokens: jax.Array,
     rng: jax.Array,
@@ -210,7 +211,7 @@ def _take(x: jax.Array, indices: jax.Array) -> jax.Array:
 
 
 def beam_search(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     encoder_input_tokens: jax.Array,
     *,

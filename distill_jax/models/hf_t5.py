@@ -10,11 +10,8 @@ safetensors only (never pickle), and nothing here needs torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
-from distill_jax import atomic
-from distill_jax.models.lora import ADAPTER
+from distill_jax.models.hf_files import (
+    peft_state_dict,
+    read_checkpoint,
+    read_config,
+    save_model_directory,
+    save_peft_directory,
+)
 from distill_jax.models.t5 import init_params, stack_layers, unstack_layers
 from distill_jax.models.t5_config import T5Config
 
@@ -38,19 +38,6 @@ _EMBEDDING_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weigh
 # config.json model types whose checkpoints have exactly T5's tensors (mT5 is v1.1 with a bigger
 # vocabulary). UMT5 is not among them: it learns a position bias per layer.
 _SUPPORTED_MODEL_TYPES = ("t5", "mt5")
-# Files a transformers tokenizer directory may hold; export copies the ones present.
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-)
-
 # (HF tensor name, number of leading input dims of our kernel) for every parameter path;
 # ``None`` means the tensor is copied as is, otherwise it is a torch Linear weight [out, in].
 _Layout = dict[tuple[str, ...], tuple[str, int | None]]
@@ -165,44 +152,14 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -
     return traverse_util.unflatten_dict(params)
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    # The flax reader handles bfloat16 (safetensors.numpy does not); keep the arrays on the host.
-    with jax.default_device(jax.devices("cpu")[0]), safe_open(path, framework="flax") as f:
-        return {name: np.asarray(f.get_tensor(name)) for name in f.keys()}
-
-
-def _read_checkpoint(hf_dir: str) -> dict[str, np.ndarray]:
-    single = os.path.join(hf_dir, "model.safetensors")
-    index = os.path.join(hf_dir, "model.safetensors.index.json")
-    if os.path.exists(single):
-        return _read_safetensors(single)
-    if os.path.exists(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        tensors: dict[str, np.ndarray] = {}
-        for shard in shards:
-            tensors |= _read_safetensors(os.path.join(hf_dir, shard))
-        return tensors
-    pickled = " (pickled weights such as pytorch_model.bin are never loaded: re-save with safetensors)"
-    raise FileNotFoundError(
-        f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json"
-        + (pickled if os.path.exists(os.path.join(hf_dir, "pytorch_model.bin")) else "")
-    )
-
-
 def hf_t5_config(hf_dir: str, **config_overrides: Any) -> T5Config:
     """The ``T5Config`` described by a local HF directory's ``config.json``.
 
     Raises ``ValueError`` for any architecture but T5's (BART, UMT5, ...): their tensors would
     not map, and failing on the config says why before any weights are read.
     """
+    hf_config = read_config(hf_dir)
     path = os.path.join(hf_dir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: expected a local transformers T5 directory (config.json + safetensors)"
-        )
-    with open(path) as f:
-        hf_config = json.load(f)
     model_type = hf_config.get("model_type")
     if model_type not in _SUPPORTED_MODEL_TYPES:
         raise ValueError(
@@ -223,7 +180,7 @@ def load_hf_params(hf_dir: str, config: T5Config) -> dict[str, Any]:
     transformers >= 5 saves a tied LM head only as ``shared.weight``, so an untied config without
     ``lm_head.weight`` starts its head from the shared embedding, exactly as transformers loads it.
     """
-    tensors = _read_checkpoint(hf_dir)
+    tensors = read_checkpoint(hf_dir)
     if not config.tie_word_embeddings and "lm_head.weight" not in tensors and "shared.weight" in tensors:
         tensors["lm_head.weight"] = tensors["shared.weight"]
     try:
@@ -297,25 +254,6 @@ def _hf_config(config: T5Config) -> dict[str, Any]:
     }
 
 
-def _write_json(path: str, value: Mapping[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def _write_tokenizer(out_dir: str, tokenizer_dir: str | None) -> None:
-    if tokenizer_dir is None:
-        import transformers  # Imported late: only byte-level exports need it.
-
-        transformers.ByT5Tokenizer().save_pretrained(out_dir)
-        return
-    present = [name for name in _TOKENIZER_FILES if os.path.isfile(os.path.join(tokenizer_dir, name))]
-    if not present:
-        raise FileNotFoundError(f"{tokenizer_dir} holds none of the tokenizer files {', '.join(_TOKENIZER_FILES)}")
-    for name in present:
-        shutil.copy2(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
-
-
 def save_hf_t5(
     out_dir: str,
     config: T5Config,
@@ -327,32 +265,17 @@ def save_hf_t5(
     """Writes a transformers T5 directory: config.json, model.safetensors, generation_config.json, tokenizer.
 
     ``params`` are host-readable (numpy, or fully addressable jax arrays). ``tokenizer_dir`` is a
-    transformers tokenizer directory whose tokenizer files are copied; None writes ByT5's files (the
-    byte vocabulary needs nothing but its config). Everything goes to a temporary sibling directory
-    that is renamed into place when complete, so a crash never leaves a half-written model; a
-    non-empty ``out_dir`` is replaced only with ``overwrite``.
+    transformers tokenizer directory whose tokenizer files are copied; None writes ByT5's files.
+    Written atomically (see ``hf_files.save_model_directory``); a non-empty ``out_dir`` is replaced
+    only with ``overwrite``.
     """
-    out = os.path.abspath(out_dir)
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; choose another directory or pass overwrite")
+    generation = {
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+    }
     state = hf_state_dict_from_params(params, config)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
-    try:
-        _write_json(os.path.join(tmp, "config.json"), _hf_config(config))
-        generation = {
-            "decoder_start_token_id": config.decoder_start_token_id,
-            "eos_token_id": config.eos_token_id,
-            "pad_token_id": config.pad_token_id,
-        }
-        _write_json(os.path.join(tmp, "generation_config.json"), generation)
-        # "format": "pt" tells transformers the tensors are in PyTorch's layout.
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        _write_tokenizer(tmp, tokenizer_dir)
-        os.chmod(tmp, 0o755)  # mkdtemp creates it private; a model directory is meant to be shared.
-        atomic.replace_directory(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_model_directory(out_dir, _hf_config(config), generation, state, tokenizer_dir, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,54 +284,15 @@ def save_hf_t5(
 
 
 def peft_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
-    """The LoRA adapters of ``params`` as PEFT names them on a transformers T5.
-
-    Each adapted HF Linear ``M`` gets ``base_model.model.M.lora_A.weight`` [r, in] and
-    ``...lora_B.weight`` [out, r]; PEFT's delta ``B @ A * alpha / r`` in torch's [out, in] layout
-    is the transpose of our ``lora_a @ lora_b`` in kernel layout.
-    """
+    """The LoRA adapters of ``params`` as PEFT names them on a transformers T5 (see ``hf_files.peft_state_dict``)."""
     if config.scan_layers:
         config, params = _per_layer(config, params)
-    flat = traverse_util.flatten_dict(params)
-    state = {}
-    for kernel_path, (name, _) in _hf_layout(dataclasses.replace(config, lora_rank=0)).items():
-        adapter = kernel_path[:-1] + (ADAPTER,)
-        if adapter + ("lora_a",) not in flat:
-            continue
-        a = np.asarray(flat[adapter + ("lora_a",)], np.float32)
-        b = np.asarray(flat[adapter + ("lora_b",)], np.float32)
-        module = f"base_model.model.{name.removesuffix('.weight')}"
-        state[f"{module}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, config.lora_rank).T)
-        state[f"{module}.lora_B.weight"] = np.ascontiguousarray(b.reshape(config.lora_rank, -1).T)
-    if not state:
-        raise ValueError("no LoRA adapters in these parameters (model.lora_rank is 0?)")
-    return state
+    layout = _hf_layout(dataclasses.replace(config, lora_rank=0))
+    return peft_state_dict(params, {path: name for path, (name, _) in layout.items()}, config.lora_rank)
 
 
 def save_peft_adapter(out_dir: str, config: T5Config, params: Mapping[str, Any], base_model: str) -> None:
     """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
     onto the transformers model in ``base_model`` (atomically, like save_hf_t5)."""
     state = peft_state_dict_from_params(params, config)
-    modules = sorted({key.split(".")[-3] for key in state})
-    adapter_config = {
-        "peft_type": "LORA",
-        "task_type": "SEQ_2_SEQ_LM",
-        "r": config.lora_rank,
-        "lora_alpha": config.lora_alpha,
-        "lora_dropout": config.lora_dropout,
-        "target_modules": modules,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-        "base_model_name_or_path": base_model,
-    }
-    out = os.path.abspath(out_dir)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
-    try:
-        _write_json(os.path.join(tmp, "adapter_config.json"), adapter_config)
-        save_file(state, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
-        atomic.replace_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_peft_directory(out_dir, state, config.lora_rank, config.lora_alpha, config.lora_dropout, base_model)

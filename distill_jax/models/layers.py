@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
 from distill_jax.models.t5_config import T5Config
 
@@ -40,7 +41,7 @@ def constrain(x: Array, names: tuple[str, ...]) -> Array:
     return nn.with_logical_constraint(x, names)
 
 
-def compute_dtypes(cfg: T5Config) -> dict[str, Any]:
+def compute_dtypes(cfg: T5Config | BartConfig) -> dict[str, Any]:
     return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.t5_config import T5Config
 
 ADAPTER = "lora"
@@ -24,7 +25,7 @@ ADAPTER = "lora"
 class LoraAdapter(nn.Module):
     """The low-rank update of one projection whose kernel is ``in_shape + out_shape``."""
 
-    config: T5Config
+    config: T5Config | BartConfig
     in_shape: tuple[int, ...]
     in_names: tuple[str, ...]
     out_shape: tuple[int, ...]
@@ -55,7 +56,7 @@ class LoraAdapter(nn.Module):
         return jnp.tensordot(down, b.astype(dtype), axes=1) * (cfg.lora_alpha / rank)
 
 
-def adapts(config: T5Config, target: str) -> bool:
+def adapts(config: T5Config | BartConfig, target: str) -> bool:
     """Whether projection `target` (q, k, v, o, wi, wo, lm_head) gets an adapter."""
     return config.lora_rank > 0 and target in config.lora_targets
 
@@ -71,7 +72,7 @@ def _is_adapter_path(path: tuple[Any, ...]) -> bool:
     return any(getattr(k, "key", None) == ADAPTER for k in path)
 
 
-def merge_lora(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
+def merge_lora(params: dict[str, Any], config: T5Config | BartConfig) -> dict[str, Any]:
     """Folds every adapter into its kernel (W + alpha/r * A B) and drops the adapters.
 
     The result is a plain model's params: load it with ``dataclasses.replace(config, lora_rank=0)``.

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.layers import (
     MlpBlock,
     MultiHeadAttention,
@@ -104,7 +105,7 @@ class DecoderLayer(nn.Module):
         return _Residual(cfg)(x, y, enable_dropout)
 
 
-def _maybe_remat(layer_cls: type[nn.Module], cfg: T5Config, enable_dropout_argnum: int) -> type[nn.Module]:
+def maybe_remat(layer_cls: type[nn.Module], cfg: T5Config | BartConfig, enable_dropout_argnum: int) -> type[nn.Module]:
     """Wraps a layer in ``nn.remat`` per ``cfg.remat``; ``enable_dropout`` must stay static."""
     if cfg.remat == "none":
         return layer_cls
@@ -118,7 +119,7 @@ def _apply_layer(layer: nn.Module, x: Array, *args: Any) -> tuple[Array, None]:
     return layer(x, *args), None
 
 
-def _scan_layers(layer: nn.Module, num_layers: int, x: Array, *broadcast_args: Any) -> Array:
+def scan_stack(layer: nn.Module, num_layers: int, x: Array, *broadcast_args: Any) -> Array:
     """``layer`` applied ``num_layers`` times as one ``nn.scan``: one traced layer instead of N.
 
     Each iteration takes its own slice of the parameters and of the decode cache (stacked on
@@ -168,9 +169,9 @@ class Encoder(nn.Module):
         x = self.shared_embedding(tokens.astype(jnp.int32))
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         x = constrain(x, ("batch", "length", "embed"))
-        layer_cls = _maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
+        layer_cls = maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
         if cfg.scan_layers:
-            x = _scan_layers(layer_cls(cfg, name="layers"), cfg.num_encoder_layers, x, attention_biases, enable_dropout)
+            x = scan_stack(layer_cls(cfg, name="layers"), cfg.num_encoder_layers, x, attention_biases, enable_dropout)
         else:
             for i in range(cfg.num_encoder_layers):
                 x = layer_cls(cfg, name=f"layers_{i}")(x, attention_biases, enable_dropout)
@@ -244,12 +245,12 @@ class Decoder(nn.Module):
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         x = constrain(x, ("batch", "length", "embed"))
         # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
-        layer_cls = DecoderLayer if decode else _maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
+        layer_cls = DecoderLayer if decode else maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
         args = (encoded, self_biases, cross_biases, enable_dropout)
         if decode:
             args += (True, cache_index, max_decode_length)
         if cfg.scan_layers:
-            x = _scan_layers(layer_cls(cfg, name="layers"), cfg.num_decoder_layers, x, *args)
+            x = scan_stack(layer_cls(cfg, name="layers"), cfg.num_decoder_layers, x, *args)
         else:
             for i in range(cfg.num_decoder_layers):
                 x = layer_cls(cfg, name=f"layers_{i}")(x, *args)
@@ -400,11 +401,11 @@ def init_params(
     return jax.jit(model.init)({"params": rng}, encoder_tokens, decoder_tokens)["params"]
 
 
-def _stacks(config: T5Config) -> tuple[tuple[str, int], ...]:
+def _stacks(config: T5Config | BartConfig) -> tuple[tuple[str, int], ...]:
     return (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers))
 
 
-def stack_layers(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
+def stack_layers(params: dict[str, Any], config: T5Config | BartConfig) -> dict[str, Any]:
     """Per-layer params (``layers_<i>``) -> the ``scan_layers`` layout (one ``layers`` subtree, leaves stacked).
 
     Host-side (numpy) conversion, for import/export and tests; ``config`` gives the layer counts.
@@ -417,7 +418,7 @@ def stack_layers(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
     return out
 
 
-def unstack_layers(params: dict[str, Any], config: T5Config) -> dict[str, Any]:
+def unstack_layers(params: dict[str, Any], config: T5Config | BartConfig) -> dict[str, Any]:
     """The inverse of ``stack_layers``: the ``scan_layers`` layout -> per-layer ``layers_<i>`` subtrees."""
     out = dict(params)
     for stack, num_layers in _stacks(config):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 _ACTIVATIONS = ("relu", "gelu", "silu")
 _REMAT_MODES = ("none", "full", "dots_saveable")
@@ -30,6 +30,8 @@ class T5Config:
     selects the ``jax.checkpoint`` policy applied to every layer; ``scan_layers`` runs each stack's
     layers as one ``nn.scan`` over parameters stacked along a leading "layers" axis.
     """
+
+    family: ClassVar[str] = "t5"
 
     vocab_size: int
     d_model: int

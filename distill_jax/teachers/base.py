@@ -1,8 +1,9 @@
 """What a teacher is asked and what it answers.
 
-A request is either *annotate* (write a rationale and final answer for an existing pool example,
-given its gold answer when there is one) or *synthesize* (write a new example of a domain, with
-rationale and answer, from a few seed examples of that domain). Every request has a stable key, a
+A request is *annotate* (write a rationale and final answer for an existing pool example, given its
+gold answer when there is one), *synthesize* (write a new example of a domain, with rationale and
+answer, from a few seed examples of that domain) or *paraphrase* (write `k` paraphrases of the
+example's input sentence). Every request has a stable key, a
 hash of its content: the budget ledger and the response caches are keyed by it, so re-issuing a
 request after a crash is recognised as the same purchase and never paid twice.
 """
@@ -15,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-RequestKind = Literal["annotate", "synthesize"]
+RequestKind = Literal["annotate", "synthesize", "paraphrase"]
 # ok: usable output. failed: the teacher was asked but gave nothing usable (after retries; `error`
 # says why) -- it may have been paid for. unavailable: there was nothing to ask (e.g. a stored pool
 # holds no output for this input, or its synthetic examples for the domain ran out) -- never paid.
@@ -38,13 +39,16 @@ class Example:
 class Request:
     kind: RequestKind
     domain: str
-    example: Example | None = None  # annotate: the example to annotate.
+    example: Example | None = None  # annotate: the example to annotate; paraphrase: the sentence.
     seeds: tuple[Example, ...] = ()  # synthesize: examples of the domain to imitate.
     index: int = 0  # synthesize: ordinal of the new example within its domain (keeps keys distinct).
+    k: int = 0  # paraphrase: how many paraphrases are wanted.
 
     def __post_init__(self):
-        if self.kind == "annotate" and self.example is None:
-            raise ValueError("an annotate request needs the example to annotate")
+        if self.kind in ("annotate", "paraphrase") and self.example is None:
+            raise ValueError(f"a {self.kind} request needs the example to {self.kind}")
+        if self.kind == "paraphrase" and self.k < 1:
+            raise ValueError(f"a paraphrase request needs k >= 1 paraphrases, got k={self.k}")
 
     @property
     def key(self) -> str:
@@ -57,6 +61,9 @@ class Request:
             "seeds": [[s.id, s.input, s.answer] for s in self.seeds],
             "index": self.index,
         }
+        if self.kind == "paraphrase":
+            # Only here: the keys of annotate/synthesize requests (in existing ledgers and caches) stay as they were.
+            payload["k"] = self.k
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -69,6 +76,9 @@ class Response:
     `tokens` is what the provider billed (prompt + completion) when it says so, else an estimate.
     `cached`: answered from a response cache, so nothing was spent now; `tokens` is still what the
     original call was billed.
+    For paraphrase, `input` repeats the sentence, `rationale` holds the teacher's raw reply (when it
+    has one), `paraphrases` the usable items parsed from it and `dropped` the (text, reason) of every
+    other non-blank part of the reply (see teachers.paraphrase_list), so nothing vanishes unseen.
     """
 
     request_key: str
@@ -79,6 +89,8 @@ class Response:
     tokens: int = 0
     error: str = ""
     cached: bool = False
+    paraphrases: tuple[str, ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()
 
 
 class Teacher(Protocol):

@@ -1,16 +1,17 @@
 """A teacher behind any OpenAI-compatible chat-completions endpoint, with a persistent response cache.
 
-Each request becomes one prompt (from the configured templates) and one POST to
-`{base_url}/chat/completions`. Calls run `concurrency` at a time; 408/429/5xx replies, timeouts,
-connection errors and malformed bodies are retried with exponential backoff and jitter (a
-`Retry-After` header wins). Other 4xx replies fail the request at once with the server's message,
+Each request (annotate, synthesize or paraphrase) becomes one prompt (from the configured
+templates) and one POST to `{base_url}/chat/completions`. Calls run `concurrency` at a time;
+408/429/5xx replies, timeouts, connection errors and malformed bodies are retried with
+exponential backoff and jitter (a `Retry-After` header wins; see teachers.http_json). Other 4xx replies fail the request at once with the server's message,
 except 401/403/404, which mean a wrong key, model or URL: no request can succeed, so `complete`
 raises.
 
 Every usable answer is written to a SQLite cache the moment it arrives, so an interrupted run
 (even kill -9) never pays for it again: a cached request makes no HTTP call and comes back with
 `cached=True` and the tokens it was originally billed. Failed answers are not cached, so they are
-asked again next time.
+asked again next time. A paraphrase reply is cached raw and parsed on every read, so an improved
+list parser also improves answers bought before it.
 
 The API key lives only in memory: it is never logged, cached, put in a `repr` or in an error.
 """
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import email.utils
 import hashlib
-import http.client
 import json
 import math
 import os
@@ -30,8 +29,6 @@ import re
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -39,32 +36,13 @@ from absl import logging
 
 from distill_jax.evaluation.metrics import extract_answer
 from distill_jax.teachers.base import Example, Request, Response
+from distill_jax.teachers.http_json import FATAL_STATUSES, Rejected, Retryable, backoff, post_json, snippet
+from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
 
-# Longest computed backoff; a server's Retry-After is honoured even when longer.
-_MAX_BACKOFF_S = 60.0
-# These mean the key, model or URL is wrong, so every request would fail the same way.
-_FATAL_STATUSES = (401, 403, 404)
 _SYNTH_FIELDS = ("question", "rationale", "answer")
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
 # "Question:", "**Answer:**", "## Rationale:" at the start of a line.
 _LABEL = re.compile(r"^[ \t*#_]*(question|rationale|answer)[ \t*_]*:[ \t*_]*", re.IGNORECASE | re.MULTILINE)
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way another attempt may not (rate limit, server error, bad body)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None, tokens: int = 0):
-        super().__init__(reason)
-        self.retry_after = retry_after
-        self.tokens = tokens
-
-
-class _Rejected(Exception):
-    """The server refused the request; asking again would get the same answer."""
-
-    def __init__(self, reason: str, status: int):
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +91,7 @@ class _Cache:
 
 
 class OpenAITeacher:
-    """Answers annotate/synthesize requests with an OpenAI-compatible chat-completions endpoint."""
+    """Answers annotate/synthesize/paraphrase requests with an OpenAI-compatible chat-completions endpoint."""
 
     def __init__(
         self,
@@ -130,6 +108,7 @@ class OpenAITeacher:
         cache_path: str | os.PathLike,
         annotate_prompt: str,
         synthesize_prompt: str,
+        paraphrase_prompt: str,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if not api_key:
@@ -143,6 +122,7 @@ class OpenAITeacher:
         # A bad template would otherwise fail every request; find out before anything is spent.
         _check_template("annotate_prompt", annotate_prompt, input="", answer="", domain="")
         _check_template("synthesize_prompt", synthesize_prompt, domain="", examples="")
+        _check_template("paraphrase_prompt", paraphrase_prompt, input="", k="", domain="")
         self.name = f"openai:{model}"
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = model
@@ -155,6 +135,7 @@ class OpenAITeacher:
         self._backoff_s = float(backoff_s)
         self._annotate_prompt = annotate_prompt
         self._synthesize_prompt = synthesize_prompt
+        self._paraphrase_prompt = paraphrase_prompt
         self._sleep = sleep
         self._rng = random.Random()
         self._cache = _Cache(os.fspath(cache_path))
@@ -178,7 +159,10 @@ class OpenAITeacher:
                 misses.append(i)
             else:
                 input_, rationale, answer, tokens = row
-                responses[i] = Response(request.key, "ok", input_, rationale, answer, tokens, cached=True)
+                response = Response(request.key, "ok", input_, rationale, answer, tokens, cached=True)
+                if request.kind == "paraphrase":
+                    response = _with_list(response, parse_paraphrase_list(rationale))
+                responses[i] = response
 
         retries = 0
         fatal = ""
@@ -214,6 +198,8 @@ class OpenAITeacher:
             return self._annotate_prompt.format(
                 input=example.input, answer=example.answer or "unknown", domain=request.domain
             )
+        if request.kind == "paraphrase":
+            return self._paraphrase_prompt.format(input=request.example.input, k=request.k, domain=request.domain)
         examples = "\n\n".join(_render_seed(s) for s in request.seeds)
         return self._synthesize_prompt.format(domain=request.domain, examples=examples)
 
@@ -227,11 +213,17 @@ class OpenAITeacher:
         outcome = self._ask(prompt)
         if outcome.error:
             return Response(request.key, "failed", tokens=outcome.tokens, error=outcome.error), outcome
+        parsed = None
         try:
             if request.kind == "annotate":
                 input_, rationale, answer = request.example.input, outcome.content, extract_answer(outcome.content)
                 if not answer:
                     raise ValueError("annotation states no answer")
+            elif request.kind == "paraphrase":
+                input_, rationale, answer = request.example.input, outcome.content, ""
+                parsed = parse_paraphrase_list(outcome.content)
+                if not parsed.items:
+                    raise ValueError(f"reply holds no paraphrase: {snippet(outcome.content)}")
             else:
                 input_, rationale, answer = parse_synthesis(outcome.content)
         except ValueError as e:
@@ -239,7 +231,7 @@ class OpenAITeacher:
             return Response(request.key, "failed", tokens=outcome.tokens, error=str(e)), outcome
         response = Response(request.key, "ok", input_, rationale, answer, outcome.tokens)
         self._cache.put(key, response)
-        return response, outcome
+        return (_with_list(response, parsed) if parsed else response), outcome
 
     def _ask(self, prompt: str) -> _Outcome:
         """The stripped completion for `prompt`, retrying what may succeed on another attempt."""
@@ -251,17 +243,17 @@ class OpenAITeacher:
                 usage = _usage_tokens(body)
                 billed += usage or 0
                 content, finish_reason = _completion(body, usage or 0)
-            except _Retryable as e:
+            except Retryable as e:
                 billed += e.tokens
                 reason = str(e)
                 if attempt == self._max_retries:
                     break
-                delay = e.retry_after if e.retry_after is not None else self._backoff(attempt)
+                delay = e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
                 logging.log_every_n_seconds(logging.WARNING, "teacher %s: %s; retrying", 30, self.name, reason)
                 self._sleep(delay)
                 continue
-            except _Rejected as e:
-                return _Outcome(tokens=billed, retries=attempt, error=str(e), fatal=e.status in _FATAL_STATUSES)
+            except Rejected as e:
+                return _Outcome(tokens=billed, retries=attempt, error=str(e), fatal=e.status in FATAL_STATUSES)
             if usage is None:
                 billed += math.ceil(len(prompt + content) / 4)
             if finish_reason == "length":
@@ -272,46 +264,15 @@ class OpenAITeacher:
         attempts = self._max_retries + 1
         return _Outcome(tokens=billed, retries=self._max_retries, error=f"gave up after {attempts} attempts: {reason}")
 
-    def _backoff(self, attempt: int) -> float:
-        # Jitter keeps concurrent workers that failed together from retrying together.
-        return min(_MAX_BACKOFF_S, self._backoff_s * 2**attempt) * self._rng.uniform(0.5, 1.0)
-
     def _post(self, prompt: str) -> dict:
-        """One HTTP attempt: the decoded JSON body, or _Retryable / _Rejected."""
+        """One HTTP attempt: the decoded JSON body, or Retryable / Rejected."""
         payload = {
             "model": self._model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self._temperature,
             "max_tokens": self._max_tokens,
         }
-        http_request = urllib.request.Request(
-            self._url,
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(http_request, timeout=self._timeout_s) as reply:
-                raw = reply.read()
-        except urllib.error.HTTPError as e:
-            message = self._redact(_error_message(e))
-            if e.code in (408, 429) or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}: {message}", _retry_after(e.headers.get("Retry-After"))) from None
-            raise _Rejected(f"HTTP {e.code}: {message}", e.code) from None
-        except (http.client.HTTPException, OSError) as e:
-            # URLError (refused, DNS, connect timeout), read timeouts, resets, truncated bodies.
-            raise _Retryable(self._redact(f"{type(e).__name__}: {e}")) from None
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _Retryable(f"response body is not JSON: {self._redact(_snippet(raw))}") from None
-        if not isinstance(body, dict):
-            raise _Retryable(f"response body is not a JSON object: {self._redact(_snippet(raw))}")
-        return body
-
-    def _redact(self, text: str) -> str:
-        # Some servers echo the key they rejected; it must not reach logs or responses.
-        return text.replace(self._api_key, "[redacted]")
+        return post_json(self._url, payload, self._api_key, self._timeout_s)
 
 
 def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAITeacher:
@@ -335,6 +296,7 @@ def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAIT
         cache_path=cfg_teacher.cache_path or os.path.join(workdir, "teacher_cache.sqlite"),
         annotate_prompt=cfg_teacher.annotate_prompt,
         synthesize_prompt=cfg_teacher.synthesize_prompt,
+        paraphrase_prompt=cfg_teacher.paraphrase_prompt,
     )
 
 
@@ -349,7 +311,7 @@ def parse_synthesis(content: str) -> tuple[str, str, str]:
         fields = _labelled(content)
     if fields is None:
         raise ValueError(
-            "synthesize reply holds neither a JSON object nor Question:/Rationale:/Answer: text: " + _snippet(content)
+            "synthesize reply holds neither a JSON object nor Question:/Rationale:/Answer: text: " + snippet(content)
         )
     values = []
     for name in _SYNTH_FIELDS:
@@ -390,14 +352,14 @@ def _labelled(content: str) -> dict | None:
 
 
 def _completion(body: dict, usage: int) -> tuple[str, str]:
-    """(stripped content, finish_reason) of the first choice; _Retryable if there is no content."""
+    """(stripped content, finish_reason) of the first choice; Retryable if there is no content."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise _Retryable("response has no choices", tokens=usage)
+        raise Retryable("response has no choices", tokens=usage)
     message = choices[0].get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str) or not content.strip():
-        raise _Retryable("response has an empty completion", tokens=usage)
+        raise Retryable("response has an empty completion", tokens=usage)
     return content.strip(), choices[0].get("finish_reason") or ""
 
 
@@ -405,34 +367,6 @@ def _usage_tokens(body: dict) -> int | None:
     usage = body.get("usage")
     tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
-
-
-def _error_message(error: urllib.error.HTTPError) -> str:
-    """The server's `error.message` (OpenAI's error shape), else the start of its body."""
-    try:
-        raw = error.read()
-    except (OSError, http.client.HTTPException):
-        return error.reason or ""
-    try:
-        message = json.loads(raw)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return _snippet(raw) or str(error.reason or "")
-    return str(message)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _render_seed(seed: Example) -> str:
@@ -451,7 +385,6 @@ def _check_template(name: str, template: str, **fields: str) -> None:
         ) from None
 
 
-def _snippet(raw: bytes | str, limit: int = 200) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
+def _with_list(response: Response, parsed: ParsedList) -> Response:
+    dropped = tuple((d.text, d.reason) for d in parsed.dropped)
+    return dataclasses.replace(response, paraphrases=parsed.items, dropped=dropped)

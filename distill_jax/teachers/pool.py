@@ -3,8 +3,9 @@
 The main offline mode. Users who already paid for a large pool of teacher outputs (BalDistill's
 own files are such a pool) let the scheduler spend a smaller budget from it: an annotate "call"
 returns the stored rationale for that input, a synthesize "call" hands out the domain's next stored
-synthetic example. Inputs are matched on whitespace-normalised text, so ids need not agree between
-the pool and the stored outputs. Rows of the stored files that cannot be used are written, with the
+synthetic example, a paraphrase "call" returns up to k stored paraphrases of that sentence. Inputs
+are matched on whitespace-normalised text, so ids need not agree between the pool and the stored
+outputs. Rows of the stored files that cannot be used are written, with the
 reason, to a rejects file (never dropped silently).
 """
 
@@ -19,8 +20,10 @@ from absl import logging
 
 from distill_jax import atomic
 from distill_jax.data.corpus import FieldMapping, Reject, read_rows
+from distill_jax.data.paraphrase_sources import ReadProblem, load_table
 from distill_jax.evaluation.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response
+from distill_jax.teachers.paraphrase_list import clean_items
 
 
 def normalize_input(text: str) -> str:
@@ -63,8 +66,26 @@ def _read_stored(
     return rows
 
 
+def _read_paraphrases(
+    paths: Sequence[str], fields: Mapping[str, str], rejects: list[dict[str, Any]]
+) -> dict[str, list[str]]:
+    """Stored paraphrases by normalised source sentence, in file order (rows of one source are joined)."""
+    stored: dict[str, list[str]] = {}
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"teacher paraphrases file {path} does not exist; fix --config.teacher.pool_paraphrases"
+            )
+        for row in load_table(path, fields):
+            if isinstance(row, ReadProblem):
+                rejects.append(dict(file=path, origin=row.origin, reason="bad_row", detail=row.detail))
+            else:
+                stored.setdefault(normalize_input(row.source), []).append(row.paraphrase)
+    return stored
+
+
 class PoolTeacher:
-    """Stored annotations (by input text) and stored synthetic examples (per domain, in order)."""
+    """Stored annotations (by input text), synthetic examples (per domain, in order) and paraphrase lists."""
 
     name = "pool"
 
@@ -76,6 +97,8 @@ class PoolTeacher:
         fields: Mapping[str, str] | None = None,
         synthetic_answer: str = "gt_choice",
         rejects_path: str | None = None,
+        paraphrases: str | Sequence[str] = (),
+        paraphrase_fields: Mapping[str, str] | None = None,
     ):
         fields = {**dict(input="text", rationale="rationale", answer="", domain="source"), **(fields or {})}
         rejects: list[dict[str, Any]] = []
@@ -94,6 +117,11 @@ class PoolTeacher:
         self._synthetic: dict[str, list[tuple[str, str, str]]] = {}
         for domain, text, rationale, answer in _read_stored(_paths(synthetic), synthetic_mapping, "synthetic", rejects):
             self._synthetic.setdefault(domain, []).append((text, rationale, answer))
+        self._paraphrases = _read_paraphrases(
+            _paths(paraphrases),
+            {**dict(source="source", paraphrases="paraphrases"), **(paraphrase_fields or {})},
+            rejects,
+        )
         if rejects:
             logging.warning(
                 "Pool teacher: %d stored rows unusable (first: %s)%s",
@@ -104,9 +132,10 @@ class PoolTeacher:
             if rejects_path:
                 atomic.write_jsonl(rejects_path, rejects)
         logging.info(
-            "Pool teacher: %d stored annotations, synthetic examples per domain %s.",
+            "Pool teacher: %d stored annotations, synthetic examples per domain %s, paraphrases of %d sentences.",
             len(self._annotations),
             {d: len(v) for d, v in sorted(self._synthetic.items())},
+            len(self._paraphrases),
         )
 
     def known_inputs(self) -> set[str]:
@@ -120,6 +149,8 @@ class PoolTeacher:
         return [self._answer(r) for r in requests]
 
     def _answer(self, request: Request) -> Response:
+        if request.kind == "paraphrase":
+            return self._paraphrase(request)
         if request.kind == "annotate":
             stored = self._annotations.get(normalize_input(request.example.input))
             if stored is None:
@@ -148,6 +179,24 @@ class PoolTeacher:
             rationale=rationale,
             answer=answer or extract_answer(rationale),
             tokens=estimate_tokens(text, rationale),
+        )
+
+    def _paraphrase(self, request: Request) -> Response:
+        sentence = request.example.input
+        stored = self._paraphrases.get(normalize_input(sentence))
+        if not stored:
+            return Response(request.key, "unavailable", error="no stored paraphrases for this sentence")
+        parsed = clean_items(stored[: request.k])
+        dropped = tuple((d.text, d.reason) for d in parsed.dropped)
+        if not parsed.items:
+            return Response(request.key, "failed", error="no stored paraphrase is a sentence", dropped=dropped)
+        return Response(
+            request.key,
+            "ok",
+            input=sentence,
+            tokens=estimate_tokens(sentence, *parsed.items),
+            paraphrases=parsed.items,
+            dropped=dropped,
         )
 
     def close(self) -> None:

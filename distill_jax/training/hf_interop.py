@@ -1,4 +1,4 @@
-"""A transformers T5 directory as a run checkpoint, and a run checkpoint as a transformers T5 directory.
+"""A transformers T5/BART directory as a run checkpoint, and a run checkpoint as a transformers directory.
 
 The functions behind `distill-jax import-hf` and `export-hf`; they live here, not in the CLI
 modules, so they can be called in-process without defining absl flags.
@@ -14,7 +14,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from distill_jax.models.hf_t5 import hf_t5_config, save_hf_t5, save_peft_adapter
+from distill_jax.models import family
 from distill_jax.models.lora import merge_lora, strip_adapters
 from distill_jax.models.t5 import unstack_layers
 from distill_jax.training.checkpoints import Checkpointer
@@ -32,7 +32,7 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     `model.hf_dir`. Refuses a workdir that already holds checkpoints.
     """
     hf_dir = os.path.abspath(hf_dir)
-    hf_t5_config(hf_dir)  # An unsupported architecture fails here, before any data is read.
+    family.hf_config(hf_dir)  # An unsupported architecture fails here, before any data is read.
     cfg = config.copy_and_resolve_references()
     cfg.model.hf_dir = hf_dir
     checkpointer = Checkpointer(checkpointer_dir(workdir))
@@ -45,7 +45,7 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
             "domain_names": run.domain_names,
             # No data consumed yet: None never equals the run's weights, so training starts a fresh data order.
             "mixture_weights": None,
-            "model": dataclasses.asdict(run.model_config),
+            "model": family.config_dict(run.model_config),
             "tokenizer": run.manifest["tokenizer"],
             "train_content_hash": run.manifest.get("content_hash"),
             "imported_from": hf_dir,
@@ -91,10 +91,12 @@ def export_hf(
         tokenizer_dir = run.tokenizer.path if run.tokenizer.kind == "hf" else None
         base_config = dataclasses.replace(config, lora_rank=0)
         if config.lora_rank == 0:
-            save_hf_t5(out_dir, config, host_params, tokenizer_dir, overwrite=overwrite)
+            family.save_hf(out_dir, config, host_params, tokenizer_dir, overwrite=overwrite)
         elif lora_format == "merged":
-            save_hf_t5(out_dir, base_config, merge_lora(host_params, config), tokenizer_dir, overwrite=overwrite)
+            family.save_hf(out_dir, base_config, merge_lora(host_params, config), tokenizer_dir, overwrite=overwrite)
         else:
-            save_hf_t5(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
-            save_peft_adapter(os.path.join(out_dir, "lora_adapter"), config, host_params, os.path.abspath(out_dir))
+            family.save_hf(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
+            family.save_peft_adapter(
+                os.path.join(out_dir, "lora_adapter"), config, host_params, os.path.abspath(out_dir)
+            )
     return step

@@ -19,15 +19,14 @@ from distill_jax.data import shards
 from distill_jax.data.pipeline import build_eval_batches
 from distill_jax.data.tokenizers import Tokenizer, tokenizer_from_dict
 from distill_jax.evaluation.evaluator import Evaluator
-from distill_jax.models.hf_t5 import hf_t5_config
-from distill_jax.models.t5 import T5Transformer
-from distill_jax.models.t5_config import T5Config, get_config
+from distill_jax.models import family
+from distill_jax.models.family import Model, ModelConfig
 from distill_jax.training import optimizers, partitioning, step
 from distill_jax.training.train_state import TrainState, state_shardings
 
 
 def lora_overrides(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-    """T5Config LoRA fields from the config's model section (absent in configs saved before LoRA)."""
+    """Model config LoRA fields from the config's model section (absent in configs saved before LoRA)."""
     if not model_cfg.get("lora_rank", 0):
         return {}
     targets = tuple(t.strip() for t in model_cfg.lora_targets.split(",") if t.strip())
@@ -51,8 +50,8 @@ class RunSetup:
     eval_manifest: dict[str, Any] | None
     tokenizer: Tokenizer
     domain_names: list[str]  # Index order of every per-domain vector (train and eval domains together).
-    model_config: T5Config
-    model: T5Transformer
+    model_config: ModelConfig
+    model: Model
     mesh: Mesh
     rules: partitioning.LogicalRules
     tx: optax.GradientTransformation
@@ -79,7 +78,7 @@ def _check_same_tokenizer(train: Mapping[str, Any], other: Mapping[str, Any], ot
         )
 
 
-def _check_tokenizer_fits(tok: Mapping[str, Any], model_config: T5Config, hf_dir: str) -> None:
+def _check_tokenizer_fits(tok: Mapping[str, Any], model_config: ModelConfig, hf_dir: str) -> None:
     """The data's ids must be ids of the imported model, with its pad and EOS: a pretrained embedding has no slack."""
     problems = []
     if int(tok["vocab_size"]) > model_config.vocab_size:
@@ -123,10 +122,11 @@ def setup_run(
     )
     hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
     if hf_dir:
-        model_config = hf_t5_config(hf_dir, **overrides)
+        model_config = family.hf_config(hf_dir, **overrides)
         _check_tokenizer_fits(tok, model_config, hf_dir)
     else:
-        model_config = get_config(
+        # A BART preset also takes the tokenizer's EOS as its decoder start token (BART's convention).
+        model_config = family.preset_config(
             config.model.size,
             vocab_size=padded_vocab_size(int(tok["vocab_size"])),
             pad_token_id=int(tok["pad_id"]),
@@ -145,7 +145,7 @@ def setup_run(
         tokenizer=tokenizer,
         domain_names=sorted(domains),
         model_config=model_config,
-        model=T5Transformer(model_config),
+        model=family.model_for(model_config),
         mesh=mesh,
         rules=rules,
         tx=tx,

@@ -20,7 +20,8 @@ import optax
 from jax.sharding import Mesh
 
 from distill_jax.models import lora
-from distill_jax.models.t5 import T5Transformer, shift_right
+from distill_jax.models.family import Model
+from distill_jax.models.t5 import shift_right
 from distill_jax.training import losses, partitioning
 from distill_jax.training.train_state import TrainState
 
@@ -60,7 +61,7 @@ def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
 
 
 def _forward_sums(
-    model: T5Transformer,
+    model: Model,
     params: Any,
     batch: Batch,
     num_domains: int,
@@ -138,7 +139,7 @@ class TrainStep:
 
 
 def make_train_step(
-    model: T5Transformer,
+    model: Model,
     tx: optax.GradientTransformation,
     *,
     mesh: Mesh,
@@ -243,7 +244,7 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: T5Transformer,
+    model: Model,
     *,
     mesh: Mesh,
     rules: partitioning.LogicalRules,

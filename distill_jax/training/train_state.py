@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from distill_jax.models.t5 import init_params
-from distill_jax.models.t5_config import T5Config
+from distill_jax.models.family import ModelConfig, init_params
 from distill_jax.training import partitioning
 
 
@@ -33,7 +32,7 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 
 
 def state_shardings(
-    model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh, rules: partitioning.LogicalRules
+    model_config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: partitioning.LogicalRules
 ) -> tuple[TrainState, TrainState]:
     """(abstract state, shardings): the shapes of the state and where each leaf lives.
 
@@ -68,7 +67,11 @@ def state_shardings(
 
 
 def create_train_state(
-    model_config: T5Config, tx: optax.GradientTransformation, mesh: Mesh, rules: partitioning.LogicalRules, seed: int
+    model_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules: partitioning.LogicalRules,
+    seed: int,
 ) -> TrainState:
     """Initialises params and optimizer state directly into their shards."""
     _, shardings = state_shardings(model_config, tx, mesh, rules)

@@ -29,10 +29,7 @@ from tqdm import tqdm
 from distill_jax.data import pipeline, shards
 from distill_jax.evaluation import metrics
 from distill_jax.evaluation.evaluator import summary_scalars
-from distill_jax.models import lora
-from distill_jax.models.hf_t5 import load_hf_params
-from distill_jax.models.t5 import init_params
-from distill_jax.models.t5_config import T5Config, flops_per_token
+from distill_jax.models import family, lora
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, local_data_state
 from distill_jax.training.metrics_writer import MetricsWriter
@@ -130,28 +127,10 @@ def _meta(run: RunSetup, weights: dict[str, float], extra: dict[str, Any] | None
         "config": json.loads(run.config.to_json_best_effort()),
         "domain_names": run.domain_names,
         "mixture_weights": weights,
-        "model": dataclasses.asdict(run.model_config),
+        "model": family.config_dict(run.model_config),
         "tokenizer": run.manifest["tokenizer"],
         "train_content_hash": run.manifest.get("content_hash"),
     }
-
-
-# Fields that fix the parameter shapes; dtype, dropout and remat may change between resumes.
-_ARCHITECTURE_FIELDS = (
-    "vocab_size",
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_heads",
-    "num_encoder_layers",
-    "num_decoder_layers",
-    "relative_attention_num_buckets",
-    "feed_forward_proj",
-    "tie_word_embeddings",
-    "scan_layers",  # Stacked vs per-layer params: a different tree.
-    "lora_rank",
-    "lora_targets",
-)
 
 
 def _log_student(run: RunSetup, state: TrainState) -> None:
@@ -159,7 +138,8 @@ def _log_student(run: RunSetup, state: TrainState) -> None:
     cfg = run.config
     n_params = count_params(state.params)
     logging.info(
-        "Student: T5 %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
+        "Student: %s %s, %.2fM parameters, vocab %d; mesh %s over %d devices; %d domains.",
+        run.model_config.family.upper(),
         cfg.model.hf_dir or cfg.model.size,
         n_params / 1e6,
         run.model_config.vocab_size,
@@ -191,12 +171,8 @@ def _resume(
 ) -> TrainState:
     """Restores the state of `step` and, where it still applies, the data position."""
     meta = checkpointer.restore_meta(step)
-    defaults = {f.name: f.default for f in dataclasses.fields(T5Config)}  # For fields newer than the checkpoint.
-    # Through JSON, as meta was saved: tuples compare as lists.
-    saved_model = json.loads(json.dumps({k: meta["model"].get(k, defaults.get(k)) for k in _ARCHITECTURE_FIELDS}))
-    wanted = json.loads(json.dumps({k: getattr(run.model_config, k) for k in _ARCHITECTURE_FIELDS}))
-    if saved_model != wanted:
-        changed = {k: (saved_model[k], wanted[k]) for k in wanted if saved_model[k] != wanted[k]}
+    changed = family.architecture_changes(meta["model"], run.model_config)
+    if changed:
         raise ValueError(
             f"{workdir}: the checkpoint's model differs from the config's (checkpoint, config): {changed}; "
             "use the config it was trained with (e.g. the same --config.model.size or --config.model.hf_dir) "
@@ -304,7 +280,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     writer = MetricsWriter(workdir)
     # Training FLOPs of one padded example (fixed shapes: this is what the devices compute).
     flops_per_example = (
-        flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len) * cfg.data.max_target_len
+        family.flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len)
+        * cfg.data.max_target_len
     )
     peak = peak_flops_per_device(cfg.train.peak_flops_per_device)
 
@@ -409,9 +386,9 @@ def hf_initial_state(run: RunSetup) -> TrainState:
     Every process reads the checkpoint on its host; each device receives only its own slices.
     """
     base_config = dataclasses.replace(run.model_config, lora_rank=0)
-    host = load_hf_params(run.config.model.hf_dir, base_config)
+    host = family.load_hf_params(run.config.model.hf_dir, base_config)
     if run.model_config.lora_rank:
-        fresh = nn.unbox(init_params(run.model_config, jax.random.key(run.config.seed)))
+        fresh = nn.unbox(family.init_params(run.model_config, jax.random.key(run.config.seed)))
         host = lora.with_adapters(host, jax.tree.map(np.asarray, fresh))
     params = jax.tree.map(
         lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),

@@ -80,13 +80,33 @@ def test_checkpointing_smallest(load, tmp_path):
     assert over["step_s"] > 0 and over["save_call_s"] > 0
 
 
+def test_scaling_smallest(load, tmp_path):
+    """Sharded steps equal the one-device step (conftest gives this process 8 virtual devices)."""
+    out = tmp_path / "scaling.json"
+    args = ["--devices", "1,8", "--layouts", "data,fsdp", "--batch_size", "8", "--input_len", "16"]
+    load("scaling").main([*args, "--target_len", "16", "--steps", "2", "--warmup", "0", "--json", str(out)])
+
+    part = read_report(out, "scaling")
+    rows = part["rows"]
+    assert [(r["devices"], r["layout"]) for r in rows] == [
+        (1, "data"),
+        (8, "data"),
+        (8, "fsdp"),
+    ]
+    assert len(part["reference_losses"]) == 2 and all(loss > 0 for loss in part["reference_losses"])
+    for row in rows[1:]:
+        assert row["max_loss_diff"] < 1e-4 and row["max_param_diff"] < 1e-5, row
+    for row in rows:
+        assert row["step_s"] > 0 and row["speedup"] == pytest.approx(rows[0]["step_s"] / row["step_s"])
+
+
 @pytest.mark.slow
 def test_run_all_smoke(load, tmp_path):
     out = tmp_path / "suite.json"
     report = load("run_all").main(["--smoke", "--size", "tiny", "--json", str(out)])
 
     written = json.loads(out.read_text())
-    assert {"train_vs_torch", "input_pipeline", "checkpointing", "decode"} <= written.keys()
+    assert {"train_vs_torch", "input_pipeline", "checkpointing", "decode", "scaling"} <= written.keys()
     assert written["machine"]["load_average_after"] and written["command"]
     parts = {row["part"] for row in load("run_all").headline_rows(report)}
-    assert parts == {"train step", "input pipeline", "prepare", "checkpointing", "decode"}
+    assert parts == {"train step", "input pipeline", "prepare", "checkpointing", "decode", "scaling"}

@@ -246,3 +246,24 @@ def test_cli_eval_of_a_workdir_on_a_data_file_decodes_then_scores(workdir, demo_
     assert report["config"]["run"]["train"]["steps"] == 4 and "answer_accuracy" in stdout
     assert (out / "predictions" / "student" / "predictions.jsonl").exists()
     assert sorted(os.listdir(out / "plots")) == ["domain_accuracy.png", "groups.png"]
+
+
+def test_eval_decodes_a_checkpoint_once_per_preset(workdir, demo_prepared, tmp_path) -> None:
+    """--presets: one set per preset, each decoded with its own settings and carrying its throughput."""
+    out = tmp_path / "presets"
+    report, table = compare_predictions(
+        [("student", workdir)],
+        str(out),
+        data=demo_prepared["test"],
+        options=ScoringOptions(groups=("overlap",)),
+        settings=DecodeSettings(max_decode_len=8),
+        presets=["greedy", "topk10_n5"],
+    )
+    assert report["order"] == ["student@greedy", "student@topk10_n5"]
+    sampled = report["sets"]["student@topk10_n5"]
+    assert sampled["decoding"]["method"] == "sample" and sampled["decoding"]["num_return_sequences"] == 5
+    assert sampled["decoding"]["max_decode_len"] == 8
+    assert all(report["sets"][n]["examples_per_s"] > 0 for n in report["order"])
+    rows = [json.loads(line) for line in (out / "predictions" / "student@topk10_n5" / "predictions.jsonl").open()]
+    assert all(len(r["predictions"]) == 5 for r in rows)
+    assert "student@greedy" in table

@@ -117,11 +117,11 @@ def test_training_from_model_hf_dir_equals_training_from_its_import(small_train_
 
 
 def test_unfit_inputs_fail_with_the_reason(small_train_config, tmp_path):
-    bart = tmp_path / "bart"
-    bart.mkdir()
-    (bart / "config.json").write_text(json.dumps({"model_type": "bart", "architectures": ["BartModel"]}))
-    out = cli("import-hf", f"--hf_dir={bart}", f"--workdir={tmp_path / 'run'}")
-    assert out.returncode != 0 and "unsupported architecture model_type='bart'" in out.stderr
+    umt5 = tmp_path / "umt5"
+    umt5.mkdir()
+    (umt5 / "config.json").write_text(json.dumps({"model_type": "umt5", "architectures": ["UMT5Model"]}))
+    out = cli("import-hf", f"--hf_dir={umt5}", f"--workdir={tmp_path / 'run'}")
+    assert out.returncode != 0 and "unsupported architecture model_type='umt5'" in out.stderr
 
     missing = "decoder.block.1.layer.2.DenseReluDense.wo.weight"
     save_random_hf_t5(tmp_path / "hf")

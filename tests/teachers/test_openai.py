@@ -19,10 +19,16 @@ from distill_jax.teachers.openai import OpenAITeacher, from_config, parse_synthe
 KEY = "sk-test-SECRET-0123456789abcdef"
 ANNOTATE = "[{domain}] Gold: {answer}. Question: {input}"
 SYNTHESIZE = "Write a {domain} problem like these:\n\n{examples}"
+PARAPHRASE = "Give {k} paraphrases ({domain}) of: {input}"
 TOKENS = 42
 
 
 def _default_reply(prompt: str) -> str:
+    if prompt.startswith("Give"):
+        sentence = prompt.rsplit("of: ", 1)[1]
+        return (
+            f'Sure! Here are the paraphrases:\n\n1. {sentence} again.\n2) "Once more, {sentence}"\n\nHope this helps!'
+        )
     if prompt.startswith("["):
         question = prompt.rsplit("Question: ", 1)[1]
         return f"Working on {question}. So the answer is {question.upper()}."
@@ -146,6 +152,7 @@ def make_teacher(endpoint, tmp_path, sleeps):
             cache_path=tmp_path / "cache.sqlite",
             annotate_prompt=ANNOTATE,
             synthesize_prompt=SYNTHESIZE,
+            paraphrase_prompt=PARAPHRASE,
             sleep=sleeps.append,
         )
         kwargs.update(overrides)
@@ -362,7 +369,7 @@ from distill_jax.teachers.base import Example, Request
 from distill_jax.teachers.openai import OpenAITeacher
 teacher = OpenAITeacher({endpoint.base_url!r}, "tiny-model", "k", temperature=0.0, max_tokens=64, concurrency=1,
     timeout_s=5.0, max_retries=0, backoff_s=0.0, cache_path={str(tmp_path / "cache.sqlite")!r},
-    annotate_prompt={ANNOTATE!r}, synthesize_prompt={SYNTHESIZE!r})
+    annotate_prompt={ANNOTATE!r}, synthesize_prompt={SYNTHESIZE!r}, paraphrase_prompt={PARAPHRASE!r})
 teacher.complete([Request("annotate", "math", Example("id1", "math", "q1", "4"))])
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -422,4 +429,53 @@ def test_bad_template_is_rejected_before_any_call(endpoint, make_teacher):
         make_teacher(annotate_prompt="Solve {question}")
     with pytest.raises(ValueError, match="synthesize_prompt"):
         make_teacher(synthesize_prompt='Reply as {"question": ...}')
+    with pytest.raises(ValueError, match="paraphrase_prompt"):
+        make_teacher(paraphrase_prompt="Paraphrase {sentence}")
     assert endpoint.calls == []
+
+
+def paraphrase(text="The cat sat on the mat", k=2):
+    return Request("paraphrase", "para", Example("s1", "para", text), k=k)
+
+
+def test_paraphrase_request_renders_k_and_parses_the_list(endpoint, make_teacher):
+    (response,) = make_teacher().complete([paraphrase()])
+    assert endpoint.calls[0][1]["messages"][0]["content"] == "Give 2 paraphrases (para) of: The cat sat on the mat"
+    assert endpoint.calls[0][1]["temperature"] == 0.0
+    assert response.status == "ok" and response.input == "The cat sat on the mat" and response.tokens == TOKENS
+    assert response.paraphrases == ("The cat sat on the mat again.", "Once more, The cat sat on the mat")
+    assert response.dropped == (("Sure! Here are the paraphrases:", "preamble"), ("Hope this helps!", "epilogue"))
+    assert response.rationale.startswith("Sure!")  # The raw reply, as cached.
+
+
+def test_paraphrase_key_depends_on_k_and_other_keys_are_unchanged():
+    assert paraphrase(k=2).key != paraphrase(k=3).key
+    # A pinned annotate key: adding the paraphrase kind must not re-key existing ledgers and caches.
+    assert annotate(1).key == "d195f90f2b32523948d7fedb7b9a93670b1d0537342fad6a2e07c34446d2f325"
+    with pytest.raises(ValueError, match="k >= 1"):
+        paraphrase(k=0)
+
+
+def test_paraphrase_429_then_success_and_malformed_json_are_retried(endpoint, make_teacher, sleeps):
+    endpoint.script = [status(429, "slow down", headers=[("Retry-After", "3")]), raw(b'{"choices": [{"mess')]
+    (response,) = make_teacher(backoff_s=2.0).complete([paraphrase()])
+    assert response.status == "ok" and len(response.paraphrases) == 2
+    assert len(endpoint.calls) == 3 and sleeps[0] == 3.0 and 2.0 <= sleeps[1] <= 4.0  # 2nd backoff
+
+
+def test_paraphrase_reply_without_a_list_fails_and_is_asked_again(endpoint, make_teacher):
+    endpoint.script = [reply("Sure! Here are the paraphrases:\n\n---")]
+    teacher = make_teacher()
+    (failed,) = teacher.complete([paraphrase()])
+    assert failed.status == "failed" and "holds no paraphrase" in failed.error and failed.tokens == TOKENS
+    (again,) = teacher.complete([paraphrase()])
+    assert again.status == "ok" and not again.cached and len(endpoint.calls) == 2
+
+
+def test_paraphrase_cache_keeps_the_raw_reply_and_parses_it_again(endpoint, make_teacher):
+    endpoint.script = [reply('```json\n["First version.", "Second version."]\n```')]
+    first = make_teacher().complete([paraphrase()])
+    again = make_teacher().complete([paraphrase()])
+    assert len(endpoint.calls) == 1 and again[0].cached
+    assert again[0].paraphrases == first[0].paraphrases == ("First version.", "Second version.")
+    assert again[0].dropped == first[0].dropped

@@ -93,3 +93,32 @@ def test_program_teacher_synthesizes_new_correct_examples(tmp_path):
         isinstance(to_training_row(q, r, stage=1, check_answers=True, known_inputs=known), dict)
         for q, r in zip(requests, first)
     )
+
+
+def test_paraphrase_lists_by_normalised_sentence_up_to_k(tmp_path):
+    stored = _write(
+        tmp_path / "paraphrases.jsonl",
+        [
+            {"sentence": "The  vote passed.", "versions": ["1. The motion was carried.", "It was approved.", "---"]},
+            {"sentence": "The vote passed.", "versions": "Lawmakers approved it."},  # one more row, same sentence
+            {"sentence": "Rain fell.", "versions": [3]},
+            {"versions": ["orphan"]},
+        ],
+    )
+    teacher = PoolTeacher(
+        "",
+        paraphrases=stored,
+        paraphrase_fields={"source": "sentence", "paraphrases": "versions"},
+        rejects_path=str(tmp_path / "rejects.jsonl"),
+    )
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["origin"] for r in rejects] == ["paraphrases.jsonl:3", "paraphrases.jsonl:4"]
+
+    def ask(text, k):
+        return Request("paraphrase", "p", example=Example("s", "p", text), k=k)
+
+    two, four, missing = teacher.complete([ask("The vote passed.\n", 2), ask("The vote passed.", 4), ask("New.", 3)])
+    assert two.status == "ok" and two.paraphrases == ("The motion was carried.", "It was approved.") and two.tokens > 0
+    assert four.paraphrases == ("The motion was carried.", "It was approved.", "Lawmakers approved it.")
+    assert four.dropped == (("---", "not_a_sentence"),)
+    assert missing.status == "unavailable" and missing.paraphrases == ()

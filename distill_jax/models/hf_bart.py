@@ -1,0 +1,291 @@
+"""transformers BART checkpoints (PyTorch layout, safetensors) to and from ``BartTransformer`` parameters.
+
+Import warm-starts students from local BART directories (``facebook/bart-base`` and its fine-tunes)
+with logits parity with ``transformers.BartForConditionalGeneration``; export writes a directory that
+``from_pretrained`` loads with no missing or unexpected weights, and LoRA adapters in PEFT's format.
+One table (``_hf_layout``) names every tensor for both directions. Weights are safetensors only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from distill_jax.models.bart import init_params
+from distill_jax.models.bart_config import BartConfig
+from distill_jax.models.hf_files import (
+    peft_state_dict,
+    read_checkpoint,
+    read_config,
+    save_model_directory,
+    save_peft_directory,
+)
+from distill_jax.models.t5 import stack_layers, unstack_layers
+
+# Copies of model.shared.weight in HF state dicts (lm_head.weight too when the head is tied).
+_EMBEDDING_ALIASES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+# fairseq leftovers that transformers ignores on load.
+_IGNORED = frozenset({"model.encoder.version", "model.decoder.version"})
+# Checkpoints saved from BartModel (facebook/bart-base among them) name tensors without "model.".
+_BASE_MODEL_ROOTS = ("shared", "encoder", "decoder")
+
+# How an HF tensor holds one of our parameters: an int n is a torch Linear weight [out, in] of a
+# kernel with n input dims; "flat" a 1-D bias of a multi-dim one; "row" final_logits_bias's [1, V];
+# None the same shape.
+_Kind = int | str | None
+_Layout = dict[tuple[str, ...], tuple[str, _Kind]]
+
+
+def _attention_layout(ours: tuple[str, ...], hf: str) -> _Layout:
+    layout: _Layout = {}
+    for name, short in (("query", "q"), ("key", "k"), ("value", "v")):
+        layout[(*ours, name, "kernel")] = (f"{hf}.{short}_proj.weight", 1)
+        layout[(*ours, name, "bias")] = (f"{hf}.{short}_proj.bias", "flat")
+    layout[(*ours, "out", "kernel")] = (f"{hf}.out_proj.weight", 2)
+    layout[(*ours, "out", "bias")] = (f"{hf}.out_proj.bias", None)
+    return layout
+
+
+def _norm_layout(ours: tuple[str, ...], hf: str) -> _Layout:
+    return {(*ours, "scale"): (f"{hf}.weight", None), (*ours, "bias"): (f"{hf}.bias", None)}
+
+
+def _mlp_layout(ours: tuple[str, ...], hf: str) -> _Layout:
+    layout: _Layout = {}
+    for name, fc in (("wi", "fc1"), ("wo", "fc2")):
+        layout[(*ours, name, "kernel")] = (f"{hf}.{fc}.weight", 1)
+        layout[(*ours, name, "bias")] = (f"{hf}.{fc}.bias", None)
+    return layout
+
+
+def _hf_layout(cfg: BartConfig) -> _Layout:
+    """Where every parameter of ``BartTransformer(cfg)`` (per-layer layout) lives in an HF BART state dict."""
+    layout: _Layout = {("token_embedder", "embedding"): ("model.shared.weight", None)}
+    for stack in ("encoder", "decoder"):
+        layout[(stack, "position_embedder", "embedding")] = (f"model.{stack}.embed_positions.weight", None)
+        layout |= _norm_layout((stack, "embedding_norm"), f"model.{stack}.layernorm_embedding")
+    for i in range(cfg.num_encoder_layers):
+        ours, hf = ("encoder", f"layers_{i}"), f"model.encoder.layers.{i}"
+        layout |= _attention_layout((*ours, "attention"), f"{hf}.self_attn")
+        layout |= _norm_layout((*ours, "attention_norm"), f"{hf}.self_attn_layer_norm")
+        layout |= _mlp_layout((*ours, "mlp"), hf)
+        layout |= _norm_layout((*ours, "mlp_norm"), f"{hf}.final_layer_norm")
+    for i in range(cfg.num_decoder_layers):
+        ours, hf = ("decoder", f"layers_{i}"), f"model.decoder.layers.{i}"
+        layout |= _attention_layout((*ours, "self_attention"), f"{hf}.self_attn")
+        layout |= _norm_layout((*ours, "self_attention_norm"), f"{hf}.self_attn_layer_norm")
+        layout |= _attention_layout((*ours, "encoder_decoder_attention"), f"{hf}.encoder_attn")
+        layout |= _norm_layout((*ours, "encoder_decoder_attention_norm"), f"{hf}.encoder_attn_layer_norm")
+        layout |= _mlp_layout((*ours, "mlp"), hf)
+        layout |= _norm_layout((*ours, "mlp_norm"), f"{hf}.final_layer_norm")
+    layout[("decoder", "logits_bias")] = ("final_logits_bias", "row")
+    if not cfg.tie_word_embeddings:
+        layout[("decoder", "logits_dense", "kernel")] = ("lm_head.weight", 1)
+    return layout
+
+
+def _hf_shape(shape: tuple[int, ...], kind: _Kind) -> tuple[int, ...]:
+    if kind is None:
+        return shape
+    if kind == "flat":
+        return (math.prod(shape),)
+    if kind == "row":
+        return (1, math.prod(shape))
+    return (math.prod(shape[kind:]), math.prod(shape[:kind]))
+
+
+def _expected_shapes(config: BartConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    """Flattened parameter shapes of ``BartTransformer(config)``, checked against the HF layout."""
+    expected = traverse_util.flatten_dict(
+        nn.meta.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
+    )
+    layout = _hf_layout(config)
+    if set(layout) != set(expected):
+        raise RuntimeError(f"HF layout out of sync with BartTransformer: {sorted(set(layout) ^ set(expected))}")
+    return expected
+
+
+def _with_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        f"model.{name}" if name.split(".")[0] in _BASE_MODEL_ROOTS else name: value
+        for name, value in state_dict.items()
+    }
+
+
+def _check_aliases(state_dict: Mapping[str, Any], cfg: BartConfig) -> list[str]:
+    """Errors for copies of ``model.shared.weight`` that hold different values (the model has one embedding)."""
+    aliases = _EMBEDDING_ALIASES + (("lm_head.weight",) if cfg.tie_word_embeddings else ())
+    if "model.shared.weight" not in state_dict:
+        return []
+    shared = np.asarray(state_dict["model.shared.weight"])
+    return [
+        f"{name} differs from model.shared.weight, which this config shares"
+        for name in aliases
+        if name in state_dict and not np.array_equal(np.asarray(state_dict[name]), shared)
+    ]
+
+
+def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: BartConfig) -> dict[str, Any]:
+    """Converts an HF BART state dict into an unboxed parameter tree for ``BartTransformer(config)``.
+
+    Accepts ``BartForConditionalGeneration`` names and ``BartModel`` ones (no ``model.`` prefix, no
+    head). A missing ``final_logits_bias`` is zeros, as transformers loads it. Returns host numpy arrays
+    in ``config.param_dtype`` (layers stacked when ``config.scan_layers``); raises ``ValueError``
+    naming every missing, unexpected, wrong-shape or inconsistently aliased tensor.
+    """
+    if config.scan_layers:  # HF names tensors per layer: convert per layer, then stack.
+        per_layer = dataclasses.replace(config, scan_layers=False)
+        return stack_layers(params_from_hf_state_dict(state_dict, per_layer), per_layer)
+    state_dict = _with_model_prefix(state_dict)
+    expected = _expected_shapes(config)
+    layout = _hf_layout(config)
+    dtype = jnp.dtype(config.param_dtype)
+    errors = _check_aliases(state_dict, config)
+    params = {}
+    for path, (name, kind) in layout.items():
+        shape = expected[path].shape
+        if name == "final_logits_bias" and name not in state_dict:
+            params[path] = np.zeros(shape, dtype)
+            continue
+        if name not in state_dict:
+            errors.append(f"missing {name}")
+            continue
+        tensor = np.asarray(state_dict[name])
+        if tensor.shape != _hf_shape(shape, kind):
+            errors.append(f"{name} has shape {tensor.shape}, expected {_hf_shape(shape, kind)}")
+            continue
+        params[path] = (tensor.T if isinstance(kind, int) else tensor).reshape(shape).astype(dtype)
+
+    known = {name for name, _ in layout.values()} | _IGNORED | set(_EMBEDDING_ALIASES) | {"lm_head.weight"}
+    errors += [f"unexpected {name}" for name in sorted(set(state_dict) - known)]
+    if errors:
+        raise ValueError("HF BART state dict does not match the config:\n  " + "\n  ".join(errors))
+    return traverse_util.unflatten_dict(params)
+
+
+def hf_bart_config(hf_dir: str, **config_overrides: Any) -> BartConfig:
+    """The ``BartConfig`` described by a local HF directory's ``config.json`` (``model_type`` must be bart).
+
+    The forced BOS/EOS settings come from generation_config.json when it has them: transformers 5
+    keeps them only there (older config.json files, bart-large's among them, carry them too).
+    """
+    hf_config = read_config(hf_dir)
+    if hf_config.get("model_type") != "bart":
+        raise ValueError(
+            f"{os.path.join(hf_dir, 'config.json')}: model_type={hf_config.get('model_type')!r} is not bart"
+        )
+    generation_path = os.path.join(hf_dir, "generation_config.json")
+    if os.path.isfile(generation_path):
+        with open(generation_path) as f:
+            generation = json.load(f)
+        hf_config |= {k: generation[k] for k in ("forced_bos_token_id", "forced_eos_token_id") if k in generation}
+    return BartConfig.from_hf_dict(hf_config, **config_overrides)
+
+
+def load_hf_params(hf_dir: str, config: BartConfig) -> dict[str, Any]:
+    """Host parameters for ``BartTransformer(config)`` from a local HF BART directory's safetensors."""
+    try:
+        return params_from_hf_state_dict(read_checkpoint(hf_dir), config)
+    except ValueError as err:
+        raise ValueError(f"{hf_dir}: {err}") from err
+
+
+def load_hf_bart(hf_dir: str, **config_overrides: Any) -> tuple[BartConfig, dict[str, Any]]:
+    """Reads a local HF BART directory (``config.json`` + safetensors) into (config, params)."""
+    config = hf_bart_config(hf_dir, **config_overrides)
+    return config, load_hf_params(hf_dir, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------
+
+
+def _per_layer(config: BartConfig, params: Mapping[str, Any]) -> tuple[BartConfig, dict[str, Any]]:
+    """A ``scan_layers`` model's config and params in the per-layer layout HF's names follow."""
+    return dataclasses.replace(config, scan_layers=False), unstack_layers(dict(params), config)
+
+
+def hf_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> dict[str, np.ndarray]:
+    """The HF BART state dict of ``BartTransformer(config)`` parameters; inverse of ``params_from_hf_state_dict``.
+
+    With a tied head the shared embedding is written once, as ``model.shared.weight`` (transformers ties
+    the encoder's, the decoder's and the head to it). With ``tie_word_embeddings=False`` transformers 5
+    unties all four, so ``lm_head.weight`` and copies for ``model.{encoder,decoder}.embed_tokens.weight``
+    are written too. Raises ``ValueError`` naming every missing, unexpected or wrong-shape parameter.
+    """
+    if config.scan_layers:
+        config, params = _per_layer(config, params)
+    expected = _expected_shapes(config)
+    flat = traverse_util.flatten_dict(params)
+    errors = [f"missing parameter {'/'.join(path)}" for path in sorted(set(expected) - set(flat))]
+    errors += [f"unexpected parameter {'/'.join(path)}" for path in sorted(set(flat) - set(expected))]
+    errors += [
+        f"parameter {'/'.join(path)} has shape {tuple(flat[path].shape)}, expected {expected[path].shape}"
+        for path in sorted(set(flat) & set(expected))
+        if tuple(flat[path].shape) != expected[path].shape
+    ]
+    if errors:
+        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(errors))
+    state = {}
+    for path, (name, kind) in _hf_layout(config).items():
+        value = np.asarray(flat[path])
+        if isinstance(kind, int):  # Back to a torch Linear weight [out, in].
+            value = value.reshape(math.prod(value.shape[:kind]), -1).T
+        state[name] = np.ascontiguousarray(value.reshape(_hf_shape(expected[path].shape, kind)))
+    if not config.tie_word_embeddings:  # transformers 5 then unties the stacks' embeddings too: give it copies.
+        state |= {alias: state["model.shared.weight"] for alias in _EMBEDDING_ALIASES}
+    return state
+
+
+def save_hf_bart(
+    out_dir: str,
+    config: BartConfig,
+    params: Mapping[str, Any],
+    tokenizer_dir: str | None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Writes a transformers BART directory: config.json, model.safetensors, generation_config.json, tokenizer.
+
+    Like ``hf_t5.save_hf_t5``: ``params`` host-readable, ``tokenizer_dir`` copied (None: ByT5's files),
+    written atomically, a non-empty ``out_dir`` replaced only with ``overwrite``. The generation config
+    holds the token ids and the forced BOS/EOS settings of ``config`` (None: nothing forced, which is
+    what this package's decoders do).
+    """
+    ids = ("bos_token_id", "decoder_start_token_id", "eos_token_id", "pad_token_id")
+    generation = {key: getattr(config, key) for key in ids + ("forced_bos_token_id", "forced_eos_token_id")}
+    hf_config = {**config.to_hf_dict(), "torch_dtype": config.param_dtype}
+    state = hf_state_dict_from_params(params, config)
+    save_model_directory(out_dir, hf_config, generation, state, tokenizer_dir, overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA adapters in PEFT's format
+# ----------------------------------------------------------------------------------------------
+
+
+def peft_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> dict[str, np.ndarray]:
+    """The LoRA adapters of ``params`` as PEFT names them on a transformers BART (q_proj, ..., fc1, fc2, lm_head)."""
+    if config.scan_layers:
+        config, params = _per_layer(config, params)
+    layout = _hf_layout(dataclasses.replace(config, lora_rank=0))
+    linear = {path: name for path, (name, kind) in layout.items() if isinstance(kind, int)}
+    return peft_state_dict(params, linear, config.lora_rank)
+
+
+def save_peft_adapter(out_dir: str, config: BartConfig, params: Mapping[str, Any], base_model: str) -> None:
+    """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
+    onto the transformers BART in ``base_model`` (atomically)."""
+    state = peft_state_dict_from_params(params, config)
+    save_peft_directory(out_dir, state, config.lora_rank, config.lora_alpha, config.lora_dropout, base_model)

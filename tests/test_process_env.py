@@ -1,0 +1,51 @@
+"""The allocator re-exec: which environments it changes, and that a real exec carries the tunable."""
+
+import os
+import subprocess
+import sys
+
+from distill_jax import process_env
+from distill_jax.process_env import HUGETLB_TUNABLE, OPT_OUT_VARIABLE, tuned_environment
+
+GLIBC = (2, 36)
+
+
+def test_adds_the_tunable_once():
+    env = tuned_environment({"PATH": "/bin"}, GLIBC, huge_pages_usable=True)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": HUGETLB_TUNABLE}
+    assert tuned_environment(env, GLIBC, huge_pages_usable=True) is None  # After the exec: no second one.
+
+
+def test_keeps_other_tunables_and_the_users_own_choice():
+    env = tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, GLIBC, huge_pages_usable=True)
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGETLB_TUNABLE}"
+    assert tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, GLIBC, huge_pages_usable=True) is None
+
+
+def test_leaves_alone_what_it_cannot_improve():
+    assert tuned_environment({OPT_OUT_VARIABLE: "0"}, GLIBC, huge_pages_usable=True) is None
+    assert tuned_environment({}, None, huge_pages_usable=True) is None  # Not glibc.
+    assert tuned_environment({}, (2, 31), huge_pages_usable=True) is None  # Before the tunable existed.
+    assert tuned_environment({}, GLIBC, huge_pages_usable=False) is None  # THP "never": nothing to advise.
+
+
+def test_real_exec_carries_the_tunable(tmp_path):
+    """A process that calls the re-exec runs again with the tunable, and exactly once more."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, sys\nfrom distill_jax.process_env import reexec_with_malloc_tuning\n"
+        "print('start', flush=True)\nreexec_with_malloc_tuning(sys.argv)\nprint(os.environ.get('GLIBC_TUNABLES', ''))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    if tuned_environment(env, process_env._glibc_version(), process_env._transparent_huge_pages_usable()) is None:
+        assert out.split() == ["start"]  # This machine cannot use it (not glibc, or THP off): no exec.
+    else:
+        assert out.split() == ["start", "start", HUGETLB_TUNABLE]
+
+
+def test_cli_entry_point_still_runs_its_subcommand():
+    out = subprocess.run(
+        [sys.executable, "-m", "distill_jax.cli.main", "prepare", "--helpfull"], capture_output=True, text=True
+    )
+    assert "--config" in out.stdout and "Traceback" not in out.stderr, out.stderr  # absl's help exits 1.
