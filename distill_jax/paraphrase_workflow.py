@@ -50,7 +50,9 @@ def run_paraphrase_demo(
         config.data.train_dir = data_dirs["train"]
         config.data.eval_dir = data_dirs["validation"]
     run_dir = os.path.join(workdir, "run")
-    train(config, run_dir)
+    result = train(config, run_dir)
+    if result.preempted:  # SIGTERM: the checkpoint is saved; scoring a half-trained student would mislead.
+        raise SystemExit(f"paraphrase-demo: preempted at step {result.step}; re-run the same command to resume")
 
     sets = leave_one_out_sets(os.path.join(corpus_dir, "validation.jsonl"), os.path.join(workdir, "eval_sets"))
     report, _ = compare_predictions(

@@ -37,6 +37,8 @@ def run_demo(workdir: str, config, num_train: int = 6000) -> tuple[dict, str]:
         config.data.train_dir = data_dirs["train"]
         config.data.eval_dir = data_dirs["test"]
     result = train(config, os.path.join(workdir, "run"))
+    if result.preempted:  # SIGTERM: the checkpoint is saved; a report of a half-trained student would mislead.
+        raise SystemExit(f"demo: preempted at step {result.step}; re-run the same command to resume")
     from distill_jax.data.shards import load_manifest
 
     counts = {d: v["num_examples"] for d, v in load_manifest(data_dirs["train"])["domains"].items()}
