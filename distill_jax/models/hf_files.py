@@ -185,3 +185,16 @@ def save_peft_directory(
         save_file(dict(state), os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
 
     _write_directory(out_dir, write)
+
+
+def check_params_match(flat: Mapping[tuple[str, ...], Any], expected: Mapping[tuple[str, ...], Any]) -> None:
+    """Raises ``ValueError`` naming every missing, unexpected or wrong-shape parameter of ``flat`` (path -> array)."""
+    errors = [f"missing parameter {'/'.join(path)}" for path in sorted(set(expected) - set(flat))]
+    errors += [f"unexpected parameter {'/'.join(path)}" for path in sorted(set(flat) - set(expected))]
+    errors += [
+        f"parameter {'/'.join(path)} has shape {tuple(flat[path].shape)}, expected {expected[path].shape}"
+        for path in sorted(set(flat) & set(expected))
+        if tuple(flat[path].shape) != expected[path].shape
+    ]
+    if errors:
+        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(errors))

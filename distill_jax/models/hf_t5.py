@@ -22,6 +22,7 @@ import numpy as np
 from flax import traverse_util
 
 from distill_jax.models.hf_files import (
+    check_params_match,
     peft_state_dict,
     read_checkpoint,
     read_config,
@@ -216,15 +217,7 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> di
         config, params = _per_layer(config, params)
     expected = _expected_shapes(config)
     flat = traverse_util.flatten_dict(params)
-    errors = [f"missing parameter {'/'.join(path)}" for path in sorted(set(expected) - set(flat))]
-    errors += [f"unexpected parameter {'/'.join(path)}" for path in sorted(set(flat) - set(expected))]
-    errors += [
-        f"parameter {'/'.join(path)} has shape {tuple(flat[path].shape)}, expected {expected[path].shape}"
-        for path in sorted(set(flat) & set(expected))
-        if tuple(flat[path].shape) != expected[path].shape
-    ]
-    if errors:
-        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(errors))
+    check_params_match(flat, expected)
     state = {}
     for path, (name, input_dims) in _hf_layout(config).items():
         value = np.asarray(flat[path])
