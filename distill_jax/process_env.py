@@ -7,6 +7,13 @@ step at the tiny preset, a quarter of its step time (BUILD_NOTES.md, "The issue-
 the faults ~60x and the CPU step time by ~25%. Tunables cannot be changed inside a running process,
 so the CLI entry point and the benchmark scripts re-exec themselves once with the tunable set.
 Set ``DISTILL_JAX_MALLOC_TUNING=0`` to keep the environment as it is.
+
+The CLI also points JAX's persistent compilation cache at ``~/.cache/distill_jax/xla`` (or
+``$XDG_CACHE_HOME/distill_jax/xla``) unless ``JAX_COMPILATION_CACHE_DIR`` is set already: a resume
+after preemption, the next distillation stage and every eval or generate job of the same shapes then
+load their executables instead of compiling them again (JAX keys entries by the program, the
+devices, the compile options and its own version, so a stale entry is never used). Set
+``DISTILL_JAX_COMPILATION_CACHE=0`` to compile every time.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT_VARIABLE = "DISTILL_JAX_MALLOC_TUNING"
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 _MIN_GLIBC = (2, 35)  # The release that added glibc.malloc.hugetlb.
+CACHE_DIR_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # JAX reads it when it is imported
+CACHE_OPT_OUT_VARIABLE = "DISTILL_JAX_COMPILATION_CACHE"
 
 
 def _glibc_version() -> tuple[int, ...] | None:
@@ -62,3 +71,18 @@ def reexec_with_malloc_tuning(argv: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv], env)
+
+
+def compilation_cache_dir(environ: Mapping[str, str]) -> str | None:
+    """Where JAX should cache compiled programs, or None when the environment already decides."""
+    if environ.get(CACHE_OPT_OUT_VARIABLE, "1") == "0" or environ.get(CACHE_DIR_VARIABLE):
+        return None
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "distill_jax", "xla")
+
+
+def enable_compilation_cache() -> None:
+    """Sets ``JAX_COMPILATION_CACHE_DIR`` for this process and its children; call before importing jax."""
+    directory = compilation_cache_dir(os.environ)
+    if directory is not None:
+        os.environ[CACHE_DIR_VARIABLE] = directory

@@ -49,3 +49,30 @@ def test_cli_entry_point_still_runs_its_subcommand():
         [sys.executable, "-m", "distill_jax.cli.main", "prepare", "--helpfull"], capture_output=True, text=True
     )
     assert "--config" in out.stdout and "Traceback" not in out.stderr, out.stderr  # absl's help exits 1.
+
+
+def test_compilation_cache_defaults_under_the_users_cache_and_respects_choices(tmp_path):
+    from distill_jax.process_env import CACHE_DIR_VARIABLE, CACHE_OPT_OUT_VARIABLE, compilation_cache_dir
+
+    assert compilation_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == str(tmp_path / "distill_jax" / "xla")
+    assert compilation_cache_dir({CACHE_DIR_VARIABLE: "/elsewhere"}) is None  # JAX reads the user's own choice
+    assert compilation_cache_dir({CACHE_OPT_OUT_VARIABLE: "0"}) is None
+
+
+def test_the_cli_entry_point_sets_the_cache_for_jax(tmp_path):
+    """A real `distill-jax` start points JAX (imported afterwards, in that process) at the default cache."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "DISTILL_JAX_COMPILATION_CACHE")
+    }
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env[OPT_OUT_VARIABLE] = "0"  # no re-exec: the probe's own lines must run after main() returns
+    probe = (
+        "import sys\n"
+        "from distill_jax.cli import main\n"
+        "sys.argv = ['distill-jax', '--help']\n"
+        "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
+        "import jax\n"
+        "print(jax.config.jax_compilation_cache_dir)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == str(tmp_path / "cache" / "distill_jax" / "xla")

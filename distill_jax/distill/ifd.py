@@ -31,7 +31,7 @@ from distill_jax.models.decoding import greedy_decode
 from distill_jax.models.family import Model
 from distill_jax.models.t5 import shift_right
 from distill_jax.training import partitioning
-from distill_jax.training.run_setup import RunSetup, per_process_batch_size
+from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size
 
 
 def answer_weights(tokens: jax.Array, eos_id: int) -> jax.Array:
@@ -78,6 +78,7 @@ def ifd_scores(
     """
     model, tokenizer = run.model, run.tokenizer
     max_input_len = run.config.data.max_input_len
+    batch_size = forward_batch_size(batch_size, run, "distill.ifd_batch_size")
     local = per_process_batch_size(batch_size, run, "distill.ifd_batch_size")
     sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)
     score = jax.jit(

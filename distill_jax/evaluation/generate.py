@@ -272,7 +272,7 @@ def generate(
     ``batch_size`` is the global batch (0 = the run's eval.batch_size); ``chunk_size`` is rounded
     up to a multiple of it. Every process must call this with the same arguments.
     """
-    from distill_jax.training.run_setup import per_process_batch_size, setup_run
+    from distill_jax.training.run_setup import forward_batch_size, per_process_batch_size, setup_run
     from distill_jax.training.train_state import count_params
     from distill_jax.training.trainer import restore_params
 
@@ -280,7 +280,7 @@ def generate(
     cfg = load_run_config(workdir)
     run = setup_run(cfg, eval_dir=data if is_prepared_dir(data) else "")
     params, step = restore_params(run, workdir, step)
-    global_batch = batch_size or cfg.eval.batch_size
+    global_batch = forward_batch_size(batch_size or cfg.eval.batch_size, run, "batch_size")
     local_batch = per_process_batch_size(global_batch, run, "batch_size")
     chunk_size = -(-max(chunk_size, 1) // global_batch) * global_batch
     max_decode_len = settings.max_decode_len or cfg.eval.max_decode_len or cfg.data.max_target_len

@@ -99,6 +99,17 @@ def strip_adapters(params: dict[str, Any]) -> dict[str, Any]:
     return {k: strip_adapters(v) if isinstance(v, dict) else v for k, v in params.items() if k != ADAPTER}
 
 
+def adapters_only(params: dict[str, Any]) -> dict[str, Any]:
+    """The adapter subtrees of `params` under their full paths (empty when there are none)."""
+    out = {}
+    for key, value in params.items():
+        if key == ADAPTER:
+            out[key] = value
+        elif isinstance(value, dict) and (adapters := adapters_only(value)):
+            out[key] = adapters
+    return out
+
+
 def with_adapters(base: dict[str, Any], initialised: dict[str, Any]) -> dict[str, Any]:
     """`base` (a plain model's params, e.g. from Hugging Face) plus the adapters of `initialised`."""
     out = dict(base)

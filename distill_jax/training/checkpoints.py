@@ -5,6 +5,10 @@ A checkpoint directory per step holds three items:
   data/   every process's grain iterator state after the last consumed batch (JSON, gathered to
           process 0, which alone writes JSON items);
   meta/   JSON: config, domain list, mixture weights, metrics at save time.
+With LoRA adapters in the params, the frozen base weights never change, so they are written once
+(``frozen_base/`` beside the step directories) and each step's ``state/`` holds the adapters, their
+optimizer state and the step only: a step of a LoRA run costs the size of its adapters, not of the
+model. Restoring reassembles the full params from both.
 Saves are asynchronous (the step loop continues while bytes go to disk) and atomic (Orbax writes
 to a temporary directory and renames it when complete), so a kill -9 at any moment leaves the last
 finished checkpoint intact.
@@ -21,6 +25,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
+
+from distill_jax.models import lora
+
+FROZEN_BASE = "frozen_base"
 
 
 def _gather_json(value: Any) -> list[Any]:
@@ -48,6 +56,14 @@ def local_data_state(saved: dict[str, Any]) -> dict[str, Any] | None:
     if all(s == states[0] for s in states) and set(states[0]) == {"next_index"}:
         return states[0]
     return None
+
+
+def _split_frozen_base(state: Any) -> tuple[Any, Any | None]:
+    """(the state with only the adapter params, the frozen base params) for a LoRA state; (state, None) otherwise."""
+    adapters = lora.adapters_only(state.params)
+    if not adapters:
+        return state, None
+    return state.replace(params=adapters), lora.strip_adapters(state.params)
 
 
 class Checkpointer:
@@ -81,6 +97,9 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        # Orbax writes it to a temporary name and renames it when complete: present means whole.
+        self._frozen_base_dir = os.path.join(os.path.abspath(directory), FROZEN_BASE)
+        self._frozen_base_written = os.path.isdir(self._frozen_base_dir)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -99,6 +118,11 @@ class Checkpointer:
         """Starts an asynchronous save; returns once the arrays are copied off the devices."""
         if step in self._manager.all_steps():
             return
+        state, frozen_base = _split_frozen_base(state)
+        if frozen_base is not None and not self._frozen_base_written:
+            with ocp.StandardCheckpointer() as writer:
+                writer.save(self._frozen_base_dir, frozen_base)
+            self._frozen_base_written = True
         usable = None
         if metrics is not None and self.best_metric in metrics:
             usable = {self.best_metric: float(metrics[self.best_metric])}
@@ -114,6 +138,7 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
+        abstract_state, abstract_base = _split_frozen_base(abstract_state)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -122,7 +147,17 @@ class Checkpointer:
                 meta=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], restored["data"], restored["meta"]
+        state = restored["state"]
+        if abstract_base is not None:
+            if not self._frozen_base_written:
+                raise FileNotFoundError(
+                    f"{self._frozen_base_dir} is missing: the LoRA checkpoint of step {step} holds only the "
+                    "adapters and needs the frozen base weights written beside it at the run's first save"
+                )
+            with ocp.StandardCheckpointer() as reader:
+                base = reader.restore(self._frozen_base_dir, abstract_base)
+            state = state.replace(params=lora.with_adapters(base, state.params))
+        return state, restored["data"], restored["meta"]
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -7,12 +7,14 @@ the domain index order or the model's vocabulary size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from distill_jax.data import shards
@@ -166,13 +168,29 @@ def per_process_batch_size(global_batch: int, run: RunSetup, what: str) -> int:
     return global_batch // jax.process_count()
 
 
+def forward_batch_size(global_batch: int, run: RunSetup, what: str) -> int:
+    """A forward-only global batch (eval, IFD scoring, decoding) rounded up so that it splits evenly.
+
+    Those passes already pad their last batch with masked rows, so rounding up changes nothing but
+    the padding; a config written for one device then also runs on a mesh of 8 (or 6).
+    """
+    multiple = math.lcm(partitioning.data_parallel_size(run.mesh, run.rules), jax.process_count())
+    rounded = -(-global_batch // multiple) * multiple
+    if rounded != global_batch:
+        logging.info(
+            "%s=%d rounded up to %d to split evenly over %d batch shards", what, global_batch, rounded, multiple
+        )
+    return rounded
+
+
 def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None = None) -> Evaluator:
     """The evaluator over a prepared held-out directory (optionally only some of its domains)."""
     cfg = run.config
     sources = shards.open_domain_sources(eval_dir)
     if domains is not None:
         sources = {d: s for d, s in sources.items() if d in set(domains)}
-    batch_size = per_process_batch_size(cfg.eval.batch_size, run, "eval.batch_size")
+    global_batch = forward_batch_size(cfg.eval.batch_size, run, "eval.batch_size")
+    batch_size = per_process_batch_size(global_batch, run, "eval.batch_size")
     common = dict(
         domain_index=run.domain_index,
         batch_size=batch_size,

@@ -29,6 +29,7 @@ def read_report(path: Path, part: str) -> dict:
     return report[part]
 
 
+@pytest.mark.slow  # a smoke test of a benchmark script: CI's second step
 def test_train_vs_torch_smallest(load, tmp_path):
     out = tmp_path / "train.json"
     args = ["--sizes", "tiny", "--batch_size", "8", "--input_len", "16", "--target_len", "16"]
@@ -49,6 +50,7 @@ def test_train_vs_torch_smallest(load, tmp_path):
     assert row["ratio"] == pytest.approx(row["torch"]["step_s"] / row["ours"]["step_s"])
 
 
+@pytest.mark.slow  # a smoke test of a benchmark script: CI's second step
 def test_input_pipeline_smallest(load, tmp_path):
     out = tmp_path / "pipeline.json"
     args = ["--num_train", "400", "--batch_size", "8", "--batches", "2", "--steps", "1", "--warmup", "0"]
@@ -64,6 +66,7 @@ def test_input_pipeline_smallest(load, tmp_path):
         assert "sample_batch" not in row
 
 
+@pytest.mark.slow  # a smoke test of a benchmark script: CI's second step
 def test_checkpointing_smallest(load, tmp_path):
     out = tmp_path / "checkpointing.json"
     args = ["--sizes", "tiny", "--overhead_sizes", "tiny", "--overhead_steps", "3", "--every", "2", "--rounds", "1"]
@@ -80,6 +83,7 @@ def test_checkpointing_smallest(load, tmp_path):
     assert over["step_s"] > 0 and over["save_call_s"] > 0
 
 
+@pytest.mark.slow  # a smoke test of a benchmark script: CI's second step
 def test_scaling_smallest(load, tmp_path):
     """Sharded steps equal the one-device step (conftest gives this process 8 virtual devices)."""
     out = tmp_path / "scaling.json"

@@ -17,6 +17,7 @@ def load_benchmark():
     return benchmark
 
 
+@pytest.mark.slow  # a smoke test of a benchmark script: CI's second step
 def test_train_step_benchmark_reports_every_variant(tmp_path):
     benchmark = load_benchmark()
     out = tmp_path / "train_step.json"

@@ -159,3 +159,41 @@ def test_load_tokenizer_errors_say_what_to_do(tmp_path):
         load_tokenizer("hf", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="cannot load a tokenizer"):
         load_tokenizer("hf", str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def bart_style_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer framed like BART's (``<s> text </s>``), trained here on a few sentences."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(SENTENCES * 5, trainer)
+    backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    wrapped = transformers.BartTokenizer(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    path = tmp_path_factory.mktemp("bart_tok")
+    wrapped.save_pretrained(str(path))
+    return path
+
+
+def test_hf_tokenizer_keeps_the_vocabularys_own_bos_frame(bart_style_dir, spm_dir):
+    tok = load_tokenizer("hf", str(bart_style_dir))
+    reference = transformers.AutoTokenizer.from_pretrained(str(bart_style_dir))
+    assert tok.prefix_ids == (reference.bos_token_id,)
+    for text in ["The lazy student jumps.", "So the answer is 42.", ""]:
+        assert tok.encode(text).tolist() == reference(text)["input_ids"]  # <s> ... </s>, as BART was pretrained
+        assert tok.decode(tok.encode(text)) == text
+    assert load_tokenizer("hf", str(spm_dir[0])).prefix_ids == ()  # T5 frames a text with EOS only

@@ -1,5 +1,7 @@
 """IFD scores equal PPL(y|x)/PPL(y) of the student's own greedy answer, computed independently."""
 
+import functools
+
 import jax
 import numpy as np
 
@@ -12,19 +14,33 @@ from distill_jax.training.train_state import create_train_state
 INPUTS = ["What is 12 + 30?", "Reverse the word 'apple'.", "Is 7 even or odd?", "x", "Sort the letters of 'tiger'."]
 
 
+@functools.cache
+def _jitted(model, max_new_tokens):
+    return jax.jit(functools.partial(greedy_decode, model, max_decode_length=max_new_tokens)), jax.jit(model.apply)
+
+
 def _reference_log_ifd(run, params, text, max_new_tokens):
+    """One text at a time, unsharded. Encoder inputs are padded to one length and the answer to
+    max_new_tokens (padding is masked in the encoder and comes after the answer in the causal
+    decoder, so it changes no score) only so that each jitted function compiles once."""
     tok, model = run.tokenizer, run.model
-    x = np.asarray(tok.encode(text))[None, :]
-    y = np.asarray(greedy_decode(model, params, x, max_decode_length=max_new_tokens))[0]
+    x = np.zeros((1, 32), np.int32)
+    ids = tok.encode(text)
+    x[0, : len(ids)] = ids
+    decode, apply = _jitted(model, max_new_tokens)
+    y = np.asarray(decode(params, x))[0]
     eos = np.flatnonzero(y == tok.eos_id)
-    y = y[: eos[0] + 1] if eos.size else y  # The answer: up to and including its EOS.
+    length = eos[0] + 1 if eos.size else len(y)  # The answer: up to and including its EOS.
+    y = np.where(np.arange(len(y)) < length, y, 0)
 
     def mean_ce(encoder_tokens):
-        logits = model.apply({"params": params}, encoder_tokens, np.asarray(shift_right(y[None, :], 0)))
+        logits = apply({"params": params}, encoder_tokens, np.asarray(shift_right(y[None, :], 0)))
         logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)[0]
-        return -np.mean(logp[np.arange(len(y)), y])
+        return -np.mean(logp[np.arange(length), y[:length]])
 
-    return mean_ce(x) - mean_ce(np.array([[tok.eos_id]]))
+    empty = np.zeros_like(x)
+    empty[0, 0] = tok.eos_id
+    return mean_ce(x) - mean_ce(empty)
 
 
 def test_ifd_matches_an_independent_computation(small_train_config):

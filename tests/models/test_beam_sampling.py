@@ -140,6 +140,29 @@ def test_filter_logits_keeps_top_k_and_the_nucleus():
     np.testing.assert_array_equal(kept(top_k=2, top_p=0.9), [False, True, False, True])
 
 
+@pytest.mark.parametrize("vocab", [7, 384, 32128])
+def test_nucleus_matches_a_sorted_prefix_with_ties_and_top_k(vocab):
+    """The bisection finds the same nucleus as sorting: the tokens whose strictly-more-likely mass < top_p."""
+    rng = np.random.default_rng(vocab)
+    logits = rng.normal(size=(16, vocab)).astype(np.float32) * rng.uniform(0.1, 8.0, size=(16, 1)).astype(np.float32)
+    logits[:, : vocab // 3] = logits[:, vocab // 3 : 2 * (vocab // 3)]  # many exact ties
+    logits[0] = 0.0  # one row entirely tied
+    for top_p in (0.05, 0.5, 0.9, 0.999):
+        for top_k in (0, 5):
+            kept = np.isfinite(
+                np.asarray(filter_logits(jnp.asarray(logits), temperature=1.0, top_k=top_k, top_p=top_p))
+            )
+            for row, row_kept in zip(logits.astype(np.float64), kept):
+                if top_k:
+                    row = np.where(row < np.sort(row)[-top_k], -np.inf, row)
+                probs = np.exp(row - row.max())
+                probs /= probs.sum()
+                descending = -np.sort(-row)
+                above = np.searchsorted(-descending, -row, side="left")  # how many tokens are strictly more likely
+                mass_above = np.concatenate([[0.0], np.cumsum(np.sort(probs)[::-1])])[above]
+                np.testing.assert_array_equal(row_kept, mass_above < top_p)
+
+
 def test_top_p_samples_stay_in_the_first_step_nucleus(imported):
     cfg, params, _, _, tokens, _ = imported
     top_p = 0.3

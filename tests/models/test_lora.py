@@ -1,6 +1,7 @@
 """LoRA adapters: a fresh adapter changes nothing, merging is exact, names and counts are right."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -24,9 +25,14 @@ def batch():
     return enc, shift_right(tgt, 0)
 
 
+@functools.cache
+def _apply(config):
+    return jax.jit(T5Transformer(config).apply)
+
+
 def logits(config, params):
     enc, dec = batch()
-    return T5Transformer(config).apply({"params": params}, enc, dec)
+    return _apply(config)({"params": params}, enc, dec)
 
 
 def lora_params(seed=0, randomize_b=True):
@@ -99,9 +105,12 @@ def test_lora_dropout_is_active_only_when_enabled():
     config = dataclasses.replace(LORA, lora_dropout=0.5)
     params = lora_params()
     enc, dec = batch()
-    model = T5Transformer(config)
-    a = model.apply({"params": params}, enc, dec, enable_dropout=True, rngs={"dropout": jax.random.key(1)})
-    b = model.apply({"params": params}, enc, dec, enable_dropout=True, rngs={"dropout": jax.random.key(2)})
+    with_dropout = jax.jit(
+        lambda key: T5Transformer(config).apply(
+            {"params": params}, enc, dec, enable_dropout=True, rngs={"dropout": key}
+        )
+    )
+    a, b = with_dropout(jax.random.key(1)), with_dropout(jax.random.key(2))
     assert not np.allclose(a, b)
-    np.testing.assert_allclose(model.apply({"params": params}, enc, dec), logits(LORA, params), rtol=1e-6)
+    np.testing.assert_allclose(logits(config, params), logits(LORA, params), rtol=1e-6)
     assert jnp.isfinite(a).all()

@@ -175,3 +175,26 @@ def test_resuming_with_a_different_architecture_is_a_clear_error(small_train_con
     other.model.size = "t5-small-v1.0"
     with pytest.raises(ValueError, match="checkpoint's model differs"):
         train(other, str(tmp_path))
+
+
+def test_an_eval_batch_that_does_not_split_over_the_mesh_is_rounded_up_with_the_same_metrics(small_train_config):
+    from distill_jax.training.run_setup import build_evaluator, forward_batch_size
+    from distill_jax.training.train_state import create_train_state
+
+    cfg = small_train_config(with_eval=True)
+    cfg.eval.max_examples_per_domain = 6
+    run = setup_run(cfg)
+    assert jax.device_count() == 8
+    assert forward_batch_size(100, run, "eval.batch_size") == 104
+    assert forward_batch_size(16, run, "eval.batch_size") == 16
+    params = create_train_state(run.model_config, run.tx, run.mesh, run.rules, seed=0).params
+
+    metrics = {}
+    for batch_size in (8, 100):
+        cfg.eval.batch_size = batch_size
+        evaluator = build_evaluator(setup_run(cfg), cfg.data.eval_dir)
+        metrics[batch_size] = evaluator.loss_metrics(params)
+    assert metrics[8].keys() == metrics[100].keys() and len(metrics[8]) > 1
+    for domain, values in metrics[8].items():
+        assert values["count"] == metrics[100][domain]["count"]
+        np.testing.assert_allclose(values["loss"], metrics[100][domain]["loss"], rtol=1e-5)
