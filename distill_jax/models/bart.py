@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from distill_jax.models.bart_config import BartConfig
+from distill_jax.models.encoder_decoder import EncoderDecoder
 from distill_jax.models.layers import (
     ACTIVATIONS,
     compute_dtypes,
@@ -390,7 +391,7 @@ class Decoder(nn.Module):
         return constrain(logits.astype(jnp.float32) + bias.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
-class BartTransformer(nn.Module):
+class BartTransformer(EncoderDecoder):
     """BART encoder-decoder returning float32 logits; the same interface as ``T5Transformer``.
 
     Without segment ids, encoder padding is ``tokens == pad_token_id`` and the decoder uses a plain
@@ -400,82 +401,11 @@ class BartTransformer(nn.Module):
     """
 
     config: BartConfig
+    encoder_cls = Encoder
+    decoder_cls = Decoder
 
-    def setup(self) -> None:
-        cfg = self.config
-        self.token_embedder = nn.Embed(
-            num_embeddings=cfg.vocab_size,
-            features=cfg.d_model,
-            embedding_init=normal_init(cfg.init_std, ("vocab", "embed")),
-            **compute_dtypes(cfg),
-        )
-        self.encoder = Encoder(cfg, shared_embedding=self.token_embedder)
-        self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
-
-    def encode(
-        self,
-        encoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        encoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """Encoder output [B, S, d_model] in the compute dtype."""
-        return self.encoder(encoder_input_tokens, encoder_segment_ids, encoder_positions, enable_dropout)
-
-    def decode(
-        self,
-        encoded: Array,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        """Decoder logits [B, T, vocab] float32; ``decode=True`` runs one cached step (T = 1)."""
-        return self.decoder(
-            encoded,
-            encoder_input_tokens,
-            decoder_input_tokens,
-            encoder_segment_ids,
-            decoder_segment_ids,
-            decoder_positions,
-            enable_dropout,
-            decode,
-            max_decode_length,
-        )
-
-    def __call__(
-        self,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        encoder_positions: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """Teacher-forced logits [B, T, vocab] float32."""
-        encoded = self.encode(
-            encoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            encoder_positions=encoder_positions,
-            enable_dropout=enable_dropout,
-        )
-        return self.decode(
-            encoded,
-            encoder_input_tokens,
-            decoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            decoder_segment_ids=decoder_segment_ids,
-            decoder_positions=decoder_positions,
-            enable_dropout=enable_dropout,
-        )
+    def embedding_std(self) -> float:
+        return self.config.init_std
 
 
 def init_params(

@@ -28,18 +28,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax.models.bart_config import BartConfig
+from distill_jax.models.encoder_decoder import EncoderDecoder
 from distill_jax.models.layers import (
     MlpBlock,
     MultiHeadAttention,
     Projection,
     RelativePositionBias,
     RMSNorm,
-    compute_dtypes,
     constrain,
     default_positions,
     key_valid,
     mask_bias,
-    normal_init,
     segment_mask,
 )
 from distill_jax.models.t5_config import T5Config
@@ -283,7 +282,7 @@ class Decoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class T5Transformer(nn.Module):
+class T5Transformer(EncoderDecoder):
     """T5 encoder-decoder returning float32 logits.
 
     Without segment ids, encoder padding is ``tokens == pad_token_id`` and the decoder uses a
@@ -293,82 +292,11 @@ class T5Transformer(nn.Module):
     """
 
     config: T5Config
+    encoder_cls = Encoder
+    decoder_cls = Decoder
 
-    def setup(self) -> None:
-        cfg = self.config
-        self.token_embedder = nn.Embed(
-            num_embeddings=cfg.vocab_size,
-            features=cfg.d_model,
-            embedding_init=normal_init(1.0, ("vocab", "embed")),
-            **compute_dtypes(cfg),
-        )
-        self.encoder = Encoder(cfg, shared_embedding=self.token_embedder)
-        self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
-
-    def encode(
-        self,
-        encoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        encoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """Encoder output [B, S, d_model] in the compute dtype."""
-        return self.encoder(encoder_input_tokens, encoder_segment_ids, encoder_positions, enable_dropout)
-
-    def decode(
-        self,
-        encoded: Array,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        """Decoder logits [B, T, vocab] float32; ``decode=True`` runs one cached step (T = 1)."""
-        return self.decoder(
-            encoded,
-            encoder_input_tokens,
-            decoder_input_tokens,
-            encoder_segment_ids,
-            decoder_segment_ids,
-            decoder_positions,
-            enable_dropout,
-            decode,
-            max_decode_length,
-        )
-
-    def __call__(
-        self,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        *,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        encoder_positions: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """Teacher-forced logits [B, T, vocab] float32."""
-        encoded = self.encode(
-            encoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            encoder_positions=encoder_positions,
-            enable_dropout=enable_dropout,
-        )
-        return self.decode(
-            encoded,
-            encoder_input_tokens,
-            decoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            decoder_segment_ids=decoder_segment_ids,
-            decoder_positions=decoder_positions,
-            enable_dropout=enable_dropout,
-        )
+    def embedding_std(self) -> float:
+        return 1.0
 
 
 def shift_right(targets: Array, decoder_start_token_id: int = 0, segment_ids: Array | None = None) -> Array:
