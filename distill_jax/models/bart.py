@@ -404,9 +404,6 @@ class BartTransformer(EncoderDecoder):
     encoder_cls = Encoder
     decoder_cls = Decoder
 
-    def embedding_std(self) -> float:
-        return self.config.init_std
-
 
 def init_params(
     config: BartConfig, rng: Array, batch_size: int = 1, input_len: int = 8, target_len: int = 8

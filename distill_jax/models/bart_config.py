@@ -108,6 +108,10 @@ class BartConfig:
             raise ValueError(f"remat={self.remat!r}: expected one of {_REMAT_MODES}")
 
     @property
+    def embedding_init_std(self) -> float:
+        return self.init_std
+
+    @property
     def embed_scale(self) -> float:
         return self.d_model**0.5 if self.scale_embedding else 1.0
 

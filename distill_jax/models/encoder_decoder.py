@@ -2,8 +2,8 @@
 
 The train step, IFD scoring, the evaluator, the generate job and the three decoders in
 ``decoding.py`` call only these three methods, so a family (``t5.T5Transformer``,
-``bart.BartTransformer``) supplies its ``Encoder`` and ``Decoder`` modules and the init of the
-embedding they share, and inherits the rest. Parameter paths (``token_embedder``, ``encoder``,
+``bart.BartTransformer``) supplies its ``Encoder`` and ``Decoder`` modules (its config gives the
+shared embedding's ``embedding_init_std``) and inherits the rest. Parameter paths (``token_embedder``, ``encoder``,
 ``decoder``) come from the attribute names set here and are the same for every family.
 """
 
@@ -20,7 +20,7 @@ Array = jax.Array
 
 
 class EncoderDecoder(nn.Module):
-    """Base of the student families; subclasses set ``encoder_cls``, ``decoder_cls`` and ``embedding_std``.
+    """Base of the student families; subclasses set ``encoder_cls`` and ``decoder_cls``.
 
     ``encoder_cls(config, shared_embedding=...)`` is called as ``(tokens, segment_ids, positions,
     enable_dropout)``; ``decoder_cls(config, shared_embedding=...)`` as ``(encoded, encoder_tokens,
@@ -32,16 +32,12 @@ class EncoderDecoder(nn.Module):
     encoder_cls: ClassVar[type[nn.Module]]
     decoder_cls: ClassVar[type[nn.Module]]
 
-    def embedding_std(self) -> float:
-        """Standard deviation of the shared token embedding's init."""
-        raise NotImplementedError
-
     def setup(self) -> None:
         cfg = self.config
         self.token_embedder = nn.Embed(
             num_embeddings=cfg.vocab_size,
             features=cfg.d_model,
-            embedding_init=normal_init(self.embedding_std(), ("vocab", "embed")),
+            embedding_init=normal_init(cfg.embedding_init_std, ("vocab", "embed")),
             **compute_dtypes(cfg),
         )
         self.encoder = self.encoder_cls(cfg, shared_embedding=self.token_embedder)

@@ -295,9 +295,6 @@ class T5Transformer(EncoderDecoder):
     encoder_cls = Encoder
     decoder_cls = Decoder
 
-    def embedding_std(self) -> float:
-        return 1.0
-
 
 def shift_right(targets: Array, decoder_start_token_id: int = 0, segment_ids: Array | None = None) -> Array:
     """Teacher-forcing decoder inputs: targets shifted right by one with the start token first.

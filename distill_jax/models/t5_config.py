@@ -80,6 +80,11 @@ class T5Config:
             )
 
     @property
+    def embedding_init_std(self) -> float:
+        """The shared token embedding starts at N(0, 1), as in mesh-tf and HF's T5 init."""
+        return 1.0
+
+    @property
     def is_gated_act(self) -> bool:
         return self.feed_forward_proj.startswith("gated-")
 
