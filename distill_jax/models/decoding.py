@@ -148,7 +148,7 @@ def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: f
         kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if top_p < 1.0:
-        logits = jnp.where(_ordered_int32(logits) < _nucleus_threshold(logits, top_p)[:, None], -jnp.inf, logits)
+        logits = _keep_nucleus(logits, top_p)
     return logits
 
 
@@ -158,8 +158,8 @@ def _ordered_int32(x: jax.Array) -> jax.Array:
     return jnp.where(bits < 0, jnp.int32(-(2**31)) - bits - 1, bits)
 
 
-def _nucleus_threshold(logits: jax.Array, top_p: float) -> jax.Array:
-    """Per row, the ``_ordered_int32`` key of the smallest logit the nucleus keeps.
+def _keep_nucleus(logits: jax.Array, top_p: float) -> jax.Array:
+    """``logits`` with every token outside the nucleus set to ``-inf``.
 
     The nucleus keeps token i when the mass of the tokens strictly more likely than i is below
     ``top_p``; that mass, S(v), falls as v rises, so the threshold is the smallest logit v with
@@ -176,7 +176,8 @@ def _nucleus_threshold(logits: jax.Array, top_p: float) -> jax.Array:
         return jnp.where(inside, low, middle + 1), jnp.where(inside, middle, high)
 
     bounds = (jnp.min(keys, axis=-1), jnp.max(keys, axis=-1))
-    return jax.lax.fori_loop(0, 32, halve, bounds)[1]
+    threshold = jax.lax.fori_loop(0, 32, halve, bounds)[1]  # the key of the smallest logit kept
+    return jnp.where(keys < threshold[:, None], -jnp.inf, logits)
 
 
 def sample(
