@@ -147,8 +147,10 @@ def default_config() -> ml_collections.ConfigDict:
     # examples of every pool domain instead (never bought, never trained on).
     c.distill.eval_data = ""
     c.distill.eval_holdout_per_domain = 50
-    c.distill.budget = 1000  # Total teacher budget B over all stages, in budget_unit.
-    c.distill.budget_unit = "calls"  # calls (one per annotation or synthetic example, the paper's unit) | tokens.
+    c.distill.budget = 1000  # Teacher budget B over all stages (and of paraphrase-corpus --from=teacher), in budget_unit.
+    # calls (one per request that reached the teacher, the paper's unit) | tokens (input + output, as billed)
+    # | usd (priced by teacher.prices). Never exceeded: each attempt is bounded in the ledger before it is sent.
+    c.distill.budget_unit = "calls"
     c.distill.stages = 5  # K; each stage spends an equal share of what is left (B/K when nothing is dropped).
     # Comma-separated methods run one after another at the same budget, each in WORKDIR/<method>:
     # random | balanced | active | naive (BalDistill-N) | adaptive (BalDistill-A).
@@ -192,15 +194,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.teacher.model = "gpt-4o-mini"
     c.teacher.api_key_env = "OPENAI_API_KEY"
     c.teacher.temperature = 0.0  # 0: the most reproducible annotations.
-    c.teacher.max_tokens = 512  # Completion cap per call; also the per-call reservation under a token budget.
+    # Completion cap per call. Under a tokens/usd budget an attempt's bound is its prompt's bytes + this cap,
+    # lowered to what is left near the end of the budget (never below the run's p95 completion length).
+    c.teacher.max_tokens = 512
     c.teacher.concurrency = 8  # Requests in flight at once.
     c.teacher.timeout_s = 60.0  # Per HTTP attempt: the longest wait to connect or for the reply's next bytes.
-    # Retries on 408/429/5xx, timeouts, connection errors and malformed bodies, with exponential backoff +
-    # jitter; other 4xx fail the request at once (401/403/404 stop the run: wrong key, model or URL).
+    # Retries on 408/409/429/5xx, timeouts, resets and malformed/truncated/empty bodies, with exponential backoff +
+    # jitter (teachers.http_json); 401/403/404/422 and a 400 naming the model/key/a parameter stop the run.
     c.teacher.max_retries = 5
     c.teacher.backoff_s = 1.0  # First backoff; doubles per retry (a Retry-After header wins).
     # SQLite cache of usable answers, so none is bought twice; "" = WORKDIR/teacher_cache.sqlite.
     c.teacher.cache_path = ""
+    # USD per million input/output tokens per model, "MODEL=IN/OUT,..."; needed for distill.budget_unit=usd
+    # (an unpriced model is an error before anything is sent). Check your provider's current prices.
+    c.teacher.prices = "gpt-4o-mini=0.15/0.6,gpt-4o=2.5/10"
     # Prompt templates. Fields: {input}, {answer} (gold, or "unknown"), {domain}, {examples} (seeds).
     c.teacher.annotate_prompt = (
         "Answer the question step by step and end with 'So the answer is X.', where X is the final answer. "

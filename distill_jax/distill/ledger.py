@@ -1,32 +1,45 @@
-"""The budget ledger: every teacher call is reserved, durably, before it is made.
+"""The budget ledger: every teacher attempt is written down, durably, before it is sent.
 
-An append-only JSONL file. A `reserve` line (request key, kind, domain, stage, amount) is flushed and
-fsync'ed before the request goes out; a `settle` line records the outcome and the amount actually
-charged. What counts as spent is, per request key, its settled amount -- or, for a reservation
-with no settlement (the process died while the call was in flight), the reserved amount. So:
-- the budget can never be exceeded, even across kill -9: a reservation that would exceed it is
-  refused before the call is made;
-- a request is charged once: re-issuing a reserved or settled key after a restart costs nothing more
-  (the teachers' caches answer it without paying again);
-- a torn last line (a kill mid-write) is dropped on open; every complete line is kept.
+An append-only JSONL file (flushed and fsync'ed per write), three kinds of record:
 
-Units are "calls" (one per request; what BalDistill's budget counts) or "tokens" (as billed).
+  sent    {key, attempt, kind, domain, stage, estimate, bound}: written *before* the HTTP request.
+          `bound` is the most this attempt can cost in the ledger's unit; it counts as spent until
+          the attempt is settled.
+  settle  {key, attempt, outcome, amount, input_tokens, output_tokens, usd, reason}: what it cost.
+          outcome billed (the provider's usage), unread (a reply may have been billed but could not
+          be read: charged at the bound), unknown (in flight at a kill: found on reopen, charged at
+          the bound), free (refused or never sent: nothing billed), cache (an answer stored earlier,
+          charged at what it was originally billed, so methods compare at the same budget).
+  done    {key, status, source}: the request's outcome (ok / failed / unavailable) and where the
+          answer came from (paid, cache, dedup = the same request asked once this run).
+
+Guarantees: spent = settled amounts + bounds of open attempts, and an attempt whose bound does
+not fit what is left is never opened, so spent never passes the budget -- across kill -9 too,
+since the `sent` line is on disk before the request leaves. A request whose key is `done` is free
+to re-issue. What the ledger cannot know: whether the provider billed an attempt that was in flight
+at a kill (it is charged at its bound and counted as `unknown`; re-asking it is billed again by the
+provider, there being no idempotency key in the OpenAI API).
+
+Units: calls (one per request that reached the teacher, however many attempts; BalDistill's
+unit), tokens (input + output, as the provider bills) or usd (a per-model price table).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from absl import logging
 
-from distill_jax.teachers.base import Request, Response
-
-Unit = Literal["calls", "tokens"]
+Unit = Literal["calls", "tokens", "usd"]
+UNITS = ("calls", "tokens", "usd")
+CHARGED = ("billed", "unread", "unknown", "cache")  # Outcomes that cost budget.
 
 
 class BudgetExceeded(RuntimeError):
@@ -34,32 +47,65 @@ class BudgetExceeded(RuntimeError):
 
 
 @dataclasses.dataclass
-class _Entry:
-    reserved: float
-    settled: float | None = None
-    status: str = ""
-    kind: str = ""
-    domain: str = ""
-    stage: int = -1
-    cached: bool = False
+class Attempt:
+    key: str
+    attempt: int
+    stage: int
+    bound: float
+    estimate: float
+    outcome: str = ""  # "" while open (in flight).
+    amount: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float | None = None
+    reason: str = ""
 
     @property
     def charged(self) -> float:
-        return self.reserved if self.settled is None else self.settled
+        return self.bound if not self.outcome else self.amount
+
+
+@dataclasses.dataclass
+class RequestInfo:
+    kind: str = ""
+    domain: str = ""
+    stage: int = -1
+    status: str = ""
+    source: str = ""
 
 
 class Ledger:
+    """Thread-safe: the HTTP teacher's workers open and settle attempts concurrently."""
+
     def __init__(self, path: str, budget: float, unit: Unit = "calls"):
-        if unit not in ("calls", "tokens"):
-            raise ValueError(f"budget unit must be 'calls' or 'tokens', got {unit!r}")
+        if unit not in UNITS:
+            raise ValueError(f"budget unit must be 'calls', 'tokens' or 'usd', got {unit!r}")
         if budget <= 0:
             raise ValueError(f"the teacher budget must be positive, got {budget}")
         self.path = path
         self.budget = float(budget)
         self.unit = unit
-        self._entries: dict[str, _Entry] = {}
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.requests: dict[str, RequestInfo] = {}
+        self._committed = 0.0  # settled + open bounds, kept incrementally (read under the lock).
+        self._lock = threading.Condition()
         self._load()
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- held open for appends; closed in close().
+        # Attempts sent by a killed run and never settled: the provider may have billed them.
+        stale = [a for a in self.attempts.values() if not a.outcome]
+        self.unknown_at_open = len(stale)
+        if stale:
+            logging.warning(
+                "%s: %d teacher calls were in flight when the last run was killed; charged at their bound "
+                "(%.6g %s) since the provider may have billed them, and asking again is billed again.",
+                path,
+                len(stale),
+                sum(a.bound for a in stale),
+                unit,
+            )
+            self._append([_settle(a.key, a.attempt, "unknown", a.bound, reason="killed") for a in stale])
+
+    # ------------------------------------------------------------------------------- storage
 
     def _load(self) -> None:
         if not os.path.exists(self.path):
@@ -68,35 +114,45 @@ class Ledger:
             data = f.read()
         good = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
         if len(good) != len(data):
-            logging.warning(
-                "%s: dropping a torn last line (%d bytes) left by a killed run", self.path, len(data) - len(good)
-            )
+            logging.warning("%s: dropping a torn last line (%d bytes) left by a killed run", self.path, len(data) - len(good))
             with open(self.path, "r+b") as f:
                 f.truncate(len(good))
         for number, line in enumerate(good.decode("utf-8").splitlines(), 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
+                self._apply(json.loads(line))
+            except (json.JSONDecodeError, KeyError) as err:
                 raise ValueError(f"{self.path}:{number}: not a ledger record ({err}); the ledger is corrupt") from err
-            self._apply(record)
 
-    def _apply(self, record: dict[str, Any]) -> None:
-        key = record["key"]
-        if record["op"] == "reserve":
-            self._entries.setdefault(
-                key,
-                _Entry(
-                    reserved=float(record["amount"]),
-                    kind=record.get("kind", ""),
-                    domain=record.get("domain", ""),
-                    stage=int(record.get("stage", -1)),
-                ),
-            )
-        elif record["op"] == "settle":
-            entry = self._entries[key]
-            entry.settled = float(record["amount"])
-            entry.status = record["status"]
-            entry.cached = bool(record.get("cached", False))
+    def _apply(self, r: dict[str, Any]) -> None:
+        op, key = r["op"], r["key"]
+        if op == "reserve":  # A ledger written before attempts were recorded: one attempt per request.
+            r = dict(r, op="sent", attempt=0, bound=r["amount"], estimate=r["amount"])
+            op = "sent"
+        if op == "sent":
+            info = self.requests.setdefault(key, RequestInfo())
+            info.kind, info.domain, info.stage = r.get("kind", ""), r.get("domain", ""), int(r.get("stage", -1))
+            a = Attempt(key, int(r["attempt"]), int(r.get("stage", -1)), float(r["bound"]), float(r["estimate"]))
+            if (key, a.attempt) not in self.attempts:
+                self.attempts[(key, a.attempt)] = a
+                self._committed += a.bound
+        elif op == "settle":
+            if "attempt" not in r:  # Old format: the request's settlement.
+                r = dict(r, attempt=0, outcome="free" if r["status"] == "unavailable" else "billed")
+                self._apply(dict(op="done", key=key, status=r["status"], source="cache" if r.get("cached") else "paid"))
+            a = self.attempts[(key, int(r["attempt"]))]
+            if a.outcome:
+                return
+            self._committed += float(r["amount"]) - a.bound
+            a.outcome, a.amount, a.reason = r["outcome"], float(r["amount"]), r.get("reason", "")
+            a.input_tokens, a.output_tokens, a.usd = int(r.get("input_tokens", 0)), int(r.get("output_tokens", 0)), r.get("usd")
+        elif op == "done":
+            info = self.requests.setdefault(key, RequestInfo())
+            if not info.status:
+                info.status, info.source = r["status"], r.get("source", "")
+                for field in ("kind", "domain"):
+                    setattr(info, field, r.get(field) or getattr(info, field))
+                if "stage" in r:
+                    info.stage = int(r["stage"]) if info.stage < 0 else info.stage
 
     def _append(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
@@ -107,98 +163,158 @@ class Ledger:
         for r in records:
             self._apply(r)
 
+    # ------------------------------------------------------------------------------- queries
+
     @property
     def spent(self) -> float:
-        return sum(e.charged for e in self._entries.values())
+        """Settled amounts + bounds of attempts still open: what the budget check counts."""
+        with self._lock:
+            return self._committed
 
     @property
     def remaining(self) -> float:
         return self.budget - self.spent
 
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(not a.outcome for a in self.attempts.values())
+
+    def is_done(self, key: str) -> bool:
+        info = self.requests.get(key)
+        return bool(info and info.status)
+
+    def status(self, key: str) -> str | None:
+        info = self.requests.get(key)
+        return info.status if info and info.status else None
+
+    def key_charged(self, key: str) -> bool:
+        """Whether the request already costs something (a charged or open attempt): calls charge once."""
+        with self._lock:
+            return any(a.key == key and (not a.outcome or a.outcome in CHARGED) for a in self.attempts.values())
+
+    def next_attempt(self, key: str) -> int:
+        with self._lock:
+            return 1 + max((a.attempt for a in self.attempts.values() if a.key == key), default=-1)
+
     def mean_charge(self) -> float | None:
-        """Mean settled amount of the calls that reached a teacher (None before the first)."""
-        amounts = [e.settled for e in self._entries.values() if e.settled is not None and e.status != "unavailable"]
-        return sum(amounts) / len(amounts) if amounts else None
+        """Mean charge per request that reached a teacher (None before the first): the planning unit cost."""
+        per_key: dict[str, float] = collections.defaultdict(float)
+        with self._lock:
+            for a in self.attempts.values():
+                if a.outcome in CHARGED:
+                    per_key[a.key] += a.amount
+        return sum(per_key.values()) / len(per_key) if per_key else None
 
-    def is_charged(self, key: str) -> bool:
-        return key in self._entries
+    # ------------------------------------------------------------------------------- writes
 
-    def settled_status(self, key: str) -> str | None:
-        entry = self._entries.get(key)
-        return None if entry is None or entry.settled is None else entry.status
+    def open(
+        self, key: str, attempt: int, *, kind: str, domain: str, stage: int, estimate: float, bound: float, wait: bool
+    ) -> bool:
+        """Opens an attempt if `bound` fits what is left; False if it does not.
 
-    def reserve(self, requests: Sequence[Request], amounts: Sequence[float], stage: int) -> list[Request]:
-        """Reserves budget for the requests not yet charged, in order, while it lasts.
-
-        Returns the requests that may be sent: those already charged (free to re-issue) plus the new
-        ones that fit. The first new request that does not fit stops the reservation.
+        With `wait`, a bound that does not fit waits while other attempts are open (their settlement
+        usually frees budget: a bound is a worst case) and fails only when none is left open.
         """
-        allowed, records = [], []
-        left = self.remaining
-        for request, amount in zip(requests, amounts):
-            if request.key in self._entries:
-                allowed.append(request)
-                continue
-            if amount > left + 1e-9:
-                break
-            left -= amount
-            allowed.append(request)
-            records.append(
-                dict(
-                    op="reserve",
-                    key=request.key,
-                    kind=request.kind,
-                    domain=request.domain,
-                    stage=stage,
-                    amount=amount,
-                    time=time.time(),
-                )
+        with self._lock:
+            while self._committed + bound > self.budget + 1e-9:
+                if not wait or not any(not a.outcome for a in self.attempts.values()):
+                    return False
+                self._lock.wait(timeout=1.0)
+            self._append(
+                [
+                    dict(
+                        op="sent", key=key, attempt=attempt, kind=kind, domain=domain, stage=stage,
+                        estimate=estimate, bound=bound, time=round(time.time(), 3),
+                    )
+                ]
             )
-        self._append(records)
-        return allowed
+            return True
 
-    def settle(self, responses: Sequence[Response]) -> None:
-        """Records outcomes. `unavailable` costs nothing; otherwise calls cost 1 and tokens what was billed."""
-        records = []
-        for r in responses:
-            entry = self._entries.get(r.request_key)
-            if entry is None:
-                raise KeyError(f"response for request {r.request_key[:12]} that was never reserved")
-            if entry.settled is not None:
-                continue  # Charged once; a re-issued request's answer changes nothing.
-            if r.status == "unavailable":
-                amount = 0.0
-            elif self.unit == "calls":
-                amount = 1.0
-            else:
-                # Never more than was reserved: the reservation is the bound the budget check relied on.
-                amount = float(min(r.tokens, entry.reserved)) if r.tokens else entry.reserved
-            records.append(
-                dict(
-                    op="settle",
-                    key=r.request_key,
-                    status=r.status,
-                    amount=amount,
-                    cached=bool(getattr(r, "cached", False)),
-                )
-            )
-        self._append(records)
+    def wait_settle(self, timeout_s: float) -> bool:
+        """Waits for an open attempt to settle; False at once when none is open (nothing will free budget)."""
+        with self._lock:
+            if not any(not a.outcome for a in self.attempts.values()):
+                return False
+            self._lock.wait(timeout=timeout_s)
+            return True
+
+    def settle(
+        self, key: str, attempt: int, outcome: str, amount: float, *, input_tokens: int = 0,
+        output_tokens: int = 0, usd: float | None = None, reason: str = "",
+    ) -> None:
+        with self._lock:
+            self._append([_settle(key, attempt, outcome, amount, input_tokens, output_tokens, usd, reason)])
+            self._lock.notify_all()
+
+    def finish(self, key: str, status: str, source: str, *, kind: str = "", domain: str = "", stage: int = -1) -> None:
+        with self._lock:
+            if not self.is_done(key):
+                self._append([dict(op="done", key=key, status=status, source=source, kind=kind, domain=domain, stage=stage)])
 
     def summary(self) -> dict[str, Any]:
-        """Spent per stage and per (kind, status), for reports."""
-        by_stage: dict[int, float] = {}
-        by_outcome: dict[str, float] = {}
-        for e in self._entries.values():
-            by_stage[e.stage] = by_stage.get(e.stage, 0.0) + e.charged
-            outcome = f"{e.kind}/{e.status or 'in-flight'}"
-            by_outcome[outcome] = by_outcome.get(outcome, 0.0) + e.charged
+        """Totals and per-stage counts for logs and report.json (see spend.stage_line)."""
+        with self._lock:
+            attempts = list(self.attempts.values())
+            requests = dict(self.requests)
+        stages: dict[int, dict[str, Any]] = {}
+
+        def stage_row(stage: int) -> dict[str, Any]:
+            return stages.setdefault(
+                stage,
+                dict(requests=0, attempts=0, retries={}, outcomes={}, cache_hits=0, dedup=0, failed=0,
+                     spent=0.0, reserved=0.0, input_tokens=0, output_tokens=0, usd=0.0),
+            )
+
+        by_key: dict[str, list[Attempt]] = collections.defaultdict(list)
+        for a in attempts:
+            by_key[a.key].append(a)
+            row = stage_row(a.stage)
+            if a.outcome == "cache":
+                continue
+            row["attempts"] += 1
+            row["outcomes"][a.outcome or "open"] = row["outcomes"].get(a.outcome or "open", 0) + 1
+            if a.reason and a.outcome != "unknown":  # A failed attempt: retried, or the last one.
+                row["retries"][a.reason] = row["retries"].get(a.reason, 0) + 1
+        for a in attempts:
+            row = stage_row(a.stage)
+            row["spent"] += a.charged
+            row["reserved"] += 0.0 if a.outcome else a.bound
+            row["input_tokens"] += a.input_tokens
+            row["output_tokens"] += a.output_tokens
+            row["usd"] += a.usd or 0.0
+        for key, info in requests.items():
+            row = stage_row(info.stage)
+            row["requests"] += 1
+            row["cache_hits"] += info.source == "cache"
+            row["dedup"] += info.source == "dedup"
+            row["failed"] += info.status == "failed"
+        spent = sum(a.charged for a in attempts)
+        by_outcome: dict[str, float] = collections.defaultdict(float)
+        for key, info in requests.items():
+            by_outcome[f"{info.kind}/{info.status or 'in-flight'}"] += sum(a.charged for a in by_key.get(key, []))
+        count = collections.Counter(a.outcome or "open" for a in attempts)
         return {
             "unit": self.unit,
             "budget": self.budget,
-            "spent": self.spent,
-            "spent_by_stage": {str(k): v for k, v in sorted(by_stage.items())},
+            "spent": spent,
+            "left": self.budget - spent,
+            "attempts": {k: count[k] for k in sorted(count)},
+            "unknown_at_open": self.unknown_at_open,
+            "spent_by_stage": {str(k): v["spent"] for k, v in sorted(stages.items())},
             "spent_by_outcome": dict(sorted(by_outcome.items())),
+            "stages": {str(k): v for k, v in sorted(stages.items())},
         }
 
     def close(self) -> None:
         self._file.close()
+
+
+def _settle(
+    key: str, attempt: int, outcome: str, amount: float, input_tokens: int = 0, output_tokens: int = 0,
+    usd: float | None = None, reason: str = "",
+) -> dict[str, Any]:
+    record = dict(op="settle", key=key, attempt=attempt, outcome=outcome, amount=amount)
+    record.update(input_tokens=input_tokens, output_tokens=output_tokens, reason=reason)
+    if usd is not None:
+        record["usd"] = usd
+    return record

@@ -40,11 +40,11 @@ from jax.experimental import multihost_utils
 from distill_jax import atomic
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
-from distill_jax.distill import balancing, ifd, purchase, report
+from distill_jax.distill import balancing, ifd, purchase, report, spend
 from distill_jax.distill.ledger import Ledger
 from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
 from distill_jax.teachers.base import Example, Request, Teacher
-from distill_jax.teachers.pool import estimate_tokens, normalize_input
+from distill_jax.teachers.pool import normalize_input
 from distill_jax.training import trainer
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.run_setup import setup_run
@@ -225,7 +225,7 @@ class MethodRun:
         """Budget units one request costs on average (calls: 1; tokens: as billed so far, else the cap)."""
         if self.ledger.unit == "calls":
             return 1.0
-        return self.ledger.mean_charge() or float(self.cfg.teacher.max_tokens)
+        return self.ledger.mean_charge() or spend.default_request_cost(self.cfg, self.ledger.unit)
 
     def _train_steps_until(self, cumulative_examples: float) -> int:
         d, batch = self.cfg.distill, self.cfg.train.batch_size
@@ -346,12 +346,10 @@ class MethodRun:
                 requests.append(Request("synthesize", dom, seeds=seeds, index=index))
         return requests, scores
 
-    def _reservation(self, request: Request) -> float:
-        if self.ledger.unit == "calls":
-            return 1.0
-        # An upper bound on what the call can bill: prompt (~2 chars/token is generous) + completion cap.
-        text = (request.example.input if request.example else "") + "".join(s.input for s in request.seeds)
-        return float(estimate_tokens(text) * 2 + 256 + int(self.cfg.teacher.max_tokens))
+    def _reservation(self, request: Request, budget: spend.Budget) -> float:
+        """Expected cost of `request` (dry runs); the ledger's per-attempt bound is spend.Budget.open's."""
+        prompt = getattr(self.s.teacher, "prompt", lambda r: "")(request)
+        return budget.estimate(prompt)
 
     def _previous_inputs(self, stage: int) -> set[str]:
         inputs = set()
@@ -370,11 +368,11 @@ class MethodRun:
             dropped: list[dict[str, Any]] = []
             chunk = int(self.cfg.distill.request_chunk)
             sent = 0
+            budget = spend.budget_for(self.cfg, self.ledger, stage, self.s.teacher)
             for start in range(0, len(requests), chunk):
                 batch = requests[start : start + chunk]
-                allowed = self.ledger.reserve(batch, [self._reservation(r) for r in batch], stage)
-                responses = self.s.teacher.complete(allowed)
-                self.ledger.settle(responses)
+                # Every attempt is opened in the ledger before it is sent (spend.Budget); stops at the budget.
+                allowed, responses = spend.buy(self.s.teacher, batch, budget)
                 sent += len(allowed)
                 for request, response in zip(allowed, responses):
                     result = purchase.to_training_row(
@@ -401,16 +399,12 @@ class MethodRun:
             _write_jsonl(os.path.join(out, "dropped.jsonl"), dropped)
             _write_jsonl(os.path.join(out, "purchased.jsonl"), rows)
             logging.info(
-                "[%s] stage %d: %d requests, %d rows kept, %d dropped %s; spent %.0f of %.0f %s.",
+                "[%s] %s; %d rows kept, %d dropped %s.",
                 self.method.name,
-                stage,
-                sent,
+                spend.stage_line(self.ledger, stage),
                 len(rows),
                 len(dropped),
                 _count(d["reason"] for d in dropped),
-                self.ledger.spent,
-                self.ledger.budget,
-                self.ledger.unit,
             )
 
     # ---------------------------------------------------------------------------- prepare/train
@@ -525,6 +519,8 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     if not methods:
         raise ValueError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
     setting = prepare_setting(config, workdir)
+    if _is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
+        spend.preflight(config, setting.teacher)
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     states: dict[str, dict[str, Any]] = {}
     try:

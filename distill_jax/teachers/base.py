@@ -20,7 +20,13 @@ RequestKind = Literal["annotate", "synthesize", "paraphrase"]
 # ok: usable output. failed: the teacher was asked but gave nothing usable (after retries; `error`
 # says why) -- it may have been paid for. unavailable: there was nothing to ask (e.g. a stored pool
 # holds no output for this input, or its synthetic examples for the domain ran out) -- never paid.
-Status = Literal["ok", "failed", "unavailable"]
+# skipped: never asked -- the budget had no room for it, or the run stopped on a config error.
+Status = Literal["ok", "failed", "unavailable", "skipped"]
+
+
+class TeacherConfigError(RuntimeError):
+    """A setting is wrong (key, model, URL, parameter) or the endpoint is unreachable: no request can
+    succeed, so the run stops before its next request. The message names the setting to fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +79,8 @@ class Response:
 
     For annotate, `input` repeats the example's input; for synthesize it is the new example's input.
     `answer` is the teacher's own final answer (for synthesize, the new example's label).
-    `tokens` is what the provider billed (prompt + completion) when it says so, else an estimate.
+    `tokens` is what the provider billed (prompt + completion) when it says so, else an estimate;
+    `input_tokens`/`output_tokens` split it when the provider says so.
     `cached`: answered from a response cache, so nothing was spent now; `tokens` is still what the
     original call was billed.
     For paraphrase, `input` repeats the sentence, `rationale` holds the teacher's raw reply (when it
@@ -91,6 +98,8 @@ class Response:
     cached: bool = False
     paraphrases: tuple[str, ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class Teacher(Protocol):

@@ -1,32 +1,31 @@
-"""A teacher behind any OpenAI-compatible chat-completions endpoint, with a persistent response cache.
+"""A teacher behind any OpenAI-compatible chat-completions endpoint, metered per attempt, with a response cache.
 
 Each request (annotate, synthesize or paraphrase) becomes one prompt (from the configured
-templates) and one POST to `{base_url}/chat/completions`. Calls run `concurrency` at a time;
-408/429/5xx replies, timeouts, connection errors and malformed bodies are retried with
-exponential backoff and jitter (a `Retry-After` header wins; see teachers.http_json). Other 4xx replies fail the request at once with the server's message,
-except 401/403/404, which mean a wrong key, model or URL: no request can succeed, so `complete`
-raises.
+templates) and one POST to `{base_url}/chat/completions`, `concurrency` at a time. With a
+`distill.spend.Budget`, every attempt is opened in the ledger (on disk) before it is sent, with
+`max_tokens` set to the cap that fits, and settled to the provider's `usage` (or to its bound when
+the reply may have been billed but was not read). Failures are classified by teachers.http_json:
+transient ones are retried with backoff and `Retry-After`; a wrong setting (key, model, URL,
+parameter) stops the run before the next request with one message naming the setting; an
+endpoint that never accepted a connection stops it too (nothing was sent, nothing charged).
 
-Every usable answer is written to a SQLite cache the moment it arrives, so an interrupted run
-(even kill -9) never pays for it again: a cached request makes no HTTP call and comes back with
-`cached=True` and the tokens it was originally billed. Failed answers are not cached, so they are
-asked again next time. A paraphrase reply is cached raw and parsed on every read, so an improved
-list parser also improves answers bought before it.
+Usable answers go to a SQLite cache keyed by what the model is asked (teachers.response_cache):
+identical requests in a run are asked once (`dedup`), and an interrupted run never pays for an
+answer twice. A request already paid for and failed in an earlier run (same ledger) is not
+bought again. A paraphrase reply is cached raw and parsed on every read.
 
 The API key lives only in memory: it is never logged, cached, put in a `repr` or in an error.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
-import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,60 +33,29 @@ from collections.abc import Callable, Sequence
 import ml_collections
 from absl import logging
 
+from distill_jax.distill.spend import Usage
 from distill_jax.evaluation.metrics import extract_answer
-from distill_jax.teachers.base import Example, Request, Response
-from distill_jax.teachers.http_json import FATAL_STATUSES, Rejected, Retryable, backoff, post_json, snippet
+from distill_jax.teachers.base import Example, Request, Response, TeacherConfigError
+from distill_jax.teachers.http_json import Rejected, Retryable, backoff, request_json, snippet
 from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
+from distill_jax.teachers.response_cache import CachedAnswer, ResponseCache
+from distill_jax.teachers.synthesis_reply import parse_synthesis
 
-_SYNTH_FIELDS = ("question", "rationale", "answer")
-_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
-# "Question:", "**Answer:**", "## Rationale:" at the start of a line.
-_LABEL = re.compile(r"^[ \t*#_]*(question|rationale|answer)[ \t*_]*:[ \t*_]*", re.IGNORECASE | re.MULTILINE)
+__all__ = ["OpenAITeacher", "from_config", "parse_synthesis"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Outcome:
     """One request's result before parsing: the completion or why there is none."""
 
     content: str = ""
-    tokens: int = 0
-    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 0
+    reasons: list[str] = dataclasses.field(default_factory=list)  # Of every failed attempt.
     error: str = ""
-    fatal: bool = False
-
-
-class _Cache:
-    """Ok responses by cache key in one SQLite file; WAL and a commit per write survive kill -9."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # Worker threads write through this one connection, serialised by the lock.
-        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses "
-                "(key TEXT PRIMARY KEY, input TEXT, rationale TEXT, answer TEXT, tokens INTEGER)"
-            )
-
-    def get(self, key: str) -> tuple[str, str, str, int] | None:
-        with self._lock:
-            return self._db.execute(
-                "SELECT input, rationale, answer, tokens FROM responses WHERE key = ?", (key,)
-            ).fetchone()
-
-    def put(self, key: str, response: Response) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                (key, response.input, response.rationale, response.answer, response.tokens),
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    fatal: str = ""  # A TeacherConfigError message: stop the run.
+    skipped: bool = False
 
 
 class OpenAITeacher:
@@ -109,6 +77,7 @@ class OpenAITeacher:
         annotate_prompt: str,
         synthesize_prompt: str,
         paraphrase_prompt: str,
+        api_key_env: str = "",
         sleep: Callable[[float], None] = time.sleep,
     ):
         if not api_key:
@@ -124,95 +93,181 @@ class OpenAITeacher:
         _check_template("synthesize_prompt", synthesize_prompt, domain="", examples="")
         _check_template("paraphrase_prompt", paraphrase_prompt, input="", k="", domain="")
         self.name = f"openai:{model}"
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._model = model
+        self.metered = True  # complete() takes a distill.spend.Budget and meters every attempt.
+        self.model = model
+        self.max_tokens = int(max_tokens)
+        self._base = base_url.rstrip("/")
+        self._url = self._base + "/chat/completions"
         self._api_key = api_key
+        self._api_key_env = api_key_env
         self._temperature = float(temperature)
-        self._max_tokens = int(max_tokens)
         self._concurrency = int(concurrency)
         self._timeout_s = float(timeout_s)
         self._max_retries = int(max_retries)
         self._backoff_s = float(backoff_s)
-        self._annotate_prompt = annotate_prompt
-        self._synthesize_prompt = synthesize_prompt
-        self._paraphrase_prompt = paraphrase_prompt
+        self._templates = dict(annotate=annotate_prompt, synthesize=synthesize_prompt, paraphrase=paraphrase_prompt)
         self._sleep = sleep
         self._rng = random.Random()
-        self._cache = _Cache(os.fspath(cache_path))
+        self._cache = ResponseCache(os.fspath(cache_path))
 
     def __repr__(self) -> str:
-        return f"OpenAITeacher(url={self._url!r}, model={self._model!r})"
+        return f"OpenAITeacher(url={self._url!r}, model={self.model!r})"
 
-    def complete(self, requests: Sequence[Request]) -> list[Response]:
-        """Answers `requests` in order; a request that cannot be answered gets a `failed` response.
+    # -------------------------------------------------------------------------------- complete
 
-        Raises RuntimeError only when the endpoint rejects the key, model or URL (401/403/404);
-        answers that arrived before are cached, so a rerun does not pay for them again.
+    def complete(self, requests: Sequence[Request], budget=None) -> list[Response]:
+        """Answers `requests` in order. With a `distill.spend.Budget` every attempt is metered; a request
+        the budget has no room for comes back `skipped`.
+
+        Raises TeacherConfigError (after the calls in flight finish) when a setting is wrong or the
+        endpoint is unreachable; answers that arrived before are cached and recorded in the ledger.
         """
         responses: list[Response | None] = [None] * len(requests)
-        prompts = [self._prompt(r) for r in requests]
-        keys = [self._cache_key(r, p) for r, p in zip(requests, prompts)]
-        misses = []
-        for i, (request, key) in enumerate(zip(requests, keys)):
-            row = self._cache.get(key)
+        prompts = [self.prompt(r) for r in requests]
+        keys = [self._content_key(r, p) for r, p in zip(requests, prompts)]
+        groups: dict[str, list[int]] = {}
+        source = ["paid"] * len(requests)
+        for i, request in enumerate(requests):
+            if budget is not None and budget.ledger.status(request.key) == "failed" and budget.ledger.key_charged(request.key):
+                # Paid for in an earlier run and unusable: buying it again would pay twice for the same prompt.
+                responses[i] = Response(request.key, "failed", error="paid for and unusable in an earlier run (see the ledger)")
+                source[i] = "ledger"
+                continue
+            row = self._cache.get(keys[i], self._legacy_key(request, prompts[i]))
             if row is None:
-                misses.append(i)
-            else:
-                input_, rationale, answer, tokens = row
-                response = Response(request.key, "ok", input_, rationale, answer, tokens, cached=True)
-                if request.kind == "paraphrase":
-                    response = _with_list(response, parse_paraphrase_list(rationale))
-                responses[i] = response
+                groups.setdefault(keys[i], []).append(i)
+                continue
+            source[i] = "cache"
+            if budget is not None and not budget.charge_cached(request, _usage_of(row)):
+                responses[i] = Response(request.key, "skipped", error="budget exhausted")
+                continue
+            responses[i] = self._cached_response(request, row)
 
-        retries = 0
-        fatal = ""
-        if misses:
-            with concurrent.futures.ThreadPoolExecutor(min(self._concurrency, len(misses))) as pool:
-                futures = {pool.submit(self._answer, requests[i], prompts[i], keys[i]): i for i in misses}
+        stop, exhausted = threading.Event(), threading.Event()
+        outcomes: dict[int, _Outcome] = {}
+        firsts = [idxs[0] for idxs in groups.values()]
+        if firsts:
+            with concurrent.futures.ThreadPoolExecutor(min(self._concurrency, len(firsts))) as pool:
+                futures = {
+                    pool.submit(self._answer, requests[i], prompts[i], keys[i], budget, stop, exhausted): i for i in firsts
+                }
                 for future in concurrent.futures.as_completed(futures):
-                    response, outcome = future.result()
-                    responses[futures[future]] = response
-                    retries += outcome.retries
-                    fatal = fatal or (outcome.error if outcome.fatal else "")
+                    i = futures[future]
+                    responses[i], outcomes[i] = future.result()
+        for idxs in groups.values():
+            for j in idxs[1:]:  # The same request content: one purchase, reused.
+                responses[j] = dataclasses.replace(responses[idxs[0]], request_key=requests[j].key)
+                source[j] = "dedup"
+        if budget is not None:
+            for request, response, src in zip(requests, responses, source):
+                if response.status != "skipped" and src != "ledger":
+                    budget.finish(request, response, src)
+        self._log(requests, responses, source, outcomes)
+        fatal = next((o.fatal for o in outcomes.values() if o.fatal), "")
+        if fatal:
+            raise TeacherConfigError(fatal)
+        return responses
 
-        failed = sum(r.status != "ok" for r in responses)
+    def _log(self, requests, responses, source, outcomes) -> None:
+        reasons = collections.Counter(r for o in outcomes.values() for r in o.reasons)
         logging.info(
-            "teacher %s: %d requests, %d cache hits, %d retries, %d failed, %d tokens billed now",
+            "teacher %s: %d requests, %d cache hits, %d deduplicated, %d asked, %d retries, failed attempts %s, "
+            "%d failed, %d skipped, %d tokens billed now",
             self.name,
             len(requests),
-            len(requests) - len(misses),
-            retries,
-            failed,
-            sum(r.tokens for r in responses if not r.cached),
+            source.count("cache"),
+            source.count("dedup"),
+            len(outcomes),
+            sum(max(0, o.attempts - 1) for o in outcomes.values()),
+            dict(sorted(reasons.items())),
+            sum(r.status == "failed" for r in responses),
+            sum(r.status == "skipped" for r in responses),
+            sum(o.input_tokens + o.output_tokens for o in outcomes.values()),
         )
-        if fatal:
-            raise RuntimeError(f"teacher {self.name} at {self._url} cannot work: {fatal}")
-        return responses
 
     def close(self) -> None:
         self._cache.close()
 
-    def _prompt(self, request: Request) -> str:
-        if request.kind == "annotate":
-            example = request.example
-            return self._annotate_prompt.format(
-                input=example.input, answer=example.answer or "unknown", domain=request.domain
-            )
-        if request.kind == "paraphrase":
-            return self._paraphrase_prompt.format(input=request.example.input, k=request.k, domain=request.domain)
-        examples = "\n\n".join(_render_seed(s) for s in request.seeds)
-        return self._synthesize_prompt.format(domain=request.domain, examples=examples)
+    # --------------------------------------------------------------------------------- pre-flight
 
-    def _cache_key(self, request: Request, prompt: str) -> str:
-        # Everything that changes what the model is asked; a new template or model is a new answer.
-        payload = [request.key, self._model, prompt, self._temperature, self._max_tokens]
+    def preflight(self) -> list[str]:
+        """Checks key, URL and model before anything is bought: `GET /models`, free at every provider.
+
+        Returns the served model ids; raises TeacherConfigError naming the setting to fix. A server
+        without the route (404/405) is given the benefit of the doubt: the first request will tell.
+        """
+        url = self._base + "/models"
+        for attempt in range(self._max_retries + 1):
+            try:
+                body = request_json(url, None, self._api_key, self._timeout_s)
+                break
+            except Rejected as e:
+                if e.status in (404, 405):
+                    logging.info("teacher %s: %s has no model list (%s); not checked", self.name, url, e)
+                    return []
+                raise TeacherConfigError(self._config_message(e)) from None
+            except Retryable as e:
+                if attempt == self._max_retries:
+                    raise TeacherConfigError(
+                        f"teacher.base_url={self._base!r} does not answer ({e}) after {attempt + 1} attempts; "
+                        "nothing was sent or charged"
+                    ) from None
+                self._sleep(e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng))
+        data = body.get("data")
+        served = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        if served and self.model not in served:
+            raise TeacherConfigError(
+                f"teacher.model={self.model!r} is not served at teacher.base_url={self._base!r}; it serves "
+                f"{', '.join(map(str, served[:20]))}"
+            )
+        logging.info("teacher %s: pre-flight ok (%d models served at %s)", self.name, len(served), self._base)
+        return served
+
+    def _config_message(self, e: Rejected) -> str:
+        fix = {
+            "key": f"the API key (environment variable {self._api_key_env or 'teacher.api_key_env'!s})",
+            "model": f"teacher.model={self.model!r}",
+            "url_or_model": f"teacher.base_url={self._base!r} or teacher.model={self.model!r}",
+            "parameter": f"teacher.temperature={self._temperature} / teacher.max_tokens={self.max_tokens}",
+        }[e.setting]
+        return (
+            f"teacher {self.name} at {self._base} refused the request: {e}. Fix {fix}; the run stopped before "
+            "its next request and nothing was charged for refused calls"
+        )
+
+    # ---------------------------------------------------------------------------------- one request
+
+    def prompt(self, request: Request) -> str:
+        return render_prompt(self._templates, request)
+
+    def _content_key(self, request: Request, prompt: str) -> str:
+        """What the model is asked; sampled answers (temperature > 0) stay one per request."""
+        payload = ["v2", request.kind, self.model, prompt, self._temperature, self.max_tokens]
+        if self._temperature > 0:
+            payload.append(request.key)
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
-    def _answer(self, request: Request, prompt: str, key: str) -> tuple[Response, _Outcome]:
+    def _legacy_key(self, request: Request, prompt: str) -> str:
+        # The key caches were written under before content keys; still read so nothing is paid again.
+        payload = [request.key, self.model, prompt, self._temperature, self.max_tokens]
+        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+    def _cached_response(self, request: Request, row: CachedAnswer) -> Response:
+        response = Response(
+            request.key, "ok", row.input, row.rationale, row.answer, row.tokens, cached=True,
+            input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+        )
+        return _with_list(response, parse_paraphrase_list(row.rationale)) if request.kind == "paraphrase" else response
+
+    def _answer(self, request, prompt, key, budget, stop, exhausted) -> tuple[Response, _Outcome]:
         """Asks for and parses one request's answer, caching it if usable; runs in a worker thread."""
-        outcome = self._ask(prompt)
+        outcome = self._ask(request, prompt, budget, stop, exhausted)
+        usage = dict(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens)
+        tokens = outcome.input_tokens + outcome.output_tokens
+        if outcome.skipped:
+            return Response(request.key, "skipped", error=outcome.error, tokens=tokens, **usage), outcome
         if outcome.error:
-            return Response(request.key, "failed", tokens=outcome.tokens, error=outcome.error), outcome
+            return Response(request.key, "failed", tokens=tokens, error=outcome.error, **usage), outcome
         parsed = None
         try:
             if request.kind == "annotate":
@@ -228,51 +283,83 @@ class OpenAITeacher:
                 input_, rationale, answer = parse_synthesis(outcome.content)
         except ValueError as e:
             # The reply was well-formed and billed; at a fixed prompt asking again rarely helps.
-            return Response(request.key, "failed", tokens=outcome.tokens, error=str(e)), outcome
-        response = Response(request.key, "ok", input_, rationale, answer, outcome.tokens)
-        self._cache.put(key, response)
+            return Response(request.key, "failed", tokens=tokens, error=str(e), **usage), outcome
+        response = Response(request.key, "ok", input_, rationale, answer, tokens, **usage)
+        self._cache.put(key, CachedAnswer(input_, rationale, answer, tokens, outcome.input_tokens, outcome.output_tokens))
         return (_with_list(response, parsed) if parsed else response), outcome
 
-    def _ask(self, prompt: str) -> _Outcome:
+    def _ask(self, request, prompt, budget, stop, exhausted) -> _Outcome:
         """The stripped completion for `prompt`, retrying what may succeed on another attempt."""
-        billed = 0
-        reason = ""
+        out = _Outcome()
+        last = ""
         for attempt in range(self._max_retries + 1):
+            if stop.is_set() or exhausted.is_set():
+                out.skipped, out.error = True, "not asked: " + ("the run stopped" if stop.is_set() else "budget exhausted")
+                return out
+            ticket = budget.open(request.key, request.kind, request.domain, prompt) if budget is not None else None
+            if budget is not None and ticket is None:
+                exhausted.set()  # Later requests would not fit either: keep purchases in request order.
+                out.skipped, out.error = True, "not asked: budget exhausted"
+                return out
+            cap = ticket.cap if ticket is not None else self.max_tokens
+            out.attempts += 1
             try:
-                body = self._post(prompt)
-                usage = _usage_tokens(body)
-                billed += usage or 0
-                content, finish_reason = _completion(body, usage or 0)
+                body = request_json(self._url, self._payload(prompt, cap), self._api_key, self._timeout_s)
             except Retryable as e:
-                billed += e.tokens
-                reason = str(e)
+                if ticket is not None:
+                    budget.settle(ticket, e.billing, reason=e.reason)
+                if e.billing == "unread" and ticket is not None:
+                    out.input_tokens, out.output_tokens = out.input_tokens + ticket.prompt_bound, out.output_tokens + cap
+                out.reasons.append(e.reason)
+                last = str(e)
                 if attempt == self._max_retries:
                     break
                 delay = e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
-                logging.log_every_n_seconds(logging.WARNING, "teacher %s: %s; retrying", 30, self.name, reason)
+                logging.info("teacher %s: attempt %d of %s: %s; retrying in %.1f s", self.name, attempt + 1, request.key[:12], e, delay)
                 self._sleep(delay)
                 continue
             except Rejected as e:
-                return _Outcome(tokens=billed, retries=attempt, error=str(e), fatal=e.status in FATAL_STATUSES)
-            if usage is None:
-                billed += math.ceil(len(prompt + content) / 4)
+                if ticket is not None:
+                    budget.settle(ticket, "free", reason=f"http_{e.status}")
+                out.reasons.append(f"http_{e.status}")
+                out.error = str(e)
+                if e.config:
+                    stop.set()
+                    out.fatal = self._config_message(e)
+                return out
+            content, finish_reason = _completion(body)
+            tin, tout = _usage(body, ticket.prompt_bound if ticket else len(prompt.encode()), content, cap)
+            out.input_tokens, out.output_tokens = out.input_tokens + tin, out.output_tokens + tout
+            reason = "" if content else ("no_choices" if not body.get("choices") else "empty_completion")
+            if ticket is not None:
+                budget.settle(ticket, "billed", Usage(tin, tout), reason=reason)
+            if not content:
+                out.reasons.append(reason)
+                last = f"{reason}: the reply has no completion"
+                if attempt == self._max_retries:
+                    break
+                self._sleep(backoff(self._backoff_s, attempt, self._rng))
+                continue
             if finish_reason == "length":
-                return _Outcome(
-                    tokens=billed, retries=attempt, error=f"completion cut off at {self._max_tokens} tokens"
-                )
-            return _Outcome(content=content, tokens=billed, retries=attempt)
-        attempts = self._max_retries + 1
-        return _Outcome(tokens=billed, retries=self._max_retries, error=f"gave up after {attempts} attempts: {reason}")
+                out.error = f"completion cut off at {cap} tokens"
+                return out
+            out.content = content
+            return out
+        if out.reasons and all(r == "connect" for r in out.reasons):
+            stop.set()  # Nothing was ever sent: no request can succeed, and none was charged.
+            out.fatal = (
+                f"teacher.base_url={self._base!r} refused every connection ({last}); nothing was sent or charged"
+            )
+        out.error = f"gave up after {self._max_retries + 1} attempts: {last}"
+        return out
 
-    def _post(self, prompt: str) -> dict:
-        """One HTTP attempt: the decoded JSON body, or Retryable / Rejected."""
-        payload = {
-            "model": self._model,
+    def _payload(self, prompt: str, cap: int) -> dict:
+        return {
+            "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self._temperature,
-            "max_tokens": self._max_tokens,
+            "max_tokens": cap,
         }
-        return post_json(self._url, payload, self._api_key, self._timeout_s)
 
 
 def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAITeacher:
@@ -297,76 +384,53 @@ def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAIT
         annotate_prompt=cfg_teacher.annotate_prompt,
         synthesize_prompt=cfg_teacher.synthesize_prompt,
         paraphrase_prompt=cfg_teacher.paraphrase_prompt,
+        api_key_env=cfg_teacher.api_key_env,
     )
 
 
-def parse_synthesis(content: str) -> tuple[str, str, str]:
-    """(question, rationale, answer) from a synthesize reply; ValueError saying what is wrong.
-
-    The reply is a JSON object with those fields (possibly in a ```json fence or among prose), or
-    text labelled "Question:", "Rationale:" and "Answer:" at line starts.
-    """
-    fields = _json_object(content)
-    if fields is None:
-        fields = _labelled(content)
-    if fields is None:
-        raise ValueError(
-            "synthesize reply holds neither a JSON object nor Question:/Rationale:/Answer: text: " + snippet(content)
-        )
-    values = []
-    for name in _SYNTH_FIELDS:
-        value = fields.get(name)
-        # Models often write a numeric answer as a JSON number.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"synthesize reply has no usable {name!r} (missing, empty or not text)")
-        values.append(value.strip())
-    return values[0], values[1], values[2]
-
-
-def _json_object(content: str) -> dict | None:
-    """The first JSON object naming a synthesize field, in code fences first, then anywhere."""
-    decoder = json.JSONDecoder()
-    for text in [*_FENCE.findall(content), content]:
-        for start in (m.start() for m in re.finditer(r"\{", text)):
-            try:
-                value, _ = decoder.raw_decode(text, start)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict) and any(name in value for name in _SYNTH_FIELDS):
-                return value
-    return None
-
-
-def _labelled(content: str) -> dict | None:
-    """{label: text} from "Question: ... Rationale: ... Answer: ..." text; the first of each label wins."""
-    matches = list(_LABEL.finditer(content))
-    if not matches:
-        return None
-    fields: dict[str, str] = {}
-    for match, following in zip(matches, [*matches[1:], None]):
-        end = following.start() if following else len(content)
-        fields.setdefault(match.group(1).lower(), content[match.end() : end])
-    return fields
-
-
-def _completion(body: dict, usage: int) -> tuple[str, str]:
-    """(stripped content, finish_reason) of the first choice; Retryable if there is no content."""
+def _completion(body: dict) -> tuple[str, str]:
+    """(stripped content, finish_reason) of the first choice; ("", "") when there is none."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise Retryable("response has no choices", tokens=usage)
+        return "", ""
     message = choices[0].get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str) or not content.strip():
-        raise Retryable("response has an empty completion", tokens=usage)
+        return "", ""
     return content.strip(), choices[0].get("finish_reason") or ""
 
 
-def _usage_tokens(body: dict) -> int | None:
+def _usage(body: dict, prompt_bound: int, content: str, cap: int) -> tuple[int, int]:
+    """(input, output) tokens the provider billed; without `usage`, conservative bounds (prompt bytes,
+    completion bytes -- or the cap when there is no completion to measure)."""
     usage = body.get("usage")
-    tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    if isinstance(usage, dict):
+        tin, tout, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+        if _is_int(tin) and _is_int(tout):
+            return tin, tout
+        if _is_int(total):  # Only a total: count it as output, the dearer side.
+            return 0, total
+    return prompt_bound, min(cap, len(content.encode("utf-8"))) if content else cap
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _usage_of(row: CachedAnswer) -> Usage:
+    return Usage(row.input_tokens, row.output_tokens)
+
+
+def render_prompt(templates: dict[str, str], request: Request) -> str:
+    """The prompt of `request` from {kind: template} (the teacher.*_prompt knobs)."""
+    template = templates[request.kind]
+    if request.kind == "annotate":
+        example = request.example
+        return template.format(input=example.input, answer=example.answer or "unknown", domain=request.domain)
+    if request.kind == "paraphrase":
+        return template.format(input=request.example.input, k=request.k, domain=request.domain)
+    examples = "\n\n".join(_render_seed(s) for s in request.seeds)
+    return template.format(domain=request.domain, examples=examples)
 
 
 def _render_seed(seed: Example) -> str:

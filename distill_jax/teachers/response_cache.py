@@ -1,0 +1,69 @@
+"""Usable teacher answers by request content, in one SQLite file (WAL, a commit per write: survives kill -9).
+
+The key is a hash of what the model is asked (model, prompt, sampling settings), so identical
+requests share one answer across runs. Rows written before content keys (keyed by request key +
+prompt) are still found through `legacy_key`. The billed usage is kept with each answer: a cache
+hit is charged at what the answer originally cost, never paid again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import NamedTuple
+
+
+class CachedAnswer(NamedTuple):
+    input: str
+    rationale: str
+    answer: str
+    tokens: int
+    input_tokens: int
+    output_tokens: int
+
+
+class ResponseCache:
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # Worker threads write through this one connection, serialised by the lock.
+        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses "
+                "(key TEXT PRIMARY KEY, input TEXT, rationale TEXT, answer TEXT, tokens INTEGER)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+            for column in ("input_tokens", "output_tokens"):
+                if column not in columns:  # A cache from before usage was split: old rows read as output.
+                    self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} INTEGER")
+
+    def get(self, *keys: str) -> CachedAnswer | None:
+        """The answer under the first of `keys` that has one."""
+        with self._lock:
+            for key in keys:
+                row = self._db.execute(
+                    "SELECT input, rationale, answer, tokens, input_tokens, output_tokens FROM responses WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None:
+                    input_, rationale, answer, tokens, tin, tout = row
+                    if tin is None or tout is None:
+                        tin, tout = 0, int(tokens or 0)
+                    return CachedAnswer(input_, rationale, answer, int(tokens or 0), int(tin), int(tout))
+        return None
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, input, rationale, answer, tokens, input_tokens, output_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, *answer),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
