@@ -45,9 +45,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.prepare.plain_target_template = "{target}"  # Target of rows without a rationale.
     c.prepare.drop_duplicate_examples = True  # Identical (input, target) within a domain adds nothing but weight.
     c.prepare.default_domain = "default"  # Domain of rows whose source has no domain column.
+    # CSV/TSV without a header row: the column names, comma separated (e.g. "question,A,B,C,D,answer"); ""
+    # reads them from the first row.
+    c.prepare.columns = ""
+    # Over-long rows: "none" rejects them (input_too_long/target_too_long); "input", "target" or "both" cut
+    # those fields to max_*_len tokens keeping EOS (counted in the manifest; repeats this creates are rejected
+    # as duplicate_after_truncation).
+    c.prepare.truncate = "none"
     # Source key/column for each canonical field; "" for id derives one from file + line, "" for domain
     # uses default_domain, "" for rationale/meta means the source has none. input/target may join
-    # several keys with a template, e.g. --config.prepare.fields.input='{Body} {Question}'.
+    # several keys with a template, e.g. --config.prepare.fields.input='{Body} {Question}'. Templates may also
+    # use {_file_stem} / {_file_name} of the input file: fields.domain='{_file_stem}' makes each file a domain.
     c.prepare.fields = ml_collections.ConfigDict(
         dict(id="id", domain="domain", input="input", target="target", rationale="rationale", meta="meta")
     )
@@ -106,6 +114,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.z_loss = 1e-4  # Penalty on log(Z)^2 that keeps logits from drifting (PaLM/T5X); 0 disables.
     # Peak FLOP/s per device for the MFU estimate; 0 looks it up from the device kind (unknown => no MFU).
     c.train.peak_flops_per_device = 0.0
+    # Non-finite loss/grad norm/params: 0 stops the run at the next log interval (nothing non-finite is ever
+    # saved); N > 0 skips such batches inside the step (params and optimizer state unchanged) and stops once
+    # more than N were skipped over the run.
+    c.train.skip_nonfinite_batches = 0
+    # An unreadable newest checkpoint at resume: "fallback" warns in one line, moves it to checkpoints/corrupt/
+    # and resumes from the previous one; "fail" refuses to start.
+    c.train.on_corrupt_checkpoint = "fallback"
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | adafactor (T5's original; factored second moments save memory).

@@ -19,7 +19,12 @@ _CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/grain/", "
 
 class _QuietLibraries(std_logging.Filter):
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+        library = any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+        if library and record.exc_info:
+            # Orbax logs a failed background save with a full traceback from each of its threads (hundreds
+            # of lines); the trainer reports the error in one line, so keep only the libraries' message.
+            record.exc_info, record.exc_text = None, None
+        return record.levelno >= std_logging.WARNING or not library
 
 
 def configure_logging() -> None:

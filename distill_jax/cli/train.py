@@ -18,9 +18,13 @@ def main(argv):
     del argv
     common.configure_logging()
     common.initialize_distributed()
-    from distill_jax.training.trainer import train
+    from distill_jax.training.trainer import STOP_ERRORS, train
 
-    result = train(_CONFIG.value, _WORKDIR.value)
+    try:
+        result = train(_CONFIG.value, _WORKDIR.value)
+    except STOP_ERRORS as err:
+        # One line, no traceback: non-finite values, a failed save, a refused damaged checkpoint, a bad config.
+        raise SystemExit(f"distill-jax train: {err}") from None
     if result.preempted:
         raise SystemExit(0)
 

@@ -12,23 +12,37 @@ model. Restoring reassembles the full params from both.
 Saves are asynchronous (the step loop continues while bytes go to disk) and atomic (Orbax writes
 to a temporary directory and renames it when complete), so a kill -9 at any moment leaves the last
 finished checkpoint intact.
+
+Robustness (issue 15): which steps are deleted is decided here, not by Orbax, from a record kept in
+the directory (training/retention.py), so the best and the newest known-good steps survive resumes.
+A save that fails in the background is noticed at the next `poll()` (one cheap Python check per
+step) and raised as CheckpointSaveError. `restore_latest` restores the newest step that reads back
+completely; a damaged one is reported in one line, moved to ``corrupt/`` and the previous one is
+used, unless the caller asks to refuse instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from distill_jax.models import lora
+from distill_jax.training import retention
 
 FROZEN_BASE = "frozen_base"
+CORRUPT_DIR = "corrupt"  # Damaged steps are moved here (kept for inspection, out of Orbax's step list).
+ON_CORRUPT_CHOICES = ("fallback", "fail")
 
 
 def _gather_json(value: Any) -> list[Any]:
@@ -66,8 +80,42 @@ def _split_frozen_base(state: Any) -> tuple[Any, Any | None]:
     return state.replace(params=adapters), lora.strip_adapters(state.params)
 
 
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions, ...): the run must stop, not carry on unsaved."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """The newest checkpoint is unreadable and train.on_corrupt_checkpoint=fail refuses to fall back."""
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    state: Any
+    data: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, capped: tensorstore errors run to several hundred characters."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _any_process_failed(problem: BaseException | None) -> BaseException | None:
+    """Every process must take the same branch (the restores are collective): a failure anywhere counts."""
+    if jax.process_count() == 1:
+        return problem
+    flags = multihost_utils.process_allgather(np.array([problem is not None], np.int32)).reshape(-1)
+    if problem is None and flags.any():
+        return RuntimeError(f"unreadable on process(es) {[int(i) for i in np.flatnonzero(flags)]}")
+    return problem
+
+
 class Checkpointer:
-    """Keep-last-N plus keep-best-N checkpoints of a training run."""
+    """Keep-last-N plus keep-best-N checkpoints of a training run (plus, always, the newest recorded one)."""
 
     def __init__(
         self,
@@ -78,34 +126,41 @@ class Checkpointer:
         best_metric: str = "eval/loss",
         async_save: bool = True,
     ):
+        self.directory = os.path.abspath(directory)
         self.best_metric = best_metric
-        policies: list[Any] = [checkpoint_managers.LatestN(n=max(keep_last, 1))]
-        if keep_best > 0:
-            # BestN sorts ascending and keeps the end of the list: reverse for "lower is better".
-            lower_is_better = "loss" in best_metric
-            policies.append(
-                checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric],
-                    reverse=lower_is_better,
-                    n=keep_best,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
-        )
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self._async = async_save
+        # No Orbax preservation policy: it would keep everything, and _apply_retention deletes by the record.
+        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._record = retention.RetentionRecord(self.directory, best_metric)
+        self._pending: tuple[int, float | None] | None = None  # (step, metric) of a save not yet confirmed
+        self._failed = False
         # Orbax writes it to a temporary name and renames it when complete: present means whole.
-        self._frozen_base_dir = os.path.join(os.path.abspath(directory), FROZEN_BASE)
+        self._frozen_base_dir = os.path.join(self.directory, FROZEN_BASE)
         self._frozen_base_written = os.path.isdir(self._frozen_base_dir)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(self._manager.all_steps())
+
+    @property
+    def recorded_steps(self) -> dict[int, float | None]:
+        """Steps saved (and confirmed) by this code, with their best_metric values: the known-good ones."""
+        return dict(self._record.steps)
+
+    def last_good_step(self) -> int | None:
+        """The newest confirmed step still on disk (every confirmed save was of a finite state)."""
+        recorded = [s for s in self.all_steps() if s in self._record.steps]
+        return recorded[-1] if recorded else None
+
+    def describe_last_good(self) -> str:
+        step = self.last_good_step()
+        if step is None:
+            step = self.latest_step()
+        return f"step {step} in {self.directory}" if step is not None else f"none in {self.directory}"
 
     def save(
         self,
@@ -115,53 +170,191 @@ class Checkpointer:
         meta: dict[str, Any],
         metrics: dict[str, float] | None = None,
     ) -> None:
-        """Starts an asynchronous save; returns once the arrays are copied off the devices."""
+        """Starts an asynchronous save; returns once the arrays are copied off the devices.
+
+        Raises CheckpointSaveError if this save or the previous (background) one failed. The caller
+        must only pass finite states: what is saved here is recorded as known good.
+        """
+        self._finish_pending()
         if step in self._manager.all_steps():
             return
         state, frozen_base = _split_frozen_base(state)
-        if frozen_base is not None and not self._frozen_base_written:
-            with ocp.StandardCheckpointer() as writer:
-                writer.save(self._frozen_base_dir, frozen_base)
-            self._frozen_base_written = True
-        usable = None
+        metric = None
         if metrics is not None and self.best_metric in metrics:
-            usable = {self.best_metric: float(metrics[self.best_metric])}
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            metrics=usable,
+            metric = float(metrics[self.best_metric])
+        try:
+            if frozen_base is not None and not self._frozen_base_written:
+                with ocp.StandardCheckpointer() as writer:
+                    writer.save(self._frozen_base_dir, frozen_base)
+                self._frozen_base_written = True
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+            )
+        except Exception as err:
+            self._failed = True
+            raise CheckpointSaveError(self._failure_line(step, err)) from err
+        self._pending = (step, metric)
+        if not self._async:
+            self._finish_pending()
+
+    def poll(self) -> None:
+        """Raises CheckpointSaveError once a background save has failed; cheap enough to call every step."""
+        if self._pending is not None and not self._manager.is_saving_in_progress():
+            self._finish_pending()
+
+    def _failure_line(self, step: int, err: BaseException) -> str:
+        kept = [s for s in self.all_steps() if s != step]
+        return (
+            f"checkpoint save of step {step} to {os.path.join(self.directory, str(step))} failed ({_one_line(err)}); "
+            f"stopping. Checkpoints intact: {kept or 'none'}"
         )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
-        abstract_state, abstract_base = _split_frozen_base(abstract_state)
+    def _finish_pending(self) -> None:
+        """Waits for the save in flight; records it and applies retention, or raises CheckpointSaveError."""
+        if self._pending is None:
+            return
+        step, metric = self._pending
+        self._pending = None
+        try:
+            self._manager.wait_until_finished()
+            problem = None if step in self._manager.all_steps() else RuntimeError("the step was not finalized")
+        except Exception as err:
+            problem = err
+        if problem is not None:
+            self._failed = True
+            raise CheckpointSaveError(self._failure_line(step, problem)) from problem
+        self._record.add(step, metric)
+        self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        on_disk = self.all_steps()
+        keep = retention.steps_to_keep(on_disk, self._record.steps, self.keep_last, self.keep_best, self.best_metric)
+        for step in on_disk:
+            if step not in keep:
+                self._manager.delete(step)  # Collective: every process calls it, the primary deletes.
+        self._record.forget([s for s in list(self._record.steps) if s not in keep])
+        if jax.process_index() == 0:
+            self._record.write()
+
+    # ----------------------------------------------------------------------------------- restore
+
+    def restore_latest(
+        self,
+        abstract_state: Any,
+        *,
+        on_corrupt: str = "fallback",
+        check_meta: Callable[[int, dict[str, Any]], None] | None = None,
+        quarantine: bool = False,
+    ) -> Restored | None:
+        """The newest step that reads back completely, or None when there is none.
+
+        A step whose meta, data or state item cannot be read (truncated array file, deleted
+        ``_METADATA``, missing or truncated item, partial copy) is reported in one warning line and
+        the previous step is tried; with ``on_corrupt="fail"`` CorruptCheckpointError is raised
+        instead. ``check_meta(step, meta)`` runs before the state is read, so its errors (e.g. a
+        different architecture) propagate as they are: they are not damage. ``quarantine`` moves
+        damaged steps into ``corrupt/`` so that the resumed run can save those step numbers again.
+        """
+        if on_corrupt not in ON_CORRUPT_CHOICES:
+            raise ValueError(f"on_corrupt_checkpoint={on_corrupt!r}: must be one of {ON_CORRUPT_CHOICES}")
+        steps = sorted(self.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            problem: BaseException | None = None
+            try:
+                meta = self.restore_meta(step)
+                missing = [k for k in ("model", "domain_names", "mixture_weights") if k not in meta]
+                if missing:
+                    raise KeyError(f"meta lacks {missing}")
+            except Exception as err:
+                problem = err
+            problem = _any_process_failed(problem)
+            if problem is None:
+                if check_meta is not None:
+                    check_meta(step, meta)
+                try:
+                    state, data = self._restore_state_and_data(step, abstract_state)
+                except Exception as err:
+                    problem = err
+                problem = _any_process_failed(problem)
+            if problem is None:
+                return Restored(step, self._with_frozen_base(step, state, abstract_state), data, meta)
+            line = f"checkpoint step {step} in {self.directory} is unreadable ({_one_line(problem)})"
+            if on_corrupt == "fail":
+                raise CorruptCheckpointError(
+                    f"{line}; refusing to fall back (train.on_corrupt_checkpoint=fail): move "
+                    f"{os.path.join(self.directory, str(step))} away, or set train.on_corrupt_checkpoint=fallback"
+                ) from problem
+            older = steps[i + 1] if i + 1 < len(steps) else None
+            logging.warning(
+                "%s; %s%s",
+                line,
+                f"falling back to step {older}" if older is not None else "no older checkpoint: starting from step 0",
+                f" (moved to {os.path.join(self.directory, CORRUPT_DIR)})" if quarantine else "",
+            )
+            if quarantine:
+                self._quarantine(step)
+        return None
+
+    def _quarantine(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target_dir = os.path.join(self.directory, CORRUPT_DIR)
+            os.makedirs(target_dir, exist_ok=True)
+            target, n = os.path.join(target_dir, str(step)), 1
+            while os.path.exists(target):
+                n += 1
+                target = os.path.join(target_dir, f"{step}.{n}")
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"distill_jax_quarantine_{step}")
+        self._record.forget([step])
+        self._manager.reload()
+
+    def _restore_state_and_data(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        adapters_abstract, _ = _split_frozen_base(abstract_state)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
+                state=ocp.args.StandardRestore(adapters_abstract), data=ocp.args.JsonRestore()
             ),
         )
-        state = restored["state"]
-        if abstract_base is not None:
-            if not self._frozen_base_written:
-                raise FileNotFoundError(
-                    f"{self._frozen_base_dir} is missing: the LoRA checkpoint of step {step} holds only the "
-                    "adapters and needs the frozen base weights written beside it at the run's first save"
-                )
-            with ocp.StandardCheckpointer() as reader:
-                base = reader.restore(self._frozen_base_dir, abstract_base)
-            state = state.replace(params=lora.with_adapters(base, state.params))
-        return state, restored["data"], restored["meta"]
+        if not isinstance(restored["data"], dict) or "per_process" not in restored["data"]:
+            raise KeyError("the data item holds no per_process iterator states")
+        return restored["state"], restored["data"]
+
+    def _with_frozen_base(self, step: int, state: Any, abstract_state: Any) -> Any:
+        _, abstract_base = _split_frozen_base(abstract_state)
+        if abstract_base is None:
+            return state
+        if not self._frozen_base_written:
+            raise FileNotFoundError(
+                f"{self._frozen_base_dir} is missing: the LoRA checkpoint of step {step} holds only the "
+                "adapters and needs the frozen base weights written beside it at the run's first save"
+            )
+        with ocp.StandardCheckpointer() as reader:
+            base = reader.restore(self._frozen_base_dir, abstract_base)
+        return state.replace(params=lora.with_adapters(base, state.params))
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
+        state, data = self._restore_state_and_data(step, abstract_state)
+        return self._with_frozen_base(step, state, abstract_state), data, self.restore_meta(step)
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the save in flight (raising CheckpointSaveError if it failed), then closes."""
+        try:
+            self._finish_pending()
+        finally:
+            try:
+                self._manager.close()
+            except Exception:
+                if not self._failed:
+                    raise
+                # The failure was reported already (CheckpointSaveError); Orbax re-raises it on close.

@@ -11,26 +11,62 @@ from collections.abc import Mapping
 import jax
 from tensorboardX import SummaryWriter
 
+from distill_jax import atomic
+
 
 class MetricsWriter:
     """Writes scalars to `workdir/tensorboard` and appends them to `workdir/metrics.jsonl`.
 
     The JSONL file is the machine-readable record (one object per logging step); TensorBoard is for
-    people. Non-finite values are written as null in JSON so the file stays valid.
+    people. Non-finite values are written as null in JSON so the file stays valid, and are left out
+    of TensorBoard (which warns once per value).
+
+    ``resume_step``: the step the run continues from. Rows after it describe steps the resumed run
+    will redo (they were logged after the checkpoint it restores), so they are dropped from the
+    file; a row of the same step and the same metric names as one already in the file (the final
+    eval of a run that was already complete) is not written again. So every (step, kind) appears once.
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, resume_step: int | None = None):
         self.enabled = jax.process_index() == 0
         self.tensorboard_dir = os.path.join(workdir, "tensorboard")
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self._written: set[tuple[int, frozenset[str]]] = set()
+        if self.enabled:
+            self._load(resume_step)
         self._tb = SummaryWriter(self.tensorboard_dir) if self.enabled else None
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8") if self.enabled else None
+
+    def _load(self, resume_step: int | None) -> None:
+        try:
+            with open(self.jsonl_path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+                step = int(row["step"])
+            except (ValueError, KeyError, TypeError):
+                continue  # A line cut by a kill -9 mid-write: drop it.
+            if resume_step is not None and step > resume_step:
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+            self._written.add((step, frozenset(k for k in row if k not in ("step", "time"))))
+        if len(kept) != len(lines):
+            atomic.write_text(self.jsonl_path, "".join(kept))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
+        kind = (step, frozenset(scalars))
+        if kind in self._written:
+            return
+        self._written.add(kind)
         for name, value in scalars.items():
-            self._tb.add_scalar(name, float(value), step)
+            if math.isfinite(float(value)):
+                self._tb.add_scalar(name, float(value), step)
         record = {
             "step": step,
             "time": time.time(),

@@ -1,7 +1,9 @@
 """The jitted train and eval steps: pure functions of (state, metric sums, batch).
 
 The train step also adds its metrics into an on-device accumulator that is donated and returned,
-so the host never waits on the device between logging intervals. With gradient accumulation it
+so the host never waits on the device between logging intervals. The same accumulator counts
+non-finite losses, gradient norms and updated parameters (the finiteness guard: the trainer reads
+it with the other sums, at the log interval, and before any save). With gradient accumulation it
 splits the global batch into microbatches inside the same jitted step (a ``lax.scan``), so one
 compiled program still does the whole update.
 """
@@ -41,6 +43,12 @@ BATCH_KEYS = (
 
 # What the forward pass sums per domain (losses.seq2seq_metric_sums); the step adds run-level scalars.
 PER_DOMAIN_SUMS = ("ce_sum", "correct_sum", "token_count", "example_count")
+# Steps of the interval whose loss / gradient norm / updated params were not all finite, and steps skipped.
+NONFINITE_COUNTS = ("nonfinite_loss", "nonfinite_grad_norm", "nonfinite_params", "skipped_steps")
+# The first such step (1-based, as the loop counts); NO_STEP when there was none. int32: float32 loses
+# exact integers past 2**24 steps.
+FIRST_NONFINITE = "first_nonfinite_step"
+NO_STEP = np.iinfo(np.int32).max
 
 
 def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
@@ -49,14 +57,15 @@ def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
     With a mesh, the zeros are placed replicated on it, exactly as the step returns them: an
     uncommitted first argument would make the step compile a second time on its second call.
     """
-    shapes = {k: (num_domains,) for k in PER_DOMAIN_SUMS}
-    shapes.update({k: () for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")})
+    host = {k: np.zeros((num_domains,), np.float32) for k in PER_DOMAIN_SUMS}
+    host.update({k: np.zeros((), np.float32) for k in ("loss_sum", "grad_norm_sum", "input_token_count", "steps")})
+    host.update({k: np.zeros((), np.float32) for k in NONFINITE_COUNTS})
+    host[FIRST_NONFINITE] = np.full((), NO_STEP, np.int32)
     if mesh is None:
-        return {k: jnp.zeros(shape, jnp.float32) for k, shape in shapes.items()}
+        return {k: jnp.asarray(v) for k, v in host.items()}
     replicated = partitioning.replicated(mesh)
     return {
-        k: jax.make_array_from_callback(shape, replicated, lambda index, s=shape: np.zeros(s, np.float32)[index])
-        for k, shape in shapes.items()
+        k: jax.make_array_from_callback(v.shape, replicated, lambda index, v=v: v[index]) for k, v in host.items()
     }
 
 
@@ -151,6 +160,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     grad_accum_steps: int = 1,
+    skip_nonfinite: bool = False,
 ) -> TrainStep:
     """Returns the jitted step. State and metric sums are donated: updated in place, no copies.
 
@@ -158,6 +168,10 @@ def make_train_step(
     whose gradients and metric sums are added up in a ``lax.scan``: every microbatch loss is a sum
     over its tokens divided by the *global* batch's token count, so the summed gradient is the plain
     step's (without dropout; with dropout each microbatch draws its own masks).
+
+    ``skip_nonfinite``: a step whose loss, gradient norm or updated params are not all finite keeps
+    the old params and optimizer state (selected on device, no host round trip) and is counted in
+    ``skipped_steps``; without it the update is applied as computed and the trainer stops the run.
     """
     if grad_accum_steps < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -222,14 +236,32 @@ def make_train_step(
             (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        step_sums = {
-            **step_sums,
-            "loss_sum": loss,
-            "grad_norm_sum": optax.tree.norm(grads),
-            "input_token_count": jnp.sum(batch["encoder_input_tokens"] != 0).astype(jnp.float32),
-            "steps": jnp.ones((), jnp.float32),
-        }
-        new_sums = jax.tree.map(jnp.add, sums, step_sums)
+        grad_norm = optax.tree.norm(grads)
+        # The guard: three scalars reduced on device. The params check catches an update that overflows
+        # (a huge learning rate) while this step's loss and gradients were still finite.
+        loss_ok, grad_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+        params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        ok = loss_ok & grad_ok & params_ok
+        if skip_nonfinite:
+            keep_new = lambda new, old: jnp.where(ok, new, old)  # noqa: E731 - one select per leaf
+            params = jax.tree.map(keep_new, params, state.params)
+            opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        # Metrics add only finite steps, so a skipped batch does not turn the interval's averages into NaN.
+        okf = ok.astype(jnp.float32)
+        step_sums = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in step_sums.items()}
+        step_sums.update(
+            loss_sum=jnp.where(ok, loss, 0.0),
+            grad_norm_sum=jnp.where(ok, grad_norm, 0.0),
+            input_token_count=okf * jnp.sum(batch["encoder_input_tokens"] != 0).astype(jnp.float32),
+            steps=okf,
+            nonfinite_loss=1.0 - loss_ok.astype(jnp.float32),
+            nonfinite_grad_norm=1.0 - grad_ok.astype(jnp.float32),
+            nonfinite_params=1.0 - params_ok.astype(jnp.float32),
+            skipped_steps=(1.0 - okf) if skip_nonfinite else jnp.zeros((), jnp.float32),
+        )
+        this_step = (state.step + 1).astype(jnp.int32)
+        new_sums = {k: sums[k] + v for k, v in step_sums.items()}
+        new_sums[FIRST_NONFINITE] = jnp.minimum(sums[FIRST_NONFINITE], jnp.where(ok, NO_STEP, this_step))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), new_sums
 
     replicated = partitioning.replicated(mesh)

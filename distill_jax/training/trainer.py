@@ -7,6 +7,10 @@ Invariants worth keeping:
   is in the checkpoint; dropout keys derive from the step. Resuming after a kill therefore gives
   the same parameters as never having stopped.
 - SIGTERM (preemption) is turned into "save at the next step boundary and exit cleanly".
+- Nothing non-finite is saved: the step counts non-finite losses/grad norms/params on device and the
+  loop reads those counters at the log interval and before every save or eval (guard.py).
+- The config is checked and the state built before the workdir is created, so a run that cannot
+  start leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,23 +22,28 @@ import signal
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from distill_jax.data import pipeline, shards
 from distill_jax.evaluation import metrics
 from distill_jax.evaluation.evaluator import summary_scalars
 from distill_jax.models import family, lora
 from distill_jax.training import step as step_lib
-from distill_jax.training.checkpoints import Checkpointer, local_data_state
+from distill_jax.training import guard
+from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
+from distill_jax.training.config_checks import ConfigError, validate_train_config
 from distill_jax.training.metrics_writer import MetricsWriter
+from distill_jax.training.progress import Progress
+from distill_jax.training.resume import checkpointer_dir, hf_initial_state, restore_params, resume
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
 from distill_jax.training.train_state import TrainState, count_params, create_train_state
+
+# What stops a run on purpose with a one-line reason (the CLI prints it and exits 1, no traceback).
+STOP_ERRORS = (guard.TrainingStopped, CheckpointSaveError, CorruptCheckpointError, ConfigError)
+__all__ = ["STOP_ERRORS", "TrainResult", "checkpointer_dir", "hf_initial_state", "restore_params", "train"]
 
 # Dense bf16 peak FLOP/s per device, from the vendors' datasheets, for the MFU estimate.
 PEAK_FLOPS_BY_DEVICE_KIND = {
@@ -166,55 +175,22 @@ def _nbytes(tree: Any) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def _resume(
-    checkpointer: Checkpointer, step: int, run: RunSetup, weights: dict[str, float], data_iter: Any, workdir: str
-) -> TrainState:
-    """Restores the state of `step` and, where it still applies, the data position."""
-    meta = checkpointer.restore_meta(step)
-    changed = family.architecture_changes(meta["model"], run.model_config)
-    if changed:
-        raise ValueError(
-            f"{workdir}: the checkpoint's model differs from the config's (checkpoint, config): {changed}; "
-            "use the config it was trained with (e.g. the same --config.model.size or --config.model.hf_dir) "
-            "or a fresh --workdir"
-        )
-    if meta["domain_names"] != run.domain_names:
-        raise ValueError(
-            f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
-            f"{run.domain_names}; use a fresh --workdir for different data"
-        )
-    state, saved_data, _ = checkpointer.restore(step, run.abstract_state)
-    data_state = local_data_state(saved_data)
-    if meta["mixture_weights"] is None:
-        logging.info("The checkpoint of step %d holds no data position (e.g. import-hf): fresh data order.", step)
-    elif meta["mixture_weights"] != weights:
-        # A new phase with new weights (e.g. the next distillation stage) starts a fresh data order.
-        logging.info("Mixture weights changed since step %d: data order restarts for the new mixture.", step)
-    elif data_state is None:
-        logging.warning(
-            "The packed data stream of step %d was saved by %d processes, not %d: data order restarts.",
-            step,
-            len(saved_data["per_process"]),
-            jax.process_count(),
-        )
-    else:
-        data_iter.set_state(data_state)
-    logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), step)
-    return state
+def _fresh_scalars(scalars: dict[str, float], scalars_step: int, step: int) -> dict[str, float]:
+    """Metrics measured at `step` itself: a checkpoint's "best" value must describe its own params."""
+    return scalars if scalars_step == step else {}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str, Any] | None = None) -> TrainResult:
     """Trains (or resumes) the student described by `config`, writing everything under `workdir`.
 
     `extra_meta` (JSON-able, e.g. the stage scheduler's state) is saved in every checkpoint's meta.
+    Raises one of STOP_ERRORS (one-line message) when the run must stop: a bad config, a non-finite
+    value, a failed save, or a damaged checkpoint with train.on_corrupt_checkpoint=fail.
     """
-    os.makedirs(workdir, exist_ok=True)
     cfg = config
+    validate_train_config(cfg)
     run = setup_run(cfg)
     is_main = jax.process_index() == 0
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
 
     # --- Data: this process's slice of every domain, mixed with the configured weights.
     sources = shards.open_domain_sources(cfg.data.train_dir)
@@ -236,22 +212,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     )
     data_iter = iter(dataset)
 
-    # --- State: restore the latest checkpoint, or initialise directly into shards.
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        keep_last=cfg.train.keep_last,
-        keep_best=cfg.train.keep_best,
-        best_metric=cfg.train.best_metric,
-    )
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state = _resume(checkpointer, latest, run, weights, data_iter, workdir)
+    # --- State: restore the newest readable checkpoint, or initialise directly into shards. The
+    # checkpoint directory is only opened when it exists: a run that fails to start creates nothing.
+    checkpointer = None
+    restored = None
+    skip_cap = int(cfg.train.get("skip_nonfinite_batches", 0))
+    if os.path.isdir(checkpointer_dir(workdir)):
+        checkpointer = _checkpointer(cfg, workdir)
+        restored = resume(checkpointer, run, weights, data_iter, workdir)
+    if restored is not None:
+        state = restored.state
     elif cfg.model.hf_dir:
         state = hf_initial_state(run)
         logging.info("Initialised the student from the HF checkpoint in %s.", cfg.model.hf_dir)
     else:
         state = create_train_state(run.model_config, run.tx, run.mesh, run.rules, cfg.seed)
     start_step = int(state.step)
+    skipped = int(restored.meta.get("skipped_nonfinite_batches", 0)) if restored is not None else 0
 
     _log_student(run, state)
 
@@ -267,6 +244,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         label_smoothing=cfg.train.label_smoothing,
         z_loss=cfg.train.z_loss,
         grad_accum_steps=cfg.train.grad_accum_steps,
+        skip_nonfinite=skip_cap > 0,
     )
     # Compiled ahead of time so the memory it needs is known before the first step; the loop runs
     # this very executable (no second compile), which also refuses any batch of another shape.
@@ -277,7 +255,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     logging.info("%s", step_lib.memory_line(step_lib.memory_footprint(train_step)))
     evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
-    writer = MetricsWriter(workdir)
+
+    # --- Everything could start: only now does the workdir get written.
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+    if checkpointer is None:
+        checkpointer = _checkpointer(cfg, workdir)
+    writer = MetricsWriter(workdir, resume_step=start_step)
     # Training FLOPs of one padded example (fixed shapes: this is what the devices compute).
     flops_per_example = (
         family.flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len)
@@ -302,52 +288,86 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     last_scalars: dict[str, float] = {}
     eval_per_domain: dict[str, dict[str, float]] = {}
     eval_scalars: dict[str, float] = {}
-    step = start_step
+    scalars_step = eval_step = -1
+    # checked_step: every step up to it was proven finite on the host; synced_step: the last log interval.
+    step = checked_step = synced_step = start_step
     preempted = False
-    progress = tqdm(
-        total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not is_main, dynamic_ncols=True
-    )
+    progress = Progress(cfg.train.steps, start_step, enabled=is_main)
     interval_start = time.perf_counter()
+
+    def check_finite(counters: dict[str, np.ndarray]) -> None:
+        nonlocal skipped, checked_step
+        skipped = guard.check_interval(
+            counters,
+            first_step=checked_step + 1,
+            last_step=step,
+            skipped_before=skipped,
+            skip_cap=skip_cap,
+            last_good=checkpointer.describe_last_good(),
+        )
+        checked_step = step
+
+    def check_before_use() -> None:
+        """Before a save or an eval: the steps since the last log interval must be proven finite too."""
+        if checked_step < step:
+            check_finite({k: np.asarray(sums[k]) for k in guard.GUARD_KEYS})
+
+    completed = False
     try:
         with _PreemptionFlag() as preemption:
             while step < cfg.train.steps:
                 state, sums = train_step(state, sums, next(prefetcher))
                 step += 1
-                progress.update(1)
+                checkpointer.poll()  # A failed background save stops the run here, one step later.
                 if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                     host_sums = jax.tree.map(np.asarray, sums)  # The only host sync of the interval.
                     seconds = time.perf_counter() - interval_start
+                    steps_done, synced_step = step - synced_step, step
+                    check_finite(host_sums)
                     last_scalars = _train_scalars(
                         host_sums, run.domain_names, seconds, jax.device_count(), flops_per_example, peak
                     )
+                    if skip_cap > 0:
+                        last_scalars["train/skipped_batches_total"] = float(skipped)
+                    scalars_step = step
                     writer.write(step, last_scalars)
-                    progress.set_postfix(
-                        loss=f"{last_scalars['train/loss']:.3f}", tok_s=f"{last_scalars['perf/tokens_per_s']:.0f}"
+                    progress.finished(
+                        step, steps_done, seconds, last_scalars["train/loss"], last_scalars["perf/tokens_per_s"]
                     )
                     sums = step_lib.zero_metric_sums(len(run.domain_names), run.mesh)
                     interval_start = time.perf_counter()
                 is_last = step == cfg.train.steps
                 if evaluator is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or is_last):
+                    check_before_use()
                     eval_per_domain, eval_scalars = evaluate(step)
+                    eval_step = step
                     interval_start = time.perf_counter()
                 if step % cfg.train.checkpoint_every == 0 or is_last or preemption.requested:
+                    check_before_use()
                     checkpointer.save(
                         step,
                         state,
                         prefetcher.state,
-                        _meta(run, weights, extra_meta),
-                        metrics={**last_scalars, **eval_scalars},
+                        {**_meta(run, weights, extra_meta), "skipped_nonfinite_batches": skipped},
+                        metrics={
+                            **_fresh_scalars(last_scalars, scalars_step, step),
+                            **_fresh_scalars(eval_scalars, eval_step, step),
+                        },
                     )
                 if preemption.requested:
                     preempted = True
                     break
         if evaluator is not None and not eval_per_domain and not preempted:
             eval_per_domain, eval_scalars = evaluate(step)  # The run was already complete: report on its last state.
+        completed = True
     finally:
         progress.close()
         prefetcher.close()
-        checkpointer.close()
         writer.close()
+        if completed:
+            checkpointer.close()  # Waits for the last save; raises CheckpointSaveError if it failed.
+        else:
+            _close_quietly(checkpointer)
     logging.info(
         "Stopped at step %d%s. TensorBoard: tensorboard --logdir %s",
         step,
@@ -363,40 +383,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     )
 
 
-def checkpointer_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+def _close_quietly(checkpointer: Checkpointer) -> None:
+    """Closes while another error propagates: that error is the one to report, a failed last save a warning."""
+    try:
+        checkpointer.close()
+    except CheckpointSaveError as err:
+        logging.warning("%s", err)
 
 
-def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
-    """The params of a workdir's checkpoint (latest by default), sharded for `run`'s mesh."""
-    checkpointer = Checkpointer(checkpointer_dir(workdir))
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {checkpointer_dir(workdir)}: train first (distill-jax train --workdir=...)"
-        )
-    state, _, _ = checkpointer.restore(step, run.abstract_state)
-    checkpointer.close()
-    return state.params, step
-
-
-def hf_initial_state(run: RunSetup) -> TrainState:
-    """Step-0 state holding the weights of `model.hf_dir` and a fresh optimizer state, already sharded.
-
-    Every process reads the checkpoint on its host; each device receives only its own slices.
-    """
-    base_config = dataclasses.replace(run.model_config, lora_rank=0)
-    host = family.load_hf_params(run.config.model.hf_dir, base_config)
-    if run.model_config.lora_rank:
-        fresh = nn.unbox(family.init_params(run.model_config, jax.random.key(run.config.seed)))
-        host = lora.with_adapters(host, jax.tree.map(np.asarray, fresh))
-    params = jax.tree.map(
-        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
-        host,
-        run.shardings.params,
+def _checkpointer(cfg: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
+    return Checkpointer(
+        checkpointer_dir(workdir),
+        keep_last=cfg.train.keep_last,
+        keep_best=cfg.train.keep_best,
+        best_metric=cfg.train.best_metric,
     )
-
-    def init(params: Any) -> TrainState:
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=run.tx.init(params))
-
-    return jax.jit(init, out_shardings=run.shardings)(params)
