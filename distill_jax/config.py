@@ -162,7 +162,7 @@ def default_config() -> ml_collections.ConfigDict:
     # examples of every pool domain instead (never bought, never trained on).
     c.distill.eval_data = ""
     c.distill.eval_holdout_per_domain = 50
-    c.distill.budget = 1000  # Teacher budget B over all stages (and of paraphrase-corpus --from=teacher), in budget_unit.
+    c.distill.budget = 1000.0  # Teacher budget B over all stages (also paraphrase-corpus --from=teacher), in budget_unit.
     # calls (one per request that reached the teacher, the paper's unit) | tokens (input + output, as billed)
     # | usd (priced by teacher.prices). Never exceeded: each attempt is bounded in the ledger before it is sent.
     c.distill.budget_unit = "calls"

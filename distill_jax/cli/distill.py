@@ -2,6 +2,9 @@
 
 Re-running the same command resumes where it stopped (after a kill or a SIGTERM), without
 re-planning or re-buying anything; the report compares the methods at the same budget.
+`--dry_run` prints the planned teacher calls, tokens and cost per stage and method, spending nothing.
+A wrong teacher setting (key, model, URL, price) or an exhausted budget ends the run with one
+message and a non-zero exit; what was bought before is in the ledger and the response cache.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from distill_jax.cli import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the pool split, stages, ledger, checkpoints, report.")
 _CONFIG = common.define_config_flag("default")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the planned teacher calls, tokens and cost per stage and method; send nothing."
+)
 common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
@@ -23,14 +29,24 @@ def main(argv):
     common.configure_logging()
     common.initialize_distributed()
     from distill_jax.distill import report, scheduler
+    from distill_jax.distill.spend import BudgetConfigError
+    from distill_jax.teachers.base import TeacherConfigError
 
     config = _CONFIG.value
     workdir = _WORKDIR.value
     try:
+        if _DRY_RUN.value:
+            from distill_jax.distill import dry_run
+
+            print(dry_run.format_plan(dry_run.plan(config)))
+            return
         result = scheduler.run_distillation(config, workdir)
     except scheduler.Preempted as stop:
         logging.warning("%s; re-run the same command to resume.", stop)
         return
+    except (TeacherConfigError, BudgetConfigError) as err:
+        # Nothing more can be bought until a setting changes: say which, and exit non-zero.
+        raise SystemExit(f"distill: {err}") from None
     if result:
         print(report.markdown(result))
         print(f"Report: {os.path.join(workdir, 'report.md')}   Plot: {os.path.join(workdir, 'distill_curves.png')}")

@@ -9,7 +9,10 @@ Every unit of input ends up kept or in rejects.jsonl under the stage or filter t
 once), `teacher` (no answer for a sentence), `parse` (a part of a teacher's reply that is not a
 paraphrase: preamble, notes, headings), then the filters. Kept rows are {id, domain, input=source,
 target=paraphrase, meta} with meta.source_id, so `distill-jax prepare` reads them with its default
-fields. With a teacher, reruns are free: its responses are cached by request.
+fields. With a teacher, reruns are free: its responses are cached by request. Teacher (and
+moderation) calls spend through the same ledger and budget as `distill` (distill.spend): OUT/ledger.jsonl,
+`distill.budget` in `distill.budget_unit`; sentences the budget has no room for are rejected as
+`teacher` ("not asked: budget exhausted") and the summary says so.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from distill_jax.data.paraphrase_filters import (
     normalize,
 )
 from distill_jax.data.paraphrase_sources import Candidate, ReadProblem, load, read_sentences, source_id
+from distill_jax.distill import spend
+from distill_jax.distill.ledger import Ledger
 from distill_jax.teachers.base import Example, Request, Teacher
 from distill_jax.teachers.paraphrase_list import DROP_REASONS
 
@@ -42,6 +47,7 @@ TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 COUNTS_FILE = "filter_counts.json"
+LEDGER_FILE = "ledger.jsonl"
 STAGES = ("read", "duplicate_source", "teacher", "parse")  # what is removed before the filters
 
 
@@ -76,6 +82,8 @@ class CorpusSummary:
                 f"  teacher {teacher['name']}: {teacher['requests']} requests, {teacher['cached']} from cache, "
                 f"{teacher['tokens_billed_now']} tokens billed now"
             )
+            if "spend" in teacher:
+                lines.append(f"  {teacher['spend']}")
         return "\n".join(lines)
 
 
@@ -100,8 +108,11 @@ def gather_teacher(
     domain: str,
     chunk: int,
     max_sentences: int = 0,
+    budget: spend.Budget | None = None,
 ) -> Gathered:
-    """Asks `teacher` for `k` paraphrases of each distinct sentence of `paths` (the first `max_sentences`, 0 = all)."""
+    """Asks `teacher` for `k` paraphrases of each distinct sentence of `paths` (the first `max_sentences`, 0 = all).
+
+    With `budget`, every call is metered (distill.spend.buy) and asking stops where the budget does."""
     sentences: list[tuple[str, str]] = []
     rejects: list[dict[str, Any]] = []
     first_seen: dict[str, str] = {}
@@ -120,9 +131,18 @@ def gather_teacher(
     requests = [Request("paraphrase", domain, Example(source_id(text), domain, text), k=k) for _, text in sentences]
     candidates: list[Candidate] = []
     bill = collections.Counter()
+    asked: set[str] = set()
     for start in range(0, len(requests), chunk):
-        batch = requests[start : start + chunk]
-        for (origin, text), request, response in zip(sentences[start:], batch, teacher.complete(batch)):
+        batch, batch_sentences = requests[start : start + chunk], sentences[start : start + chunk]
+        if budget is None:
+            responses = teacher.complete(batch)
+        else:
+            allowed, responses = spend.buy(teacher, batch, budget)  # Stops where the budget does.
+            keep = {q.key for q in allowed}
+            batch_sentences = [s for s, q in zip(batch_sentences, batch) if q.key in keep]
+            batch = allowed
+        asked |= {q.key for q in batch}
+        for (origin, text), request, response in zip(batch_sentences, batch, responses):
             bill["requests"] += 1
             bill["cached"] += response.cached
             bill["tokens_billed_now"] += 0 if response.cached else response.tokens
@@ -139,12 +159,17 @@ def gather_teacher(
             candidates += [
                 Candidate(text, p, f"{origin}#{i}", None, meta) for i, p in enumerate(response.paraphrases, start=1)
             ]
-        logging.info("paraphrase-corpus: asked %d of %d sentences", min(start + chunk, len(requests)), len(requests))
-    return Gathered(
-        candidates,
-        rejects,
-        {"name": teacher.name, **{k: bill[k] for k in ("requests", "cached", "tokens_billed_now", "tokens_total")}},
-    )
+        logging.info("paraphrase-corpus: asked %d of %d sentences", len(asked), len(requests))
+        if len(batch) < chunk and start + chunk < len(requests):
+            break  # The budget ran out.
+    unasked = [s for s, q in zip(sentences, requests) if q.key not in asked]
+    for origin, text in unasked:
+        detail = "not asked: the teacher budget (distill.budget) has no room left"
+        rejects.append(dict(filter="teacher", detail=detail, origin=origin, source=text, source_id=source_id(text)))
+    info = {"name": teacher.name, **{k: bill[k] for k in ("requests", "cached", "tokens_billed_now", "tokens_total")}}
+    if budget is not None:
+        info.update(not_asked=len(unasked), ledger=budget.ledger.summary(), spend=spend.stage_line(budget.ledger, 0))
+    return Gathered(candidates, rejects, info)
 
 
 def split_by_source(
@@ -206,20 +231,37 @@ def build_from_config(
     p = cfg.paraphrase
     settings = FilterSettings.from_config(p)
     settings.check()
+    ledger = None
+    if source == "teacher" or p.moderation.enabled:
+        os.makedirs(output_dir, exist_ok=True)
+        ledger = Ledger(os.path.join(output_dir, LEDGER_FILE), float(cfg.distill.budget), cfg.distill.budget_unit)
     moderator = None
     if p.moderation.enabled:
         from distill_jax.teachers import moderation
 
         moderator = moderation.from_config(p.moderation)
+        price = spend.price_for(ledger.unit, p.moderation.model, cfg.teacher.prices)
+        moderator.budget = spend.Budget(ledger, max_tokens=0, price=price)
     fields = dict(p.fields)
-    if source == "teacher":
-        if teacher is None:
-            raise ValueError("paraphrases from a teacher need the teacher (config.teacher: openai or pool)")
-        gathered = gather_teacher(
-            teacher, inputs, fields, k=p.k, domain=p.domain, chunk=p.request_chunk, max_sentences=max_sentences
-        )
-    else:
-        gathered = gather_dataset(source, inputs, fields)
+    try:
+        if source == "teacher":
+            if teacher is None:
+                raise ValueError("paraphrases from a teacher need the teacher (config.teacher: openai or pool)")
+            spend.preflight(cfg, teacher)  # A wrong key, model, URL or price stops here, before any sentence.
+            gathered = gather_teacher(
+                teacher, inputs, fields, k=p.k, domain=p.domain, chunk=p.request_chunk, max_sentences=max_sentences,
+                budget=spend.budget_for(cfg, ledger, 0, teacher),
+            )
+        else:
+            gathered = gather_dataset(source, inputs, fields)
+        return _build(cfg, gathered, output_dir, settings, moderator)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _build(cfg, gathered, output_dir, settings, moderator) -> CorpusSummary:
+    p = cfg.paraphrase
     return build_corpus(
         gathered,
         output_dir,

@@ -207,6 +207,8 @@ class OpenAITeacher:
                     return []
                 raise TeacherConfigError(self._config_message(e)) from None
             except Retryable as e:
+                if e.reason == "http_501":  # A server that implements no GET at all.
+                    return []
                 if attempt == self._max_retries:
                     raise TeacherConfigError(
                         f"teacher.base_url={self._base!r} does not answer ({e}) after {attempt + 1} attempts; "
