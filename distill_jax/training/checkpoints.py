@@ -96,11 +96,14 @@ class Restored:
     meta: dict[str, Any]
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """`Type: first line of the message`, capped: tensorstore errors run to several hundred characters."""
+def _one_line(err: BaseException, limit: int = 360) -> str:
+    """`Type: first line of the message`, capped: tensorstore errors run to several hundred characters.
+
+    Both ends are kept: the start says what failed, the end why ("No space left on device [os_error_code=28]").
+    """
     text = (str(err).strip().splitlines() or [""])[0]
     if len(text) > limit:
-        text = text[: limit - 3] + "..."
+        text = text[: limit // 2 - 2] + " ... " + text[-(limit // 2 - 3) :]
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
