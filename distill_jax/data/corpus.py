@@ -41,10 +41,20 @@ REJECT_REASONS: dict[str, str] = {
     "invalid_utf8": "the line or a field is not valid UTF-8",
     "bad_row": "a CSV/TSV row does not match the header (field count, quoting)",
     "duplicate_id": "the id was already used by an earlier row (first occurrence wins)",
-    "input_too_long": "the tokenized input exceeds max_input_len (never truncated)",
-    "target_too_long": "the tokenized formatted target exceeds max_target_len (never truncated)",
+    "input_too_long": "the tokenized input exceeds max_input_len (and prepare.truncate does not cut inputs)",
+    "target_too_long": "the tokenized formatted target exceeds max_target_len (prepare.truncate does not cut targets)",
     "duplicate_example": "same domain, input and formatted target as an earlier row",
+    "control_character": "the id or domain holds a control character (NUL, newline, tab, escape, ...)",
+    "duplicate_after_truncation": "same domain and tokens as an earlier row once truncated to max_*_len",
 }
+
+# Pseudo-columns every row has, for mapping templates: fields.domain='{_file_stem}' makes each input file a
+# domain (a subject-per-file multiple-choice set), '{_file_name}' keeps the extension.
+FILE_KEYS = ("_file_stem", "_file_name")
+# C0 and C1 control characters and DEL. Ids and domains are labels: printed to consoles, written to JSON
+# and TFDS text features. A NUL or escape there is a corrupt row, not a name. (Input and target text may
+# hold newlines and tabs: they are content.)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 EXCERPT_CHARS = 200
 TFDS_PREFIX = "tfds:"
@@ -79,6 +89,16 @@ class FieldMapping:
             if not isinstance(key, str) or not key:
                 raise CorpusError(f"FieldMapping.{name} must name a source key, got {key!r}")
             template_keys(key, f"FieldMapping.{name}")
+        for name, key in (("id", self.id), ("domain", self.domain)):
+            if key is not None:
+                template_keys(key, f"FieldMapping.{name}")
+
+    def source_keys(self, field: str) -> list[str]:
+        """The source keys a field reads: its template's keys, or its one key ([] when unmapped)."""
+        key = getattr(self, field)
+        if key is None:
+            return []
+        return template_keys(key) or [key]
 
 
 def template_keys(key: str, what: str = "field mapping") -> list[str] | None:
@@ -143,17 +163,24 @@ def read_rows(
     default_domain: str = "default",
     source_name: str | None = None,
     stats: ReadStats | None = None,
+    columns: tuple[str, ...] = (),
 ) -> Iterator[TeacherRow | Reject]:
     """Yields one TeacherRow or Reject per non-blank row of ``path``.
 
     ``path`` is a ``.jsonl``/``.json`` (JSON Lines, or one top-level array of objects), ``.csv``,
     ``.tsv`` or ``.parquet`` file, or ``tfds:NAME[/CONFIG][:SPLIT]`` for a TFDS dataset already
     prepared under ``$TFDS_DATA_DIR`` (all splits when SPLIT is omitted). ``source_name`` is the
-    prefix of derived ids (default: the file name).
+    prefix of derived ids (default: the file name). ``columns`` names the columns of a CSV/TSV file
+    that has no header row (the first row is then data); other formats ignore it.
     """
     stats = stats if stats is not None else ReadStats()
     name = source_name or (path if path.startswith(TFDS_PREFIX) else os.path.basename(path))
-    for source, line, record, excerpt in _open_records(path, mapping):
+    if path.startswith(TFDS_PREFIX):
+        file_name = path[len(TFDS_PREFIX) :].partition(":")[0]
+        file_keys = {"_file_stem": file_name.replace("/", "_"), "_file_name": file_name}
+    else:
+        file_keys = {"_file_stem": Path(path).stem, "_file_name": Path(path).name}
+    for source, line, record, excerpt in _open_records(path, mapping, columns):
         if record is None:
             stats.blank += 1
             continue
@@ -164,6 +191,7 @@ def read_rows(
         try:
             # For a TFDS spec without a split, source is "<spec>:<split>": keep the split in ids.
             id_prefix = name + source[len(path) :]
+            record = {**file_keys, **record}  # A real column of the same name wins.
             yield _validate(record, mapping, default_domain, id_prefix, source, line, stats)
         except _RowError as err:
             yield Reject(source, line, err.reason, err.detail, excerpt)
@@ -200,17 +228,29 @@ def _validate(
 ) -> TeacherRow:
     def text(field: str, numeric: bool = False) -> str:
         key = getattr(mapping, field)
-        names = template_keys(key) if field in ("input", "target") else None
+        names = template_keys(key) if field in ("input", "target", "id", "domain") else None
         if names is None:
             return _text_field(record, field, key, numeric)
         values = {name: _text_field(record, f"{field}.{name}", name, numeric=True) for name in names}
         return key.format(**values)
 
+    def label(field: str) -> str:
+        value = text(field, numeric=True)
+        bad = CONTROL_CHARACTERS.search(value)
+        if bad:
+            raise _RowError(
+                "control_character",
+                f"field {field} holds control character {bad.group()!r} at position {bad.start()}; ids and "
+                "domains are labels: remove it from the source",
+            )
+        return value
+
     input_text, target = text("input"), text("target", numeric=True)
-    row_id = f"{id_prefix}:{line}" if mapping.id is None else text("id", numeric=True)
+    row_id = f"{id_prefix}:{line}" if mapping.id is None else label("id")
     # Keys are str, so an unmapped (None) optional field is never "in" a record.
-    if mapping.domain in record:
-        domain = text("domain")
+    domain_keys = mapping.source_keys("domain")
+    if domain_keys and all(k in record for k in domain_keys):
+        domain = label("domain")
     else:
         domain = default_domain
         if mapping.domain is not None:
@@ -286,14 +326,14 @@ def input_format(path: str) -> str:
     return suffix[1:]
 
 
-def _open_records(path: str, mapping: FieldMapping) -> Iterator[_Record]:
+def _open_records(path: str, mapping: FieldMapping, columns: tuple[str, ...] = ()) -> Iterator[_Record]:
     fmt = input_format(path)
     if fmt == "tfds":
         return _tfds_records(path)
     if fmt == "parquet":
         return _parquet_records(path, mapping)
     if fmt in ("csv", "tsv"):
-        return _csv_records(path, mapping, delimiter="," if fmt == "csv" else "\t")
+        return _csv_records(path, mapping, delimiter="," if fmt == "csv" else "\t", columns=columns)
     with _open_binary(path) as f:
         head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if fmt == "json" and head.startswith(b"["):
@@ -415,9 +455,9 @@ def _json_array_records(path: str) -> Iterator[_Record] | None:
 def _check_columns(path: str, columns: list[str], mapping: FieldMapping) -> None:
     required = [
         name
-        for key in (mapping.input, mapping.target, mapping.id)
-        if key is not None
-        for name in (template_keys(key) or [key])
+        for field in ("input", "target", "id")
+        for name in mapping.source_keys(field)
+        if name not in FILE_KEYS  # Every row has these (read_rows adds them).
     ]
     missing = [c for c in required if c not in columns]
     if missing:
@@ -439,21 +479,25 @@ def _tabular_record(row: dict[str, Any], mapping: FieldMapping) -> dict[str, Any
     return record
 
 
-def _csv_records(path: str, mapping: FieldMapping, delimiter: str) -> Iterator[_Record]:
+def _csv_records(
+    path: str, mapping: FieldMapping, delimiter: str, columns: tuple[str, ...] = ()
+) -> Iterator[_Record]:
     """CSV uses standard quoting; TSV is read unquoted (tabs/newlines cannot occur in fields).
 
     Undecodable bytes are kept as surrogate escapes so that validation rejects just that row.
+    ``columns`` given: the file has no header row and these are its column names.
     """
     csv.field_size_limit(sys.maxsize)
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     _open_binary(path).close()  # the same clear error as other formats when unreadable
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None)
+        header = list(columns) if columns else next(reader, None)
         if header is None:
             return
         if len(set(header)) != len(header):
-            raise CorpusError(f"{path}:1: the header repeats a column name ({header}); rename them")
+            where = "prepare.columns" if columns else "the header"
+            raise CorpusError(f"{path}:1: {where} repeats a column name ({header}); rename them")
         _check_columns(path, header, mapping)
         while True:
             line = reader.line_num + 1
@@ -473,8 +517,8 @@ def _csv_records(path: str, mapping: FieldMapping, delimiter: str) -> Iterator[_
                     line,
                     "bad_row",
                     f"row has {len(cells)} fields but "
-                    f"the header has {len(header)}; quote fields that contain "
-                    "the delimiter",
+                    f"the {'column list' if columns else 'header'} has {len(header)}; quote fields that contain "
+                    "the delimiter" + ("" if columns else " (a file without a header needs prepare.columns)"),
                     excerpt,
                 )
             else:
@@ -491,7 +535,9 @@ def _parquet_records(path: str, mapping: FieldMapping) -> Iterator[_Record]:
         raise CorpusError(f"{path}: not a readable Parquet file ({err}); re-export it") from err
     names = parquet.schema_arrow.names
     _check_columns(path, names, mapping)
-    wanted = [k for k in dataclasses.asdict(mapping).values() if k is not None and k in names]
+    # Template fields read several columns: every key named in braces is wanted.
+    fields = [f.name for f in dataclasses.fields(mapping)]
+    wanted = [k for field in fields for k in mapping.source_keys(field) if k in names]
     line = 0
     for batch in parquet.iter_batches(batch_size=4096, columns=list(dict.fromkeys(wanted))):
         for row in batch.to_pylist():

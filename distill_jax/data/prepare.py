@@ -5,8 +5,11 @@ read -> validate (corpus.py) -> format target -> tokenize -> duplicate/length ch
 is renamed onto the output only when complete, so a crash never leaves a half-written corpus.
 
 Every non-blank input row ends up either written or in rejects.jsonl with a reason code and
-its file:line; ``read == written + rejected`` is checked before anything is published. Rows are
-never truncated: over-long rows are rejected so the student never learns cut-off targets.
+its file:line; ``read == written + rejected`` is checked before anything is published. By default
+over-long rows are rejected so the student never learns cut-off targets; ``truncate`` (input,
+target or both) cuts those fields to their limit instead, keeping EOS, and counts them. Because
+prepare is the one path every row takes (teacher corpora, pool purchases, stored teacher outputs,
+synthetic rows, eval sets), truncation applies to all of them alike.
 
 Re-running with the same inputs (by content hash), options and tokenizer vocabulary is a no-op,
 so pipelines can call prepare unconditionally.
@@ -22,7 +25,6 @@ import itertools
 import json
 import os
 import shutil
-import string
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,158 +42,23 @@ from distill_jax.data.corpus import (
     REJECT_REASONS,
     TFDS_PREFIX,
     CorpusError,
-    FieldMapping,
     ReadStats,
     Reject,
     TeacherRow,
     input_sha256,
     read_rows,
 )
+from distill_jax.data.prepare_options import (  # noqa: F401 - re-exported: callers import them from here
+    DEFAULT_PLAIN_TARGET_TEMPLATE,
+    DEFAULT_TARGET_TEMPLATE,
+    TEMPLATE_FIELDS,
+    TRUNCATE_CHOICES,
+    PrepareOptions,
+    PrepareSummary,
+)
 from distill_jax.data.tokenizers import Tokenizer, load_tokenizer
 
-DEFAULT_TARGET_TEMPLATE = "{rationale} So the answer is {target}."
-DEFAULT_PLAIN_TARGET_TEMPLATE = "{target}"
-TEMPLATE_FIELDS = ("rationale", "target", "input", "domain")
 _CHUNK_ROWS = 512  # rows tokenized per batch: amortizes HF tokenizer calls, bounds memory
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareOptions:
-    """How rows are read, formatted and tokenized; everything but ``progress`` is hashed.
-
-    ``target_template`` formats rows that carry a rationale (rationale distillation: the
-    student learns to produce the teacher's reasoning and then the answer);
-    ``plain_target_template`` formats rows without one and cannot use ``{rationale}``. Lengths
-    count tokens including EOS.
-    """
-
-    mapping: FieldMapping = FieldMapping()
-    tokenizer_kind: str = "byt5"
-    tokenizer_path: str = ""
-    max_input_len: int = 512
-    max_target_len: int = 512
-    target_template: str = DEFAULT_TARGET_TEMPLATE
-    plain_target_template: str = DEFAULT_PLAIN_TARGET_TEMPLATE
-    drop_duplicate_examples: bool = True
-    default_domain: str = "default"
-    progress: bool = True
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> PrepareOptions:
-        """From a distill_jax.config ConfigDict (its `tokenizer` and `prepare` sections)."""
-        fields = {k: (v or None) for k, v in cfg.prepare.fields.items()}
-        return cls(
-            mapping=FieldMapping(**fields),
-            tokenizer_kind=cfg.tokenizer.kind,
-            tokenizer_path=cfg.tokenizer.path,
-            max_input_len=cfg.prepare.max_input_len,
-            max_target_len=cfg.prepare.max_target_len,
-            target_template=cfg.prepare.target_template,
-            plain_target_template=cfg.prepare.plain_target_template,
-            drop_duplicate_examples=cfg.prepare.drop_duplicate_examples,
-            default_domain=cfg.prepare.default_domain,
-        )
-
-    def check(self) -> None:
-        """Raises CorpusError for a bad template or limit, before any input is read."""
-        _check_template("target_template", self.target_template, TEMPLATE_FIELDS)
-        _check_template(
-            "plain_target_template", self.plain_target_template, tuple(f for f in TEMPLATE_FIELDS if f != "rationale")
-        )
-        for name in ("max_input_len", "max_target_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise CorpusError(f"{name}={getattr(self, name)!r}: must be an int >= 2 (one token plus EOS)")
-        if not self.default_domain.strip():
-            raise CorpusError("default_domain must be a non-empty name")
-
-    def hashed(self) -> dict[str, Any]:
-        """The options that change the output (not the tokenizer path: its fingerprint counts)."""
-        out = dataclasses.asdict(self)
-        del out["progress"], out["tokenizer_path"]
-        return out
-
-
-def _check_template(name: str, template: str, allowed: tuple[str, ...]) -> None:
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as err:
-        raise CorpusError(
-            f"{name} {template!r} is not a valid format string ({err}); write "
-            "fields as {target} and literal braces as {{ }}"
-        ) from err
-    bad = [f for f in fields if f not in allowed]
-    if bad or "target" not in fields:
-        raise CorpusError(
-            f"{name} {template!r}: fields must be among {{{', '.join(allowed)}}} and include {{target}} (got {fields})"
-        )
-    try:
-        template.format(**{f: "x" for f in allowed})
-    except (ValueError, IndexError) as err:
-        raise CorpusError(
-            f"{name} {template!r} cannot be formatted ({err}); drop the format spec or conversion"
-        ) from err
-
-
-@dataclasses.dataclass
-class PrepareSummary:
-    """Counts of one prepare run (or of the existing output when it was a no-op)."""
-
-    output_dir: str
-    was_noop: bool
-    read: int
-    written: int
-    blank: int
-    rejected: dict[str, int]
-    domains: dict[str, dict[str, Any]]
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    @classmethod
-    def from_manifest(cls, output_dir: str, manifest: dict[str, Any], was_noop: bool) -> PrepareSummary:
-        counts = manifest["counts"]
-        return cls(
-            output_dir,
-            was_noop,
-            counts["read"],
-            counts["written"],
-            counts["blank"],
-            dict(counts["rejected"]),
-            manifest["domains"],
-        )
-
-    def format_table(self) -> str:
-        """Console report: totals, rejects by reason, and one line per domain."""
-        head = (
-            f"{self.output_dir}: up to date (same inputs, options and tokenizer), nothing rewritten"
-            if self.was_noop
-            else f"{self.output_dir}: prepared"
-        )
-        lines = [
-            head,
-            f"  rows read {self.read} = written {self.written} + rejected "
-            f"{self.rejected_total}   (blank lines skipped: {self.blank})",
-        ]
-        if self.rejected:
-            lines.append(
-                "  rejected: "
-                + ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
-                + f"   (details: {shards.REJECTS_FILE})"
-            )
-        width = max([len("domain")] + [len(d) for d in self.domains])
-        split_width = max([len("split")] + [len(d["split"]) for d in self.domains.values()])
-        lines.append(f"  {'domain':<{width}}  {'split':<{split_width}} {'examples':>9} {'tokens':>12}")
-        for domain, info in sorted(self.domains.items()):
-            lines.append(
-                f"  {domain:<{width}}  {info['split']:<{split_width}} "
-                f"{info['num_examples']:>9} {info['num_tokens']:>12}"
-            )
-        total = sum(d["num_tokens"] for d in self.domains.values())
-        lines.append(f"  {'total':<{width}}  {'':<{split_width}} {self.written:>9} {total:>12}")
-        return "\n".join(lines)
-
-
 def prepare_corpus(
     inputs: Sequence[str], output_dir: str, options: PrepareOptions, overwrite: bool = False
 ) -> PrepareSummary:
@@ -306,6 +173,10 @@ class _CorpusWriter:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.domains: dict[str, collections.Counter[str]] = {}
         self.written = 0
+        self.truncated: collections.Counter[str] = collections.Counter()  # written rows cut, by field
+        # With truncation, token-level digests of written rows -> (where, was truncated): two different
+        # texts can become the same example once cut.
+        self.seen_tokens: dict[bytes, tuple[tuple[int, int], bool]] = {}
 
     def run(self, inputs: Sequence[str], input_infos: list[dict[str, Any]], content_hash: str) -> dict[str, Any]:
         spill = shards.ExampleSpill(self.tmp / "spill.bin")
@@ -320,6 +191,7 @@ class _CorpusWriter:
                         stats=stats,
                         source_name=label,
                         default_domain=self.options.default_domain,
+                        columns=self.options.columns,
                     )
                     bar = tqdm(
                         rows,
@@ -362,7 +234,7 @@ class _CorpusWriter:
         for item in chunk:
             if isinstance(item, TeacherRow):
                 row, target, (inputs, target_ids) = next(checked)
-                item = self._check(row, target, inputs, target_ids)
+                item, inputs, target_ids = self._check(row, target, inputs, target_ids)
                 if item is None:
                     spill.append(row.id, row.domain, inputs, target_ids)
                     self._count(row.domain, inputs, target_ids)
@@ -382,12 +254,17 @@ class _CorpusWriter:
     def _first(self, where: tuple[int, int]) -> str:
         return f"{self.sources[where[0]]}:{where[1]}"
 
-    def _check(self, row: TeacherRow, target: str, inputs: np.ndarray, target_ids: np.ndarray) -> Reject | None:
-        """The prepare-level checks, in order: duplicate id, lengths, duplicate example."""
+    def _check(
+        self, row: TeacherRow, target: str, inputs: np.ndarray, target_ids: np.ndarray
+    ) -> tuple[Reject | None, np.ndarray, np.ndarray]:
+        """The prepare-level checks, in order: duplicate id, lengths (or truncation), duplicate example.
+
+        Returns (reject or None, the input ids, the target ids): truncated when options.truncate says so.
+        """
         opts, where = self.options, self._where(row)
 
-        def reject(reason: str, detail: str) -> Reject:
-            return Reject(row.source, row.line, reason, detail, row.input[:EXCERPT_CHARS])
+        def reject(reason: str, detail: str) -> tuple[Reject, np.ndarray, np.ndarray]:
+            return Reject(row.source, row.line, reason, detail, row.input[:EXCERPT_CHARS]), inputs, target_ids
 
         if row.id in self.seen_ids:
             return reject(
@@ -397,18 +274,28 @@ class _CorpusWriter:
                 "unique or map id to None to derive them from file:line",
             )
         self.seen_ids[row.id] = where
-        for name, ids, limit in (
-            ("input", inputs, opts.max_input_len),
-            ("formatted target", target_ids, opts.max_target_len),
+        cut: list[str] = []
+        for field, name, limit in (
+            ("input", "input", opts.max_input_len),
+            ("target", "formatted target", opts.max_target_len),
         ):
-            if len(ids) > limit:
-                field = name.split()[-1]
+            ids = inputs if field == "input" else target_ids
+            if len(ids) <= limit:
+                continue
+            if not opts.truncates(field):
                 return reject(
                     f"{field}_too_long",
                     f"{name} is {len(ids)} tokens with EOS, over "
-                    f"max_{field}_len={limit}; shorten it or raise max_{field}_len (rows "
-                    "are never truncated)",
+                    f"max_{field}_len={limit}; shorten it, raise max_{field}_len, or set "
+                    f"prepare.truncate={'both' if opts.truncate != 'none' else field} to cut it",
                 )
+            # Cut, keeping EOS: the student still learns where an example ends.
+            ids = np.concatenate([ids[: limit - 1], np.asarray([self.tok.eos_id], ids.dtype)])
+            if field == "input":
+                inputs = ids
+            else:
+                target_ids = ids
+            cut.append(field)
         if opts.drop_duplicate_examples:
             digest = hashlib.blake2b(
                 "\0".join((row.domain, row.input, target)).encode("utf-8"), digest_size=16
@@ -420,8 +307,24 @@ class _CorpusWriter:
                     f"{self._first(self.seen_examples[digest])}; set "
                     "drop_duplicate_examples=False to keep repeats",
                 )
+            if opts.truncate != "none":
+                tokens = hashlib.blake2b(
+                    b"\0".join((row.domain.encode("utf-8"), inputs.tobytes(), b"\xff" * 4, target_ids.tobytes())),
+                    digest_size=16,
+                ).digest()
+                earlier = self.seen_tokens.get(tokens)
+                if earlier is not None and (cut or earlier[1]):
+                    return reject(
+                        "duplicate_after_truncation",
+                        f"once cut to max_input_len={opts.max_input_len}/max_target_len={opts.max_target_len} "
+                        f"tokens it is the same example as {self._first(earlier[0])}; raise the limits or "
+                        "set drop_duplicate_examples=False to keep it",
+                    )
+                self.seen_tokens.setdefault(tokens, (where, bool(cut)))
             self.seen_examples[digest] = where
-        return None
+        for field in cut:
+            self.truncated[field] += 1
+        return None, inputs, target_ids
 
     def _count(self, domain: str, inputs: np.ndarray, targets: np.ndarray) -> None:
         stats = self.domains.setdefault(domain, collections.Counter())
@@ -455,6 +358,8 @@ class _CorpusWriter:
             "plain_target_template": opts.plain_target_template,
             "drop_duplicate_examples": opts.drop_duplicate_examples,
             "default_domain": opts.default_domain,
+            "truncate": opts.truncate,
+            "columns": list(opts.columns),
             "mapping": dataclasses.asdict(opts.mapping),
             "domains": domains,
             "counts": {
@@ -462,6 +367,11 @@ class _CorpusWriter:
                 "written": self.written,
                 "blank": blank,
                 "rejected": {r: self.rejected[r] for r in REJECT_REASONS if self.rejected[r]},
+                **(
+                    {"truncated": {f: self.truncated[f] for f in ("input", "target")}}
+                    if opts.truncate != "none"
+                    else {}
+                ),
             },
             "inputs": input_infos,
             "content_hash": content_hash,

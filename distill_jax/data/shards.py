@@ -19,6 +19,7 @@ bytes per example rather than the examples themselves.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -40,6 +41,9 @@ TFDS_NAME = "distill_corpus"
 TFDS_VERSION = "1.0.0"
 MANIFEST_FILE = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
+# Shard files are "distill_corpus-<split>.array_record-00000-of-00001": well under the usual 255-byte
+# file-name limit with room for TFDS's suffixes (and the _N collision suffix).
+MAX_SPLIT_CHARS = 64
 _RESERVED_SPLITS = {"all"}  # tfds.Split.ALL means "every split" in read instructions
 _HEADER = struct.Struct("<III")  # spill record: byte lengths of id, inputs, targets
 _MANIFEST_KEYS = ("tfds_name", "tfds_version", "tokenizer", "domains", "counts", "content_hash")
@@ -55,13 +59,19 @@ def split_names(domains: Iterable[str]) -> dict[str, str]:
 
     Accents are folded ("Émoji" -> "emoji"); domains are taken in sorted order so the mapping
     does not depend on input row order; collisions ("Number Theory" / "number-theory") get
-    ``_2``, ``_3``... suffixes.
+    ``_2``, ``_3``... suffixes. A domain is a label, not a path: the split name becomes part of
+    each shard's file name, so names longer than MAX_SPLIT_CHARS are cut and end in a hash of the
+    whole domain (a 213-character domain made "File name too long"). The manifest keeps the
+    original domain next to its split, and readers go through that mapping.
     """
     taken: set[str] = set(_RESERVED_SPLITS)
     out = {}
     for domain in sorted(set(domains)):
         ascii_name = unicodedata.normalize("NFKD", domain).encode("ascii", "ignore").decode().lower()
         base = re.sub(r"[^a-z0-9]+", "_", ascii_name).strip("_") or "domain"
+        if len(base) > MAX_SPLIT_CHARS:
+            digest = hashlib.sha256(domain.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+            base = f"{base[: MAX_SPLIT_CHARS - 11].rstrip('_')}_{digest}"
         name, n = base, 1
         while name in taken:
             n += 1

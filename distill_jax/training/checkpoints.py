@@ -35,7 +35,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
-from orbax.checkpoint import checkpoint_managers
 
 from distill_jax.models import lora
 from distill_jax.training import retention

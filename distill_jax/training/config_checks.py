@@ -46,7 +46,9 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
     if batch and accum and batch >= 1 and accum >= 1 and batch % accum:
         problems.append(f"train.batch_size={batch} must be divisible by train.grad_accum_steps={accum}")
     if cfg.train.get("on_corrupt_checkpoint", "fallback") not in ON_CORRUPT_CHOICES:
-        problems.append(f"train.on_corrupt_checkpoint={cfg.train.on_corrupt_checkpoint!r} must be one of {ON_CORRUPT_CHOICES}")
+        problems.append(
+            f"train.on_corrupt_checkpoint={cfg.train.on_corrupt_checkpoint!r} must be one of {ON_CORRUPT_CHOICES}"
+        )
     if not cfg.data.train_dir:
         problems.append("data.train_dir is not set: point it at a `distill-jax prepare` output directory")
     for name in ("data.train_dir", "data.eval_dir"):
@@ -56,7 +58,9 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
             problems.append(f"{name}={path!r} {what}: it must be a `distill-jax prepare` output directory")
     hf_dir = cfg.model.get("hf_dir")
     if hf_dir and not os.path.isfile(os.path.join(hf_dir, "config.json")):
-        problems.append(f"model.hf_dir={hf_dir!r} holds no config.json: it must be a local transformers model directory")
+        problems.append(
+            f"model.hf_dir={hf_dir!r} holds no config.json: it must be a local transformers model directory"
+        )
     return problems
 
 

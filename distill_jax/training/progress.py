@@ -46,7 +46,9 @@ class Progress:
         self.step = initial
         self.lines: list[str] = []  # The plain lines printed (kept for tests and callers that report them).
 
-    def finished(self, step: int, steps: int, seconds: float, loss: float | None = None, tokens_per_s: float = 0.0) -> str:
+    def finished(
+        self, step: int, steps: int, seconds: float, loss: float | None = None, tokens_per_s: float = 0.0
+    ) -> str:
         """Records that the loop has *synchronised* at `step`, `steps` steps after the previous sync."""
         self.bar.update(step - self.step)
         self.step = step

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import grain
@@ -304,7 +305,13 @@ _JSON = st.recursive(
 )
 _WORD = st.sampled_from(["a", "b", "é✓", "</s>", "So the answer is"]) | st.text(min_size=1, max_size=30)
 _TEXT = _WORD | st.sampled_from(["", " ", "\ud800"]) | st.text(max_size=30)
-_DOMAIN = st.sampled_from(["alg", "Alg", "all", "ünï", "!!", "a b"])
+_DOMAIN = (
+    st.sampled_from(["alg", "Alg", "all", "ünï", "!!", "a b"])
+    # Labels, not paths: long (past the file-name limit), path-like, and with control characters.
+    | st.sampled_from(["../../etc/passwd", "a/b", "/", ".", "..", "C:\\x", "nul\x00", "esc\x1b[0m", "tab\tx"])
+    | st.text(min_size=213, max_size=400)
+    | st.builds(lambda n, tail: "d" * n + tail, st.integers(60, 300), st.text(max_size=3))
+)
 _GOOD_ROW = st.fixed_dictionaries(  # mostly valid rows, so that writing and dedupe get exercised
     {"input": _WORD, "target": _WORD | st.integers()},
     optional={"domain": _DOMAIN, "rationale": _WORD, "meta": st.dictionaries(st.text(max_size=3), _JSON)},
@@ -340,8 +347,13 @@ _LINES = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=_LINES, max_len=st.integers(2, 60) | st.just(512), dedupe=st.booleans())
-def test_fuzzed_corpus_every_line_is_accounted_for(tmp_path_factory, lines, max_len, dedupe):
+@given(
+    lines=_LINES,
+    max_len=st.integers(2, 60) | st.just(512),
+    dedupe=st.booleans(),
+    truncate=st.sampled_from(["none", "input", "target", "both"]),
+)
+def test_fuzzed_corpus_every_line_is_accounted_for(tmp_path_factory, lines, max_len, dedupe, truncate):
     tmp = tmp_path_factory.mktemp("fuzz")
     path = tmp / "fuzz.jsonl"
     path.write_bytes(b"\n".join(lines))
@@ -350,9 +362,14 @@ def test_fuzzed_corpus_every_line_is_accounted_for(tmp_path_factory, lines, max_
         max_input_len=max_len,
         max_target_len=max_len,
         drop_duplicate_examples=dedupe,
+        truncate=truncate,
         **QUIET,
     )
     summary = prepare_corpus([str(path)], str(tmp / "out"), options)
+    manifest = shards.load_manifest(str(tmp / "out"))
+    splits = [info["split"] for info in manifest["domains"].values()]
+    assert len(set(splits)) == len(splits) and all(len(s) <= shards.MAX_SPLIT_CHARS + 4 for s in splits)
+    assert not any(re.search(r"[\x00-\x1f\x7f-\x9f]", d) for d in manifest["domains"])
 
     physical = path.read_bytes().split(b"\n")
     if physical[-1] == b"":

@@ -1,4 +1,4 @@
-"""The train loop under failure (issue 15): non-finite values, damaged or unwritable checkpoints, resumes, bad configs."""
+"""The train loop under failure (issue 15): non-finite values, damaged or full checkpoints, resumes, bad configs."""
 
 import json
 import logging
@@ -39,7 +39,9 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_every_good_checkpoint(small
     good = small_train_config(train__steps=12, train__keep_last=3, train__keep_best=1, train__best_metric="train/loss")
     train(good, workdir)
     assert steps_on_disk(workdir) == [4, 8, 12]
-    diverging = small_train_config(train__steps=36, train__keep_last=3, train__keep_best=1, train__best_metric="train/loss")
+    diverging = small_train_config(
+        train__steps=36, train__keep_last=3, train__keep_best=1, train__best_metric="train/loss"
+    )
     diverging.optimizer.learning_rate = 1e30
     with pytest.raises(NonFiniteError) as err:
         train(diverging, workdir)
