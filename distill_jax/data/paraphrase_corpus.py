@@ -249,7 +249,13 @@ def build_from_config(
                 raise ValueError("paraphrases from a teacher need the teacher (config.teacher: openai or pool)")
             spend.preflight(cfg, teacher)  # A wrong key, model, URL or price stops here, before any sentence.
             gathered = gather_teacher(
-                teacher, inputs, fields, k=p.k, domain=p.domain, chunk=p.request_chunk, max_sentences=max_sentences,
+                teacher,
+                inputs,
+                fields,
+                k=p.k,
+                domain=p.domain,
+                chunk=p.request_chunk,
+                max_sentences=max_sentences,
                 budget=spend.budget_for(cfg, ledger, 0, teacher),
             )
         else:

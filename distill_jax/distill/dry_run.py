@@ -73,8 +73,14 @@ def plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
                     tout = budget.completion_estimate()
                     cost = budget.cost(tin, tout, key=request.key)
                     if not run.ledger.open(
-                        request.key, 0, kind=request.kind, domain=request.domain, stage=stage,
-                        estimate=cost, bound=cost, wait=False,
+                        request.key,
+                        0,
+                        kind=request.kind,
+                        domain=request.domain,
+                        stage=stage,
+                        estimate=cost,
+                        bound=cost,
+                        wait=False,
                     ):
                         break
                     run.ledger.settle(request.key, 0, "billed", cost, input_tokens=tin, output_tokens=tout)
@@ -108,5 +114,7 @@ def format_plan(result: dict[str, Any]) -> str:
             f"{total['cost']:.6g} | {total['usd']:.4f} |"
         )
     lines.append("")
-    lines.append("Tokens are estimates (prompt bytes / 4; completions at teacher.max_tokens until a run observes them).")
+    lines.append(
+        "Tokens are estimates (prompt bytes / 4; completions at teacher.max_tokens until a run observes them)."
+    )
     return "\n".join(lines)

@@ -114,7 +114,9 @@ class Ledger:
             data = f.read()
         good = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
         if len(good) != len(data):
-            logging.warning("%s: dropping a torn last line (%d bytes) left by a killed run", self.path, len(data) - len(good))
+            logging.warning(
+                "%s: dropping a torn last line (%d bytes) left by a killed run", self.path, len(data) - len(good)
+            )
             with open(self.path, "r+b") as f:
                 f.truncate(len(good))
         for number, line in enumerate(good.decode("utf-8").splitlines(), 1):
@@ -144,7 +146,11 @@ class Ledger:
                 return
             self._committed += float(r["amount"]) - a.bound
             a.outcome, a.amount, a.reason = r["outcome"], float(r["amount"]), r.get("reason", "")
-            a.input_tokens, a.output_tokens, a.usd = int(r.get("input_tokens", 0)), int(r.get("output_tokens", 0)), r.get("usd")
+            a.input_tokens, a.output_tokens, a.usd = (
+                int(r.get("input_tokens", 0)),
+                int(r.get("output_tokens", 0)),
+                r.get("usd"),
+            )
         elif op == "done":
             info = self.requests.setdefault(key, RequestInfo())
             if not info.status:
@@ -223,8 +229,15 @@ class Ledger:
             self._append(
                 [
                     dict(
-                        op="sent", key=key, attempt=attempt, kind=kind, domain=domain, stage=stage,
-                        estimate=estimate, bound=bound, time=round(time.time(), 3),
+                        op="sent",
+                        key=key,
+                        attempt=attempt,
+                        kind=kind,
+                        domain=domain,
+                        stage=stage,
+                        estimate=estimate,
+                        bound=bound,
+                        time=round(time.time(), 3),
                     )
                 ]
             )
@@ -239,8 +252,16 @@ class Ledger:
             return True
 
     def settle(
-        self, key: str, attempt: int, outcome: str, amount: float, *, input_tokens: int = 0,
-        output_tokens: int = 0, usd: float | None = None, reason: str = "",
+        self,
+        key: str,
+        attempt: int,
+        outcome: str,
+        amount: float,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        usd: float | None = None,
+        reason: str = "",
     ) -> None:
         with self._lock:
             self._append([_settle(key, attempt, outcome, amount, input_tokens, output_tokens, usd, reason)])
@@ -249,7 +270,9 @@ class Ledger:
     def finish(self, key: str, status: str, source: str, *, kind: str = "", domain: str = "", stage: int = -1) -> None:
         with self._lock:
             if not self.is_done(key):
-                self._append([dict(op="done", key=key, status=status, source=source, kind=kind, domain=domain, stage=stage)])
+                self._append(
+                    [dict(op="done", key=key, status=status, source=source, kind=kind, domain=domain, stage=stage)]
+                )
 
     def summary(self) -> dict[str, Any]:
         """Totals and per-stage counts for logs and report.json (see spend.stage_line)."""
@@ -261,8 +284,20 @@ class Ledger:
         def stage_row(stage: int) -> dict[str, Any]:
             return stages.setdefault(
                 stage,
-                dict(requests=0, attempts=0, retries={}, outcomes={}, cache_hits=0, dedup=0, failed=0,
-                     spent=0.0, reserved=0.0, input_tokens=0, output_tokens=0, usd=0.0),
+                dict(
+                    requests=0,
+                    attempts=0,
+                    retries={},
+                    outcomes={},
+                    cache_hits=0,
+                    dedup=0,
+                    failed=0,
+                    spent=0.0,
+                    reserved=0.0,
+                    input_tokens=0,
+                    output_tokens=0,
+                    usd=0.0,
+                ),
             )
 
         by_key: dict[str, list[Attempt]] = collections.defaultdict(list)
@@ -282,7 +317,7 @@ class Ledger:
             row["input_tokens"] += a.input_tokens
             row["output_tokens"] += a.output_tokens
             row["usd"] += a.usd or 0.0
-        for key, info in requests.items():
+        for info in requests.values():
             row = stage_row(info.stage)
             row["requests"] += 1
             row["cache_hits"] += info.source == "cache"
@@ -310,8 +345,14 @@ class Ledger:
 
 
 def _settle(
-    key: str, attempt: int, outcome: str, amount: float, input_tokens: int = 0, output_tokens: int = 0,
-    usd: float | None = None, reason: str = "",
+    key: str,
+    attempt: int,
+    outcome: str,
+    amount: float,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    usd: float | None = None,
+    reason: str = "",
 ) -> dict[str, Any]:
     record = dict(op="settle", key=key, attempt=attempt, outcome=outcome, amount=amount)
     record.update(input_tokens=input_tokens, output_tokens=output_tokens, reason=reason)

@@ -167,7 +167,9 @@ class Budget:
         if self.unit == "tokens":
             return int(math.floor(room - prompt_bound))
         left = room - self.price.usd(prompt_bound, 0)
-        return int(math.floor(left / self.price.output_per_mtok * 1e6)) if self.price.output_per_mtok else self.max_tokens
+        return (
+            int(math.floor(left / self.price.output_per_mtok * 1e6)) if self.price.output_per_mtok else self.max_tokens
+        )
 
     def settle(self, ticket: Ticket, outcome: str, usage: Usage | None = None, reason: str = "") -> float:
         """outcome: billed (usage from the reply), unread (charged at the bound), free (nothing billed)."""
@@ -181,7 +183,10 @@ class Budget:
             if amount > ticket.bound + 1e-9:
                 logging.warning(
                     "teacher billed %.6g %s for a call bounded at %.6g (prompt %d + completion %d tokens)",
-                    amount, self.unit, ticket.bound, *tokens,
+                    amount,
+                    self.unit,
+                    ticket.bound,
+                    *tokens,
                 )
         elif outcome == "unread":
             amount, tokens = ticket.bound, (ticket.prompt_bound, ticket.cap)
@@ -191,8 +196,14 @@ class Budget:
             raise ValueError(f"unknown outcome {outcome!r}")
         usd = self.price.usd(*tokens) if self.price is not None else None
         self.ledger.settle(
-            ticket.key, ticket.attempt, outcome, amount,
-            input_tokens=tokens[0], output_tokens=tokens[1], usd=usd, reason=reason,
+            ticket.key,
+            ticket.attempt,
+            outcome,
+            amount,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            usd=usd,
+            reason=reason,
         )
         return amount
 
@@ -203,14 +214,25 @@ class Budget:
         amount = self.cost(usage.input_tokens, usage.output_tokens, key=request.key)
         attempt = self.ledger.next_attempt(request.key)
         opened = self.ledger.open(
-            request.key, attempt, kind=request.kind, domain=request.domain, stage=self.stage,
-            estimate=amount, bound=amount, wait=True,
+            request.key,
+            attempt,
+            kind=request.kind,
+            domain=request.domain,
+            stage=self.stage,
+            estimate=amount,
+            bound=amount,
+            wait=True,
         )
         if opened:
             usd = self.price.usd(usage.input_tokens, usage.output_tokens) if self.price else None
             self.ledger.settle(
-                request.key, attempt, "cache", amount,
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, usd=usd,
+                request.key,
+                attempt,
+                "cache",
+                amount,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usd=usd,
             )
         return opened
 

@@ -38,9 +38,15 @@ UNREAD_RETRY_STATUSES = (408, 502, 504)
 CONFIG_STATUSES = {401: "key", 403: "key", 404: "url_or_model", 422: "parameter"}
 # 400 bodies that mean a setting is wrong, not this request (OpenAI, LiteLLM, vLLM wordings).
 _CONFIG_400 = [
-    ("model", re.compile(r"invalid model|model .*(not found|does not exist|not supported)|unknown model|no such model", re.I)),
+    (
+        "model",
+        re.compile(r"invalid model|model .*(not found|does not exist|not supported)|unknown model|no such model", re.I),
+    ),
     ("key", re.compile(r"no connected db|api[ _-]?key|unauthori[sz]ed|authentication|invalid.*token", re.I)),
-    ("parameter", re.compile(r"invalid.*param|unrecognized request argument|unsupported (parameter|value)|extra inputs", re.I)),
+    (
+        "parameter",
+        re.compile(r"invalid.*param|unrecognized request argument|unsupported (parameter|value)|extra inputs", re.I),
+    ),
 ]
 # Statuses as the retry/billing logic names them: what the ledger's `reason` field says.
 Billing = Literal["free", "unread"]
@@ -104,9 +110,13 @@ def request_json(url: str, payload: dict | None, api_key: str, timeout_s: float)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Retryable("malformed", f"response body is not JSON: {redact(snippet(raw), api_key)}", billing="unread") from None
+        raise Retryable(
+            "malformed", f"response body is not JSON: {redact(snippet(raw), api_key)}", billing="unread"
+        ) from None
     if not isinstance(body, dict):
-        raise Retryable("malformed", f"response body is not a JSON object: {redact(snippet(raw), api_key)}", billing="unread")
+        raise Retryable(
+            "malformed", f"response body is not a JSON object: {redact(snippet(raw), api_key)}", billing="unread"
+        )
     return body
 
 

@@ -160,7 +160,9 @@ def _verdicts(body: dict, expected: int) -> list[tuple[str, ...] | None]:
     for result in results:
         flagged = result.get("flagged") if isinstance(result, dict) else None
         if not isinstance(flagged, bool):
-            raise Retryable("malformed", f"moderation result without a boolean 'flagged': {snippet(str(result))}", billing="unread")
+            raise Retryable(
+                "malformed", f"moderation result without a boolean 'flagged': {snippet(str(result))}", billing="unread"
+            )
         categories = result.get("categories")
         names = tuple(sorted(k for k, v in categories.items() if v is True)) if isinstance(categories, dict) else ()
         verdicts.append(names if flagged else None)

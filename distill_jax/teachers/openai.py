@@ -35,13 +35,14 @@ from absl import logging
 
 from distill_jax.distill.spend import Usage
 from distill_jax.evaluation.metrics import extract_answer
-from distill_jax.teachers.base import Example, Request, Response, TeacherConfigError
+from distill_jax.teachers.base import Request, Response, TeacherConfigError
+from distill_jax.teachers.chat_format import billed_usage, check_template, completion, render_prompt
 from distill_jax.teachers.http_json import Rejected, Retryable, backoff, request_json, snippet
 from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
 from distill_jax.teachers.response_cache import CachedAnswer, ResponseCache
 from distill_jax.teachers.synthesis_reply import parse_synthesis
 
-__all__ = ["OpenAITeacher", "from_config", "parse_synthesis"]
+__all__ = ["OpenAITeacher", "from_config", "parse_synthesis", "render_prompt"]
 
 
 @dataclasses.dataclass
@@ -89,9 +90,9 @@ class OpenAITeacher:
                 f"{max_retries}, {backoff_s}"
             )
         # A bad template would otherwise fail every request; find out before anything is spent.
-        _check_template("annotate_prompt", annotate_prompt, input="", answer="", domain="")
-        _check_template("synthesize_prompt", synthesize_prompt, domain="", examples="")
-        _check_template("paraphrase_prompt", paraphrase_prompt, input="", k="", domain="")
+        check_template("annotate_prompt", annotate_prompt, input="", answer="", domain="")
+        check_template("synthesize_prompt", synthesize_prompt, domain="", examples="")
+        check_template("paraphrase_prompt", paraphrase_prompt, input="", k="", domain="")
         self.name = f"openai:{model}"
         self.metered = True  # complete() takes a distill.spend.Budget and meters every attempt.
         self.model = model
@@ -128,9 +129,15 @@ class OpenAITeacher:
         groups: dict[str, list[int]] = {}
         source = ["paid"] * len(requests)
         for i, request in enumerate(requests):
-            if budget is not None and budget.ledger.status(request.key) == "failed" and budget.ledger.key_charged(request.key):
+            if (
+                budget is not None
+                and budget.ledger.status(request.key) == "failed"
+                and budget.ledger.key_charged(request.key)
+            ):
                 # Paid for in an earlier run and unusable: buying it again would pay twice for the same prompt.
-                responses[i] = Response(request.key, "failed", error="paid for and unusable in an earlier run (see the ledger)")
+                responses[i] = Response(
+                    request.key, "failed", error="paid for and unusable in an earlier run (see the ledger)"
+                )
                 source[i] = "ledger"
                 continue
             row = self._cache.get(keys[i], self._legacy_key(request, prompts[i]))
@@ -149,7 +156,8 @@ class OpenAITeacher:
         if firsts:
             with concurrent.futures.ThreadPoolExecutor(min(self._concurrency, len(firsts))) as pool:
                 futures = {
-                    pool.submit(self._answer, requests[i], prompts[i], keys[i], budget, stop, exhausted): i for i in firsts
+                    pool.submit(self._answer, requests[i], prompts[i], keys[i], budget, stop, exhausted): i
+                    for i in firsts
                 }
                 for future in concurrent.futures.as_completed(futures):
                     i = futures[future]
@@ -214,7 +222,9 @@ class OpenAITeacher:
                         f"teacher.base_url={self._base!r} does not answer ({e}) after {attempt + 1} attempts; "
                         "nothing was sent or charged"
                     ) from None
-                self._sleep(e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng))
+                self._sleep(
+                    e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
+                )
         data = body.get("data")
         served = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
         if served and self.model not in served:
@@ -256,8 +266,15 @@ class OpenAITeacher:
 
     def _cached_response(self, request: Request, row: CachedAnswer) -> Response:
         response = Response(
-            request.key, "ok", row.input, row.rationale, row.answer, row.tokens, cached=True,
-            input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+            request.key,
+            "ok",
+            row.input,
+            row.rationale,
+            row.answer,
+            row.tokens,
+            cached=True,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
         )
         return _with_list(response, parse_paraphrase_list(row.rationale)) if request.kind == "paraphrase" else response
 
@@ -287,7 +304,9 @@ class OpenAITeacher:
             # The reply was well-formed and billed; at a fixed prompt asking again rarely helps.
             return Response(request.key, "failed", tokens=tokens, error=str(e), **usage), outcome
         response = Response(request.key, "ok", input_, rationale, answer, tokens, **usage)
-        self._cache.put(key, CachedAnswer(input_, rationale, answer, tokens, outcome.input_tokens, outcome.output_tokens))
+        self._cache.put(
+            key, CachedAnswer(input_, rationale, answer, tokens, outcome.input_tokens, outcome.output_tokens)
+        )
         return (_with_list(response, parsed) if parsed else response), outcome
 
     def _ask(self, request, prompt, budget, stop, exhausted) -> _Outcome:
@@ -296,7 +315,10 @@ class OpenAITeacher:
         last = ""
         for attempt in range(self._max_retries + 1):
             if stop.is_set() or exhausted.is_set():
-                out.skipped, out.error = True, "not asked: " + ("the run stopped" if stop.is_set() else "budget exhausted")
+                out.skipped, out.error = (
+                    True,
+                    "not asked: " + ("the run stopped" if stop.is_set() else "budget exhausted"),
+                )
                 return out
             ticket = budget.open(request.key, request.kind, request.domain, prompt) if budget is not None else None
             if budget is not None and ticket is None:
@@ -311,13 +333,23 @@ class OpenAITeacher:
                 if ticket is not None:
                     budget.settle(ticket, e.billing, reason=e.reason)
                 if e.billing == "unread" and ticket is not None:
-                    out.input_tokens, out.output_tokens = out.input_tokens + ticket.prompt_bound, out.output_tokens + cap
+                    out.input_tokens, out.output_tokens = (
+                        out.input_tokens + ticket.prompt_bound,
+                        out.output_tokens + cap,
+                    )
                 out.reasons.append(e.reason)
                 last = str(e)
                 if attempt == self._max_retries:
                     break
                 delay = e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
-                logging.info("teacher %s: attempt %d of %s: %s; retrying in %.1f s", self.name, attempt + 1, request.key[:12], e, delay)
+                logging.info(
+                    "teacher %s: attempt %d of %s: %s; retrying in %.1f s",
+                    self.name,
+                    attempt + 1,
+                    request.key[:12],
+                    e,
+                    delay,
+                )
                 self._sleep(delay)
                 continue
             except Rejected as e:
@@ -329,8 +361,8 @@ class OpenAITeacher:
                     stop.set()
                     out.fatal = self._config_message(e)
                 return out
-            content, finish_reason = _completion(body)
-            tin, tout = _usage(body, ticket.prompt_bound if ticket else len(prompt.encode()), content, cap)
+            content, finish_reason = completion(body)
+            tin, tout = billed_usage(body, ticket.prompt_bound if ticket else len(prompt.encode()), content, cap)
             out.input_tokens, out.output_tokens = out.input_tokens + tin, out.output_tokens + tout
             reason = "" if content else ("no_choices" if not body.get("choices") else "empty_completion")
             if ticket is not None:
@@ -390,65 +422,8 @@ def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAIT
     )
 
 
-def _completion(body: dict) -> tuple[str, str]:
-    """(stripped content, finish_reason) of the first choice; ("", "") when there is none."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return "", ""
-    message = choices[0].get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str) or not content.strip():
-        return "", ""
-    return content.strip(), choices[0].get("finish_reason") or ""
-
-
-def _usage(body: dict, prompt_bound: int, content: str, cap: int) -> tuple[int, int]:
-    """(input, output) tokens the provider billed; without `usage`, conservative bounds (prompt bytes,
-    completion bytes -- or the cap when there is no completion to measure)."""
-    usage = body.get("usage")
-    if isinstance(usage, dict):
-        tin, tout, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
-        if _is_int(tin) and _is_int(tout):
-            return tin, tout
-        if _is_int(total):  # Only a total: count it as output, the dearer side.
-            return 0, total
-    return prompt_bound, min(cap, len(content.encode("utf-8"))) if content else cap
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _usage_of(row: CachedAnswer) -> Usage:
     return Usage(row.input_tokens, row.output_tokens)
-
-
-def render_prompt(templates: dict[str, str], request: Request) -> str:
-    """The prompt of `request` from {kind: template} (the teacher.*_prompt knobs)."""
-    template = templates[request.kind]
-    if request.kind == "annotate":
-        example = request.example
-        return template.format(input=example.input, answer=example.answer or "unknown", domain=request.domain)
-    if request.kind == "paraphrase":
-        return template.format(input=request.example.input, k=request.k, domain=request.domain)
-    examples = "\n\n".join(_render_seed(s) for s in request.seeds)
-    return template.format(domain=request.domain, examples=examples)
-
-
-def _render_seed(seed: Example) -> str:
-    if seed.answer is None:
-        return f"Question: {seed.input}"
-    return f"Question: {seed.input}\nAnswer: {seed.answer}"
-
-
-def _check_template(name: str, template: str, **fields: str) -> None:
-    try:
-        template.format(**fields)
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(
-            f"teacher.{name} is not a valid template ({type(e).__name__}: {e}); its fields are {', '.join(fields)} "
-            "and literal braces are written {{ }}"
-        ) from None
 
 
 def _with_list(response: Response, parsed: ParsedList) -> Response:

@@ -34,10 +34,16 @@ def test_dry_run_plans_calls_tokens_and_cost_without_spending(tmp_path):
 
     corpus = write_demo_corpus(str(tmp_path / "c"), seed=0, num_train=300, num_test_per_domain=4)
     out = _cli(
-        "distill", "--dry_run", f"--workdir={tmp_path / 'w'}", f"--config.distill.pool={corpus['train']}",
-        f"--config.distill.eval_data={corpus['test']}", "--config.teacher.kind=openai",
+        "distill",
+        "--dry_run",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.distill.pool={corpus['train']}",
+        f"--config.distill.eval_data={corpus['test']}",
+        "--config.teacher.kind=openai",
         "--config.teacher.base_url=http://127.0.0.1:9/v1",  # Nothing listens: a dry run sends nothing.
-        "--config.distill.budget=30000", "--config.distill.budget_unit=tokens", "--config.distill.stages=2",
+        "--config.distill.budget=30000",
+        "--config.distill.budget_unit=tokens",
+        "--config.distill.stages=2",
         "--config.distill.methods=random,naive",
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -117,7 +117,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward(self, data: bytes | None) -> tuple[int, bytes]:
         s = self.server
         request = urllib.request.Request(
-            s.upstream + self.path, data=data, method=self.command,
+            s.upstream + self.path,
+            data=data,
+            method=self.command,
             headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")},
         )
         with s.lock:
@@ -178,8 +180,16 @@ class FaultProxy:
 
     def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 0, slow_s: float = 3.0):
         self.server = _start(
-            _ProxyHandler, upstream=upstream.rstrip("/").removesuffix("/v1"), rate=rate, rng=random.Random(seed),
-            script=[], faults={}, forwarded=0, received=0, slow_s=slow_s, lock=threading.Lock(),
+            _ProxyHandler,
+            upstream=upstream.rstrip("/").removesuffix("/v1"),
+            rate=rate,
+            rng=random.Random(seed),
+            script=[],
+            faults={},
+            forwarded=0,
+            received=0,
+            slow_s=slow_s,
+            lock=threading.Lock(),
         )
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
@@ -224,7 +234,10 @@ class LiteLLM:
         env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", no_proxy="*")
         self.proc = subprocess.Popen(
             [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
         )
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         deadline = time.time() + start_timeout_s

@@ -30,8 +30,10 @@ pytestmark = pytest.mark.slow
 def litellm(tmp_path_factory):
     binary = litellm_binary()
     if binary is None:
-        pytest.skip("LiteLLM proxy not installed: python3 -m venv ../litellm_venv && "
-                    "../litellm_venv/bin/pip install 'litellm[proxy]==1.82.6' (or set $DISTILL_LITELLM)")
+        pytest.skip(
+            "LiteLLM proxy not installed: python3 -m venv ../litellm_venv && "
+            "../litellm_venv/bin/pip install 'litellm[proxy]==1.82.6' (or set $DISTILL_LITELLM)"
+        )
     server = LiteLLM(binary, tmp_path_factory.mktemp("litellm"), KEY, {"mock-teacher": REPLY})
     yield server
     server.stop()
@@ -44,12 +46,24 @@ def _sentences(path, n):
 
 def _args(tmp_path, base_url, *extra):
     return [
-        sys.executable, "-m", "distill_jax.cli.main", "paraphrase-corpus", "--from=teacher",
-        f"--input={tmp_path / 'sentences.txt'}", f"--output_dir={tmp_path / 'out'}",
-        "--config.teacher.kind=openai", f"--config.teacher.base_url={base_url}", "--config.teacher.model=mock-teacher",
-        "--config.teacher.api_key_env=LITELLM_TEST_KEY", "--config.teacher.timeout_s=2",
-        "--config.teacher.backoff_s=0.01", "--config.teacher.max_retries=4", "--config.teacher.concurrency=4",
-        "--config.paraphrase.request_chunk=8", "--config.paraphrase.k=2", *extra,
+        sys.executable,
+        "-m",
+        "distill_jax.cli.main",
+        "paraphrase-corpus",
+        "--from=teacher",
+        f"--input={tmp_path / 'sentences.txt'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--config.teacher.kind=openai",
+        f"--config.teacher.base_url={base_url}",
+        "--config.teacher.model=mock-teacher",
+        "--config.teacher.api_key_env=LITELLM_TEST_KEY",
+        "--config.teacher.timeout_s=2",
+        "--config.teacher.backoff_s=0.01",
+        "--config.teacher.max_retries=4",
+        "--config.teacher.concurrency=4",
+        "--config.paraphrase.request_chunk=8",
+        "--config.paraphrase.k=2",
+        *extra,
     ]
 
 
@@ -70,12 +84,24 @@ def _assert_key_nowhere(tmp_path, *logs):
 def test_litellm_400s_stop_the_run_uncharged(tmp_path, litellm):
     _sentences(tmp_path / "sentences.txt", 5)
     # The default model is not served: LiteLLM answers 400 "Invalid model name"; the pre-flight's model list says so.
-    run = subprocess.run(_args(tmp_path, litellm.base_url, "--config.teacher.model=gpt-4o-mini"),
-                         env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        _args(tmp_path, litellm.base_url, "--config.teacher.model=gpt-4o-mini"),
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0 and "teacher.model='gpt-4o-mini' is not served" in run.stderr
     # A wrong key: LiteLLM without a database answers 400 "No connected db." (not 401).
-    run = subprocess.run(_args(tmp_path, litellm.base_url), env={**_env(), "LITELLM_TEST_KEY": "sk-wrong"},
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        _args(tmp_path, litellm.base_url),
+        env={**_env(), "LITELLM_TEST_KEY": "sk-wrong"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0 and "No connected db" in run.stderr and "LITELLM_TEST_KEY" in run.stderr
     assert not [r for r in _ledger(tmp_path) if r["op"] == "sent"]  # Nothing charged: nothing was sent.
     _assert_key_nowhere(tmp_path, run.stderr, run.stdout)
@@ -93,9 +119,18 @@ def test_token_and_usd_budgets_are_spent_to_the_tail_never_past(tmp_path, litell
 
             shutil.rmtree(out)
         run = subprocess.run(
-            _args(tmp_path, litellm.base_url, f"--config.distill.budget={amount}",
-                  f"--config.distill.budget_unit={unit}", *extra),
-            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+            _args(
+                tmp_path,
+                litellm.base_url,
+                f"--config.distill.budget={amount}",
+                f"--config.distill.budget_unit={unit}",
+                *extra,
+            ),
+            env=_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         counts = json.loads((out / "filter_counts.json").read_text())
@@ -107,9 +142,14 @@ def test_token_and_usd_budgets_are_spent_to_the_tail_never_past(tmp_path, litell
         assert ledger["left"] < worst_last + ledger["spent"] / counts["teacher"]["requests"], ledger
         assert ledger["spent"] > 0.6 * amount
     with pytest.raises(subprocess.CalledProcessError):
-        subprocess.run(_args(tmp_path, litellm.base_url, "--config.distill.budget_unit=usd",
-                             "--config.teacher.prices=other=1/1"), env=_env(), cwd=REPO, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            _args(tmp_path, litellm.base_url, "--config.distill.budget_unit=usd", "--config.teacher.prices=other=1/1"),
+            env=_env(),
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
 
 
 def test_kill_9_at_random_moments_with_faults_never_passes_the_budget(tmp_path, litellm):
@@ -123,8 +163,14 @@ def test_kill_9_at_random_moments_with_faults_never_passes_the_budget(tmp_path, 
     logs, kills = [], 0
     try:
         for i in range(runs):
-            proc = subprocess.Popen(_args(tmp_path, proxy.base_url, f"--config.distill.budget={budget}"), env=_env(),
-                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                _args(tmp_path, proxy.base_url, f"--config.distill.budget={budget}"),
+                env=_env(),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             if i < runs - 1:
                 time.sleep(rng.uniform(1.0, 4.0))  # Start-up is ~1.5 s; kill while calls are in flight.
                 if proc.poll() is None:
@@ -150,9 +196,11 @@ def test_kill_9_at_random_moments_with_faults_never_passes_the_budget(tmp_path, 
         counts = json.loads((tmp_path / "out" / "filter_counts.json").read_text())
         summary = counts["teacher"]["ledger"]
         assert summary["spent"] <= budget
-        print(f"\nkill-9 runs={runs} kills={kills} litellm_served={seen} proxy_received={proxy.received} "
-              f"faults={proxy.faults} ledger_outcomes={outcomes} spent={summary['spent']} of {budget} calls "
-              f"cache_hits_last_run={counts['teacher']['cached']} requests_last_run={counts['teacher']['requests']}")
+        print(
+            f"\nkill-9 runs={runs} kills={kills} litellm_served={seen} proxy_received={proxy.received} "
+            f"faults={proxy.faults} ledger_outcomes={outcomes} spent={summary['spent']} of {budget} calls "
+            f"cache_hits_last_run={counts['teacher']['cached']} requests_last_run={counts['teacher']['requests']}"
+        )
     finally:
         proxy.stop()
     _assert_key_nowhere(tmp_path, *logs)

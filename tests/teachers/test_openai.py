@@ -397,7 +397,9 @@ def test_api_key_never_leaks(endpoint, make_teacher, tmp_path, caplog):
     endpoint.default = lambda handler, prompt: status(401, f"Incorrect API key {handler.headers['Authorization']}")(
         handler, prompt
     )
-    with pytest.raises(RuntimeError, match="refused the request: HTTP 401: Incorrect API key Bearer \\[redacted\\]. Fix the API key") as e:
+    with pytest.raises(
+        RuntimeError, match="refused the request: HTTP 401: Incorrect API key Bearer \\[redacted\\]. Fix the API key"
+    ) as e:
         teacher.complete([annotate(4)])
     teacher.close()
 

@@ -39,9 +39,16 @@ def teacher(tmp_path, base_url, model="mock-teacher", **kw):
     settings = dict(temperature=0.0, max_tokens=64, concurrency=2, timeout_s=1.0, max_retries=3, backoff_s=0.0)
     settings.update(kw)
     return OpenAITeacher(
-        base_url, model, KEY, cache_path=tmp_path / "cache.sqlite", annotate_prompt=ANNOTATE,
-        synthesize_prompt="Like these: {examples} ({domain})", paraphrase_prompt="{k} paraphrases: {input}",
-        api_key_env="SPEND_TEST_KEY", sleep=lambda s: None, **settings,
+        base_url,
+        model,
+        KEY,
+        cache_path=tmp_path / "cache.sqlite",
+        annotate_prompt=ANNOTATE,
+        synthesize_prompt="Like these: {examples} ({domain})",
+        paraphrase_prompt="{k} paraphrases: {input}",
+        api_key_env="SPEND_TEST_KEY",
+        sleep=lambda s: None,
+        **settings,
     )
 
 
@@ -66,9 +73,20 @@ def test_invalid_model_400_stops_the_run_uncharged_and_names_the_setting(tmp_pat
 
 def test_wrong_key_is_caught_by_the_preflight(tmp_path, mock):
     t = OpenAITeacher(
-        mock.base_url, "mock-teacher", "sk-wrong", temperature=0.0, max_tokens=8, concurrency=1, timeout_s=1.0,
-        max_retries=0, backoff_s=0.0, cache_path=tmp_path / "c.sqlite", annotate_prompt=ANNOTATE,
-        synthesize_prompt="{examples}{domain}", paraphrase_prompt="{k}{input}", api_key_env="SPEND_TEST_KEY",
+        mock.base_url,
+        "mock-teacher",
+        "sk-wrong",
+        temperature=0.0,
+        max_tokens=8,
+        concurrency=1,
+        timeout_s=1.0,
+        max_retries=0,
+        backoff_s=0.0,
+        cache_path=tmp_path / "c.sqlite",
+        annotate_prompt=ANNOTATE,
+        synthesize_prompt="{examples}{domain}",
+        paraphrase_prompt="{k}{input}",
+        api_key_env="SPEND_TEST_KEY",
     )
     with pytest.raises(TeacherConfigError, match="HTTP 401.*SPEND_TEST_KEY"):
         t.preflight()
@@ -111,7 +129,11 @@ def test_retry_after_is_honoured_free_and_every_reason_is_counted(tmp_path, mock
     spend.buy(t, [annotate(1), annotate(2)], b)
     assert slept.count(0.05) == 3  # Retry-After, not the backoff.
     row = b.ledger.summary()["stages"]["0"]
-    assert row["retries"] == {"http_429": 3, "malformed": 1} and row["outcomes"] == {"billed": 2, "free": 3, "unread": 1}
+    assert row["retries"] == {"http_429": 3, "malformed": 1} and row["outcomes"] == {
+        "billed": 2,
+        "free": 3,
+        "unread": 1,
+    }
     assert b.ledger.spent == 2  # Two requests; 429s are free and retries cost no second call.
     assert caplog.text.count("retrying") == 4
     line = spend.stage_line(b.ledger, 0)
