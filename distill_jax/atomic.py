@@ -23,6 +23,7 @@ def replace_directory(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     """
     tmp, out = os.fspath(tmp), os.fspath(out)
     os.chmod(tmp, 0o777 & ~_UMASK)
+    _share_owner_only_entries(tmp)
     if not os.path.exists(out):
         os.rename(tmp, out)
         return
@@ -35,6 +36,25 @@ def replace_directory(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
         os.rename(previous, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _share_owner_only_entries(root: str) -> None:
+    """Gives owner-only files and directories inside ``root`` the umask's permissions.
+
+    Writers that build through their own temporary files (mkstemp, safetensors' save_file) leave 0600
+    entries, and permissions survive a rename: an exported model.safetensors was unreadable to a serving
+    container or another user while its neighbours were 0644. Entries with any group/other bit set were
+    chosen on purpose and are left alone.
+    """
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                continue
+            mode = os.stat(path).st_mode & 0o777
+            if mode & 0o077 == 0:
+                executable = os.path.isdir(path) or mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~_UMASK)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -73,6 +73,29 @@ def reexec_with_malloc_tuning(argv: Sequence[str]) -> None:
     os.execve(sys.executable, [sys.executable, *argv], env)
 
 
+def cli_reexec_argv(
+    args: Sequence[str],
+    *,
+    main_spec_name: str | None,
+    argv0: str,
+    safe_path: bool,
+    module: str = "distill_jax.cli.main",
+) -> list[str]:
+    """The interpreter arguments that start the CLI again *the way it was started*.
+
+    ``python -m`` puts the current directory first on ``sys.path``: re-executing a console-script start
+    (``distill-jax ...``, whose ``sys.path[0]`` is the script's bin directory) that way made a checkout in
+    the working directory shadow the installed package. So a console script runs its entry script again
+    (same ``sys.path`` as the first start), and only a start that was ``python -m`` itself stays one,
+    keeping ``-P`` (Python 3.11's safe path) if it was given. Anything else runs ``-P -m``: never the CWD.
+    """
+    if main_spec_name == module:
+        return [*(["-P"] if safe_path else []), "-m", module, *args]
+    if argv0 and os.path.isfile(argv0):
+        return [argv0, *args]
+    return ["-P", "-m", module, *args]
+
+
 def compilation_cache_dir(environ: Mapping[str, str]) -> str | None:
     """Where JAX should cache compiled programs, or None when the environment already decides."""
     if environ.get(CACHE_OPT_OUT_VARIABLE, "1") == "0" or environ.get(CACHE_DIR_VARIABLE):

@@ -49,3 +49,35 @@ def test_results_get_the_usual_permissions_not_owner_only(tmp_path):
     umask = atomic._UMASK
     assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask != 0o600
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o777 & ~umask != 0o700
+
+
+def test_owner_only_files_inside_a_replaced_directory_become_readable(tmp_path):
+    import stat
+    import tempfile
+
+    built = tempfile.mkdtemp(dir=tmp_path)
+    fd, private = tempfile.mkstemp(dir=built)  # 0600, as safetensors' save_file leaves its file.
+    os.close(fd)
+    os.mkdir(os.path.join(built, "sub"), 0o700)
+    chosen = os.path.join(built, "chosen")
+    open(chosen, "w").close()
+    os.chmod(chosen, 0o640)  # Group-readable on purpose: kept.
+    atomic.replace_directory(built, tmp_path / "out")
+    umask = atomic._UMASK
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "out" / os.path.basename(private)) == 0o666 & ~umask
+    assert mode(tmp_path / "out" / "sub") == 0o777 & ~umask
+    assert mode(tmp_path / "out" / "chosen") == 0o640
+
+
+def test_an_exported_hf_directory_is_readable_by_others(tmp_path):
+    """export-hf's writer (hf_files.save_model_directory): model.safetensors was 0600, the rest 0644."""
+    import numpy as np
+
+    from distill_jax.models import hf_files
+
+    out = tmp_path / "hf"
+    hf_files.save_model_directory(str(out), {"model_type": "t5"}, {}, {"w": np.zeros((2, 2), np.float32)}, None)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes["model.safetensors"] == 0o666 & ~atomic._UMASK, modes
+    assert len(set(modes.values())) == 1, modes

@@ -76,3 +76,38 @@ def test_the_cli_entry_point_sets_the_cache_for_jax(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == str(tmp_path / "cache" / "distill_jax" / "xla")
+
+
+def test_reexec_argv_starts_the_cli_the_way_it_was_started(tmp_path):
+    from distill_jax.process_env import cli_reexec_argv
+
+    script = tmp_path / "distill-jax"
+    script.write_text("#!/usr/bin/env python\n")
+    m = "distill_jax.cli.main"
+    assert cli_reexec_argv(["train"], main_spec_name=None, argv0=str(script), safe_path=False) == [str(script), "train"]
+    assert cli_reexec_argv(["train"], main_spec_name=m, argv0="x", safe_path=False) == ["-m", m, "train"]
+    assert cli_reexec_argv(["train"], main_spec_name=m, argv0="x", safe_path=True) == ["-P", "-m", m, "train"]
+    assert cli_reexec_argv(["train"], main_spec_name=None, argv0="", safe_path=False) == ["-P", "-m", m, "train"]
+
+
+def test_the_console_script_never_imports_a_checkout_in_the_working_directory(tmp_path):
+    """Before: the re-exec ran `python -m distill_jax.cli.main`, which put the CWD first on sys.path."""
+    entry = os.path.join(os.path.dirname(sys.executable), "distill-jax")
+    if not os.path.isfile(entry):
+        import pytest
+
+        pytest.skip("the distill-jax console script is not installed beside this interpreter")
+    fake = tmp_path / "distill_jax"
+    (fake / "cli").mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('SHADOWED: imported the working directory copy')\n")
+    (fake / "cli" / "__init__.py").write_text("")
+    (fake / "cli" / "main.py").write_text("raise SystemExit('SHADOWED')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE, "PYTHONSAFEPATH")}
+    out = subprocess.run([entry, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "SHADOWED" not in out.stdout + out.stderr
+    assert out.returncode == 0 and "usage: distill-jax SUBCOMMAND" in out.stdout
+    # And the re-exec did happen on this machine (else this test would prove nothing).
+    if tuned_environment(env, process_env._glibc_version(), process_env._transparent_huge_pages_usable()) is None:
+        import pytest
+
+        pytest.skip("no re-exec on this machine (not glibc >= 2.35 or THP off)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from distill_jax.process_env import enable_compilation_cache, reexec_with_malloc_tuning
+from distill_jax.process_env import cli_reexec_argv, enable_compilation_cache, reexec_with_malloc_tuning
 
 SUBCOMMANDS = {
     "prepare": ("distill_jax.cli.prepare", "validate and tokenize a teacher corpus into per-domain shards"),
@@ -45,7 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         # A real process start: re-exec once with glibc's huge-page tunable (see process_env); calls with
         # an explicit argv run inside someone else's process, whose environment is not ours to change.
-        reexec_with_malloc_tuning(["-m", "distill_jax.cli.main", *sys.argv[1:]])
+        main_module = sys.modules.get("__main__")
+        spec = getattr(main_module, "__spec__", None)
+        reexec_with_malloc_tuning(
+            cli_reexec_argv(
+                sys.argv[1:],
+                main_spec_name=spec.name if spec is not None else None,
+                argv0=sys.argv[0],
+                safe_path=bool(getattr(sys.flags, "safe_path", False)),
+            )
+        )
         enable_compilation_cache()
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
