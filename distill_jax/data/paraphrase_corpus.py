@@ -58,6 +58,8 @@ class Gathered:
     candidates: list[Candidate]
     rejects: list[dict[str, Any]]
     teacher: dict[str, Any] | None = None
+    # The ledger the teacher spent through: read again when the counts are written, so they include moderation.
+    ledger: Ledger | None = None
 
 
 @dataclasses.dataclass
@@ -169,7 +171,7 @@ def gather_teacher(
     info = {"name": teacher.name, **{k: bill[k] for k in ("requests", "cached", "tokens_billed_now", "tokens_total")}}
     if budget is not None:
         info.update(not_asked=len(unasked), ledger=budget.ledger.summary(), spend=spend.stage_line(budget.ledger, 0))
-    return Gathered(candidates, rejects, info)
+    return Gathered(candidates, rejects, info, budget.ledger if budget is not None else None)
 
 
 def split_by_source(
@@ -302,7 +304,9 @@ def _counts(
         "settings": dataclasses.asdict(settings),
     }
     if gathered.teacher:
-        counts["teacher"] = gathered.teacher
+        counts["teacher"] = dict(gathered.teacher)
+        if gathered.ledger is not None:  # After moderation: its calls are in the same ledger and budget.
+            counts["teacher"].update(ledger=gathered.ledger.summary(), spend=spend.stage_line(gathered.ledger, 0))
         parse = collections.Counter(r["detail"].split(":", 1)[0] for r in gathered.rejects if r["filter"] == "parse")
         counts["parse_reasons"] = dict(sorted(parse.items()))
     if counts["input"] != counts["kept"] + sum(removed_before.values()) + sum(by_filter.values()):

@@ -278,12 +278,22 @@ def buy(teacher: Any, requests: Sequence[Request], budget: Budget) -> tuple[list
     """(requests bought or re-issued, their responses), in order; stops where the budget does.
 
     A metered teacher (HTTP) meters every attempt itself; others are metered per request here.
+    Raises BudgetConfigError when the budget is below one call's worst case, so nothing could ever be bought.
     """
     if not getattr(teacher, "metered", False):
-        return buy_offline(teacher, requests, budget)
-    responses = teacher.complete(requests, budget)
-    pairs = [(q, r) for q, r in zip(requests, responses) if r.status != "skipped"]
-    return [q for q, _ in pairs], [r for _, r in pairs]
+        allowed, responses = buy_offline(teacher, requests, budget)
+    else:
+        responses = teacher.complete(requests, budget)
+        pairs = [(q, r) for q, r in zip(requests, responses) if r.status != "skipped"]
+        allowed, responses = [q for q, _ in pairs], [r for _, r in pairs]
+    if requests and not allowed and budget.ledger.spent == 0:
+        prompt = getattr(teacher, "prompt", lambda r: "")(requests[0])
+        worst = budget.cost(budget.prompt_bound(prompt), budget.max_tokens)
+        raise BudgetConfigError(
+            f"distill.budget={budget.ledger.budget:g} {budget.unit} is below one call's worst case ({worst:.6g}: "
+            f"the prompt's bytes + teacher.max_tokens={budget.max_tokens}); raise the budget or lower max_tokens"
+        )
+    return allowed, responses
 
 
 def buy_offline(teacher: Any, requests: Sequence[Request], budget: Budget) -> tuple[list[Request], list[Response]]:

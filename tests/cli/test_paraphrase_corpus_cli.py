@@ -143,11 +143,43 @@ def test_teacher_run_with_moderation_is_resumable_from_the_cache(endpoint, tmp_p
     chat_calls = [c for c in server.calls if c.endswith("/chat/completions")]
     assert len(chat_calls) == 2 and server.calls.count("/v1/moderations") == 1
 
+    # Teacher and moderation calls went through the ledger (issue 16): one entry each, sent before settled.
+    ledger = [json.loads(line) for line in (tmp_path / "out" / "ledger.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in ledger if r["op"] == "sent"].count("moderation") == 1
+    assert counts["teacher"]["ledger"]["spent"] == 3 and counts["teacher"]["ledger"]["attempts"] == {"billed": 3}
+
     second = cli(*args, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "filter_counts.json").read_text())["teacher"]["cached"] == 2
     assert len([c for c in server.calls if c.endswith("/chat/completions")]) == 2  # nothing bought twice
     assert "2 from cache, 0 tokens billed now" in second.stdout
+
+
+def test_teacher_paraphrases_stop_at_the_budget(endpoint, tmp_path):
+    # Defect 6: --from=teacher had no budget at all.
+    server, base_url = endpoint
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("".join(f"Sentence {i} is about the market.\n" for i in range(5)))
+    out = tmp_path / "out"
+    args = [
+        "--from=teacher",
+        f"--input={sentences}",
+        f"--output_dir={out}",
+        "--config.teacher.kind=openai",
+        f"--config.teacher.base_url={base_url}",
+        "--config.teacher.api_key_env=DISTILL_CLI_TEST_KEY",
+        "--config.paraphrase.k=3",
+        "--config.distill.budget=2",
+        "--config.paraphrase.request_chunk=2",
+    ]
+    result = cli(*args, env={"DISTILL_CLI_TEST_KEY": KEY, "no_proxy": "*"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = json.loads((out / "filter_counts.json").read_text())
+    assert counts["teacher"]["requests"] == 2 and counts["teacher"]["not_asked"] == 3
+    assert len([c for c in server.calls if c.endswith("/chat/completions")]) == 2
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sum("not asked: the teacher budget" in r["detail"] for r in rejects) == 3
+    assert "left 0 of 2 calls" in result.stdout
 
 
 def test_bad_input_is_a_clear_error(tmp_path):

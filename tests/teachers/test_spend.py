@@ -181,3 +181,9 @@ def test_the_key_is_in_no_file_and_no_log(tmp_path, mock, proxy, caplog):
     assert KEY not in str(e.value) and KEY not in caplog.text and KEY not in repr(t)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not [p for p in files if KEY.encode() in p.read_bytes()]
+
+
+def test_a_budget_below_one_worst_case_call_says_so(tmp_path, mock):
+    with pytest.raises(spend.BudgetConfigError, match="below one call's worst case.*teacher.max_tokens=64"):
+        spend.buy(teacher(tmp_path, mock.base_url), [annotate(1)], budget(tmp_path, 50, "tokens"))
+    assert mock.calls == []
