@@ -62,6 +62,66 @@ def test_prepare_with_a_config_override_and_a_missing_file(tmp_path):
     assert out.returncode != 0 and "nope.jsonl" in out.stderr
 
 
+def test_prepare_headerless_csv_files_as_domains_from_the_command_line(tmp_path):
+    # A subject-per-file multiple-choice set: no header, no domain column, the same row in two files.
+    rows = "Shared question?,w,x,y,z,A\nWhat is 1+1?,1,2,3,4,B\n"
+    for subject in ("abstract_algebra_test", "anatomy_test"):
+        (tmp_path / f"{subject}.csv").write_text(rows)
+    out = cli(
+        "prepare",
+        f"--input={tmp_path / 'abstract_algebra_test.csv'},{tmp_path / 'anatomy_test.csv'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--config.prepare.columns=question,A,B,C,D,answer",
+        "--config.prepare.fields.domain={_file_stem}",
+        "--config.prepare.fields.id=",
+        "--config.prepare.fields.input={question} (A) {A} (B) {B} (C) {C} (D) {D}",
+        "--config.prepare.fields.target=answer",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "read 4 = written 4 + rejected 0" in " ".join(out.stdout.split())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {d: v["num_examples"] for d, v in manifest["domains"].items()} == {
+        "abstract_algebra_test": 2,
+        "anatomy_test": 2,
+    }
+
+
+def test_train_refuses_a_bad_config_in_one_line_and_creates_nothing(demo_prepared, tmp_path):
+    workdir = tmp_path / "w"
+    out = cli(
+        "train",
+        "--config=distill_jax/config.py:demo",
+        f"--workdir={workdir}",
+        f"--config.data.train_dir={demo_prepared['train']}",
+        "--config.train.steps=-5",
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("distill-jax train: invalid train config: train.steps=-5")
+    assert not workdir.exists()
+
+
+def test_a_diverging_train_exits_nonzero_in_one_line(demo_prepared, tmp_path):
+    # Before: exit 0 with loss=nan on the bar and 130 lines of tensorboardX "NaN or Inf found in input tensor".
+    out = cli(
+        "train",
+        "--config=distill_jax/config.py:demo",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.data.train_dir={demo_prepared['train']}",
+        "--config.data.max_input_len=64",
+        "--config.data.max_target_len=96",
+        "--config.train.batch_size=8",
+        "--config.train.steps=40",
+        "--config.train.log_every=4",
+        "--config.train.checkpoint_every=4",
+        "--config.eval.every=0",
+        "--config.optimizer.learning_rate=1e30",
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("distill-jax train: non-finite") and "Last finite checkpoint:" in last, last
+    assert "NaN or Inf" not in out.stderr
+
+
 def test_eval_job_writes_a_per_domain_report(small_train_config, demo_prepared, tmp_path):
     cfg = small_train_config(train__steps=4)
     train(cfg, str(tmp_path / "run"))
