@@ -57,7 +57,8 @@ def test_lora_trains_adapters_alone_checkpoints_them_alone_and_resumes_exactly(s
     assert opt_size < 0.5 * total_size
 
     ckpt_dir = tmp_path / "resumed" / "checkpoints"
-    assert sorted(os.listdir(ckpt_dir)) == ["2", "4", "6", "frozen_base"]
+    # retention.json: each step's best_metric value, which keep_best reads after a resume.
+    assert sorted(os.listdir(ckpt_dir)) == ["2", "4", "6", "frozen_base", "retention.json"]
     for step in ("2", "4", "6"):
         with ocp.StandardCheckpointer() as reader:
             saved = reader.metadata(str(ckpt_dir / step / "state")).item_metadata
