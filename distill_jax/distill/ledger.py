@@ -88,6 +88,9 @@ class Ledger:
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.requests: dict[str, RequestInfo] = {}
         self._committed = 0.0  # settled + open bounds, kept incrementally (read under the lock).
+        # Per-key attempts and the open count, so each check is O(attempts of one key), not of the ledger.
+        self._by_key: dict[str, list[Attempt]] = collections.defaultdict(list)
+        self._open = 0
         self._lock = threading.Condition()
         self._load()
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- held open for appends; closed in close().
@@ -136,7 +139,9 @@ class Ledger:
             a = Attempt(key, int(r["attempt"]), int(r.get("stage", -1)), float(r["bound"]), float(r["estimate"]))
             if (key, a.attempt) not in self.attempts:
                 self.attempts[(key, a.attempt)] = a
+                self._by_key[key].append(a)
                 self._committed += a.bound
+                self._open += 1
         elif op == "settle":
             if "attempt" not in r:  # Old format: the request's settlement.
                 r = dict(r, attempt=0, outcome="free" if r["status"] == "unavailable" else "billed")
@@ -145,6 +150,7 @@ class Ledger:
             if a.outcome:
                 return
             self._committed += float(r["amount"]) - a.bound
+            self._open -= 1
             a.outcome, a.amount, a.reason = r["outcome"], float(r["amount"]), r.get("reason", "")
             a.input_tokens, a.output_tokens, a.usd = (
                 int(r.get("input_tokens", 0)),
@@ -183,7 +189,7 @@ class Ledger:
 
     def open_count(self) -> int:
         with self._lock:
-            return sum(not a.outcome for a in self.attempts.values())
+            return self._open
 
     def is_done(self, key: str) -> bool:
         info = self.requests.get(key)
@@ -196,11 +202,11 @@ class Ledger:
     def key_charged(self, key: str) -> bool:
         """Whether the request already costs something (a charged or open attempt): calls charge once."""
         with self._lock:
-            return any(a.key == key and (not a.outcome or a.outcome in CHARGED) for a in self.attempts.values())
+            return any(not a.outcome or a.outcome in CHARGED for a in self._by_key.get(key, ()))
 
     def next_attempt(self, key: str) -> int:
         with self._lock:
-            return 1 + max((a.attempt for a in self.attempts.values() if a.key == key), default=-1)
+            return 1 + max((a.attempt for a in self._by_key.get(key, ())), default=-1)
 
     def mean_charge(self) -> float | None:
         """Mean charge per request that reached a teacher (None before the first): the planning unit cost."""
@@ -223,7 +229,7 @@ class Ledger:
         """
         with self._lock:
             while self._committed + bound > self.budget + 1e-9:
-                if not wait or not any(not a.outcome for a in self.attempts.values()):
+                if not wait or not self._open:
                     return False
                 self._lock.wait(timeout=1.0)
             self._append(
@@ -246,7 +252,7 @@ class Ledger:
     def wait_settle(self, timeout_s: float) -> bool:
         """Waits for an open attempt to settle; False at once when none is open (nothing will free budget)."""
         with self._lock:
-            if not any(not a.outcome for a in self.attempts.values()):
+            if not self._open:
                 return False
             self._lock.wait(timeout=timeout_s)
             return True

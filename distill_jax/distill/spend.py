@@ -16,6 +16,7 @@ tokens of each model; an unknown model is an error before anything is sent).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import threading
@@ -31,6 +32,7 @@ from distill_jax.teachers.base import Request, Response
 MESSAGE_OVERHEAD_TOKENS = 16
 # Completions seen before the running p95 replaces max_tokens as the completion estimate.
 MIN_OBSERVATIONS = 8
+COMPLETION_WINDOW = 1000
 
 
 class BudgetConfigError(ValueError):
@@ -109,7 +111,8 @@ class Budget:
         self.max_tokens = int(max_tokens)
         self.price = price
         self.stage = stage
-        self._completions: list[int] = []
+        # The run's recent completion lengths: the p95 follows the current prompts, and stays cheap to sort.
+        self._completions: collections.deque[int] = collections.deque(maxlen=COMPLETION_WINDOW)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ estimates
