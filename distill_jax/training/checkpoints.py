@@ -137,6 +137,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._record = retention.RetentionRecord(self.directory, best_metric)
         self._pending: tuple[int, float | None] | None = None  # (step, metric) of a save not yet confirmed
+        self._saved = False  # Retention runs only in a Checkpointer that saved: readers never delete.
         self._failed = False
         # Orbax writes it to a temporary name and renames it when complete: present means whole.
         self._frozen_base_dir = os.path.join(self.directory, FROZEN_BASE)
@@ -177,7 +178,8 @@ class Checkpointer:
         Raises CheckpointSaveError if this save or the previous (background) one failed. The caller
         must only pass finite states: what is saved here is recorded as known good.
         """
-        self._finish_pending()
+        self._confirm_pending()
+        self._apply_retention()
         if step in self._manager.all_steps():
             return
         state, frozen_base = _split_frozen_base(state)
@@ -200,14 +202,19 @@ class Checkpointer:
         except Exception as err:
             self._failed = True
             raise CheckpointSaveError(self._failure_line(step, err)) from err
-        self._pending = (step, metric)
+        self._pending, self._saved = (step, metric), True
         if not self._async:
-            self._finish_pending()
+            self._confirm_pending()
 
     def poll(self) -> None:
-        """Raises CheckpointSaveError once a background save has failed; cheap enough to call every step."""
+        """Raises CheckpointSaveError once a background save has failed; cheap enough to call every step.
+
+        Local only (no collective): processes notice a finished save at different steps. Deleting old
+        steps is collective, so it waits for the next save() or close(), which every process reaches
+        at the same step.
+        """
         if self._pending is not None and not self._manager.is_saving_in_progress():
-            self._finish_pending()
+            self._confirm_pending()
 
     def _failure_line(self, step: int, err: BaseException) -> str:
         kept = [s for s in self.all_steps() if s != step]
@@ -216,8 +223,8 @@ class Checkpointer:
             f"stopping. Checkpoints intact: {kept or 'none'}"
         )
 
-    def _finish_pending(self) -> None:
-        """Waits for the save in flight; records it and applies retention, or raises CheckpointSaveError."""
+    def _confirm_pending(self) -> None:
+        """Waits for the save in flight and records it, or raises CheckpointSaveError."""
         if self._pending is None:
             return
         step, metric = self._pending
@@ -231,9 +238,12 @@ class Checkpointer:
             self._failed = True
             raise CheckpointSaveError(self._failure_line(step, problem)) from problem
         self._record.add(step, metric)
-        self._apply_retention()
+        if jax.process_index() == 0:
+            self._record.write()
 
     def _apply_retention(self) -> None:
+        if not self._saved:
+            return
         on_disk = self.all_steps()
         keep = retention.steps_to_keep(on_disk, self._record.steps, self.keep_last, self.keep_best, self.best_metric)
         for step in on_disk:
@@ -352,7 +362,8 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for the save in flight (raising CheckpointSaveError if it failed), then closes."""
         try:
-            self._finish_pending()
+            self._confirm_pending()
+            self._apply_retention()
         finally:
             try:
                 self._manager.close()
