@@ -80,3 +80,36 @@ def test_two_processes_reach_the_parameters_of_one(demo_prepared, tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _truncate_largest_array(step_dir):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
+    biggest = max((f for f in files if f"{os.sep}d{os.sep}" in f), key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+        f.truncate(os.path.getsize(biggest) // 2)
+
+
+@pytest.mark.slow
+def test_two_processes_rotate_checkpoints_and_fall_back_from_a_damaged_one_together(demo_prepared, tmp_path):
+    # Deleting old steps and choosing the step to restore are collective: both processes must agree.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    workdir = str(tmp_path / "two")
+
+    def launch(steps):
+        args = train_args(workdir, demo_prepared["train"])
+        args = [a for a in args if not a.startswith("--config.train.steps=")]
+        args += [f"--config.train.steps={steps}", "--config.train.keep_last=1", "--config.train.keep_best=0"]
+        cmd = [os.path.join(REPO, "launch", "local.sh"), "-n", "2", "-d", "4", "-p", str(free_port()), "--", *args]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    out = launch(9)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = os.path.join(workdir, "checkpoints")
+    assert sorted(n for n in os.listdir(ckpt) if n.isdigit()) == ["9"]  # keep_last=1 rotated 3 and 6 out.
+    _truncate_largest_array(os.path.join(ckpt, "9"))
+    out = launch(12)
+    # Both processes found step 9 unreadable; with nothing older they start over, and finish.
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "checkpoint step 9" in out.stderr and "unreadable" in out.stderr
+    assert sorted(n for n in os.listdir(ckpt) if n.isdigit()) == ["12"]
+    assert os.path.isdir(os.path.join(ckpt, "corrupt", "9"))
