@@ -6,12 +6,17 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import jax
 from tensorboardX import SummaryWriter
 
 from distill_jax import atomic
+
+
+def _kind(names: Iterable[str]) -> frozenset[str]:
+    """What a row is ("train"+"perf", "eval"): the names' first components. Per-domain names vary by interval."""
+    return frozenset(name.split("/", 1)[0] for name in names)
 
 
 class MetricsWriter:
@@ -24,7 +29,8 @@ class MetricsWriter:
     ``resume_step``: the step the run continues from. Rows after it describe steps the resumed run
     will redo (they were logged after the checkpoint it restores), so they are dropped from the
     file; a row of the same step and the same metric names as one already in the file (the final
-    eval of a run that was already complete) is not written again. So every (step, kind) appears once.
+    eval of a run that was already complete) is not written again. So every (step, kind) appears once,
+    kind being the names' first components (train/perf, eval).
     """
 
     def __init__(self, workdir: str, resume_step: int | None = None):
@@ -53,14 +59,14 @@ class MetricsWriter:
             if resume_step is not None and step > resume_step:
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
-            self._written.add((step, frozenset(k for k in row if k not in ("step", "time"))))
+            self._written.add((step, _kind(k for k in row if k not in ("step", "time"))))
         if len(kept) != len(lines):
             atomic.write_text(self.jsonl_path, "".join(kept))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        kind = (step, frozenset(scalars))
+        kind = (step, _kind(scalars))
         if kind in self._written:
             return
         self._written.add(kind)
