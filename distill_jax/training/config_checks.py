@@ -64,6 +64,23 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
+def mesh_problems(cfg: ml_collections.ConfigDict, data_parallel: int, process_count: int) -> list[str]:
+    """What only the mesh decides: the global batch must split over processes, batch shards and microbatches."""
+    batch, accum = cfg.train.batch_size, cfg.train.grad_accum_steps
+    problems = []
+    if batch % data_parallel or batch % process_count:
+        problems.append(
+            f"train.batch_size={batch} must be divisible by the data-parallel size {data_parallel} "
+            f"and the process count {process_count}"
+        )
+    elif batch % (accum * data_parallel):
+        problems.append(
+            f"train.batch_size={batch} must be divisible by train.grad_accum_steps={accum} times the data-parallel "
+            f"size {data_parallel}, so every microbatch splits evenly over the batch shards"
+        )
+    return problems
+
+
 def validate_train_config(cfg: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming every problem; call before creating the workdir."""
     problems = train_config_problems(cfg)

@@ -32,9 +32,9 @@ from distill_jax.evaluation import metrics
 from distill_jax.evaluation.evaluator import summary_scalars
 from distill_jax.models import family, lora
 from distill_jax.training import step as step_lib
-from distill_jax.training import guard
+from distill_jax.training import guard, partitioning
 from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
-from distill_jax.training.config_checks import ConfigError, validate_train_config
+from distill_jax.training.config_checks import ConfigError, mesh_problems, validate_train_config
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.progress import Progress
 from distill_jax.training.resume import checkpointer_dir, hf_initial_state, restore_params, resume
@@ -191,6 +191,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     validate_train_config(cfg)
     run = setup_run(cfg)
     is_main = jax.process_index() == 0
+    problems = mesh_problems(cfg, partitioning.data_parallel_size(run.mesh, run.rules), jax.process_count())
+    if problems:
+        raise ConfigError("invalid train config: " + "; ".join(problems))
 
     # --- Data: this process's slice of every domain, mixed with the configured weights.
     sources = shards.open_domain_sources(cfg.data.train_dir)

@@ -148,8 +148,10 @@ def test_bad_configs_fail_before_the_workdir_exists(small_train_config, tmp_path
             train(small_train_config(**overrides), str(workdir))
         assert not workdir.exists()
     # Found only with the mesh (8 devices): still before anything is created.
-    with pytest.raises(ValueError, match="divisible by the data-parallel size 8"):
+    with pytest.raises(ConfigError, match="divisible by the data-parallel size 8"):
         train(small_train_config(train__batch_size=12), str(tmp_path / "w"))
+    with pytest.raises(ConfigError, match="grad_accum_steps=4 times the data-parallel size 8"):
+        train(small_train_config(train__batch_size=16, train__grad_accum_steps=4), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
