@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     ),
     "generate": ("distill_jax.cli.generate", "decode a dataset with a checkpoint into predictions.jsonl (resumable)"),
     "distill": ("distill_jax.cli.distill", "multi-stage balanced distillation under a teacher budget (BalDistill)"),
-    "demo": ("distill_jax.cli.demo", "generate the embedded long-tailed corpus, prepare, train and evaluate"),
+    "demo": ("distill_jax.cli.demo", "random vs BalDistill on the embedded long-tailed pool, one table (CPU minutes)"),
     "paraphrase-demo": (
         "distill_jax.cli.paraphrase_demo",
         "APTY paraphrases -> filtered corpus -> student -> decoding presets vs teacher, with a frontier plot",

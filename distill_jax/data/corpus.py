@@ -15,6 +15,7 @@ Where a row "is" depends on the format: ``line`` is the physical line for JSON L
 (where the record starts), the line where the element starts for a ``.json`` array, and the
 1-based row number for Parquet and TFDS.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -203,9 +203,7 @@ def _tabular_record(row: dict[str, Any], mapping: FieldMapping) -> dict[str, Any
     return record
 
 
-def _csv_records(
-    path: str, mapping: FieldMapping, delimiter: str, columns: tuple[str, ...] = ()
-) -> Iterator[_Record]:
+def _csv_records(path: str, mapping: FieldMapping, delimiter: str, columns: tuple[str, ...] = ()) -> Iterator[_Record]:
     """CSV uses standard quoting; TSV is read unquoted (tabs/newlines cannot occur in fields).
 
     Undecodable bytes are kept as surrogate escapes so that validation rejects just that row.

@@ -59,6 +59,8 @@ from distill_jax.data.prepare_options import (  # noqa: F401 - re-exported: call
 from distill_jax.data.tokenizers import Tokenizer, load_tokenizer
 
 _CHUNK_ROWS = 512  # rows tokenized per batch: amortizes HF tokenizer calls, bounds memory
+
+
 def prepare_corpus(
     inputs: Sequence[str], output_dir: str, options: PrepareOptions, overwrite: bool = False
 ) -> PrepareSummary:

@@ -182,5 +182,3 @@ class PrepareSummary:
         total = sum(d["num_tokens"] for d in self.domains.values())
         lines.append(f"  {'total':<{width}}  {'':<{split_width}} {self.written:>9} {total:>12}")
         return "\n".join(lines)
-
-

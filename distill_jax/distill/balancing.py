@@ -116,7 +116,15 @@ def split_head_tail(quotas: Mapping[str, int], remaining: Mapping[str, int]) -> 
     return head, tail
 
 
-def stage_budget(total_budget: int, spent: int, stage: int, num_stages: int) -> int:
-    """An equal share of what is left: unspent budget (drops, unavailable outputs) rolls forward."""
+def stage_budget(total_budget: float, spent: float, stage: int, num_stages: int) -> float:
+    """An equal share of what is left: unspent budget (drops, unavailable outputs) rolls forward.
+
+    Whole calls split into whole shares; token and usd budgets split exactly (flooring $0.05 over
+    three stages would plan nothing before the last one).
+    """
     left = max(total_budget - spent, 0)
-    return left // (num_stages - stage) if stage < num_stages - 1 else left
+    if stage >= num_stages - 1:
+        return left
+    if float(total_budget).is_integer() and float(spent).is_integer():
+        return float(int(left) // (num_stages - stage))
+    return left / (num_stages - stage)

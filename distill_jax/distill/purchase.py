@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, normalize_answer
+from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, named_label, normalize_answer
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.pool import normalize_input
 
@@ -40,9 +41,13 @@ def _number(text: str) -> float | None:
     return float(cleaned) if _NUMBER.match(cleaned) else None
 
 
-def answers_agree(answer: str, gold: str) -> bool:
-    """Same final answer? Single-letter golds compare as choices ("(B) Beeswax" == "B"), numbers as
-    numbers ("1,000" == "1000.0"), anything else after SQuAD normalisation."""
+def answers_agree(answer: str, gold: str, labels: Sequence[str] = ()) -> bool:
+    """Same final answer? With a label set (classification), the label the text names (stated, or
+    mentioned last) must be the gold one; otherwise single-letter golds compare as choices ("(B)
+    Beeswax" == "B"), numbers as numbers ("1,000" == "1000.0"), anything else after SQuAD normalisation."""
+    if labels:
+        named = named_label(answer, labels)
+        return named is not None and normalize_answer(named) == normalize_answer(gold)
     answer = extract_answer(answer)
     if re.fullmatch(r"\(?[A-Za-z]\)?", gold.strip()):
         return _choice(answer) == _choice(gold)
@@ -74,6 +79,7 @@ def to_training_row(
     check_answers: bool,
     known_inputs: set[str],
     score: float | None = None,
+    labels: Sequence[str] = (),
 ) -> dict[str, Any] | Dropped:
     """The canonical corpus row (id, domain, input, rationale, target, meta) or why there is none.
 
@@ -91,7 +97,9 @@ def to_training_row(
     if request.kind == "annotate":
         example = request.example
         gold = example.answer
-        if check_answers and gold is not None and not answers_agree(response.answer, gold):
+        # A classification rationale may name its label without "the answer is": read it from there too.
+        stated = response.answer if not labels or named_label(response.answer, labels) else response.rationale
+        if check_answers and gold is not None and not answers_agree(stated, gold, labels):
             return drop("answer_mismatch", f"teacher {response.answer!r} vs gold {gold!r}")
         if score is not None:
             meta["ifd"] = score
@@ -105,7 +113,12 @@ def to_training_row(
         )
     if not (response.input.strip() and response.rationale.strip() and response.answer.strip()):
         return drop("empty_output")
-    if check_answers and states_answer(response.rationale) and not answers_agree(response.rationale, response.answer):
+    named = bool(labels) and named_label(response.rationale, labels) is not None
+    if (
+        check_answers
+        and (states_answer(response.rationale) or named)
+        and not answers_agree(response.rationale, response.answer, labels)
+    ):
         return drop(
             "inconsistent_answer",
             f"rationale reaches {extract_answer(response.rationale)!r}, label {response.answer!r}",

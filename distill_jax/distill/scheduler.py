@@ -37,17 +37,19 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from distill_jax import atomic
+from distill_jax import atomic, multihost
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 from distill_jax.distill import balancing, ifd, purchase, report, spend
 from distill_jax.distill.ledger import Ledger
 from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
+from distill_jax.evaluation import metrics
+from distill_jax.evaluation.evaluator import summary_scalars
 from distill_jax.teachers.base import Example, Request, Teacher
 from distill_jax.teachers.pool import normalize_input
 from distill_jax.training import trainer
 from distill_jax.training.metrics_writer import MetricsWriter
-from distill_jax.training.run_setup import setup_run
+from distill_jax.training.run_setup import build_evaluator, setup_run
 
 STATE_FILE = "scheduler_state.json"
 
@@ -128,6 +130,7 @@ class Setting:
     eval_dir: str
     known_inputs: set[str]  # Normalised inputs of pool and eval: synthetic examples must be new.
     teacher: Teacher
+    labels: tuple[str, ...] = ()  # Classification pools: the label set answers are checked against.
 
     @property
     def domains(self) -> list[str]:
@@ -171,7 +174,17 @@ def prepare_setting(config: ml_collections.ConfigDict, workdir: str) -> Setting:
         {k: len(v) for k, v in sorted(pool.items(), key=lambda kv: -len(kv[1]))},
         sum(len(v) for v in held.values()),
     )
-    return Setting(config, workdir, pool, eval_dir, known, make_teacher(config, workdir))
+    return Setting(config, workdir, pool, eval_dir, known, make_teacher(config, workdir), _label_set(d.label_set, pool))
+
+
+def _label_set(spec: str, pool: Pool) -> tuple[str, ...]:
+    """distill.label_set: "" (free-form answers), "pool" (the pool's gold answers) or a comma-separated list."""
+    if spec.strip() == "pool":
+        labels = sorted({e.answer for examples in pool.values() for e in examples if e.answer})
+        if not labels:
+            raise ValueError("distill.label_set=pool but the pool has no gold answers: map pool_fields.answer")
+        return tuple(labels)
+    return tuple(_split(spec))
 
 
 class MethodRun:
@@ -231,13 +244,25 @@ class MethodRun:
         d, batch = self.cfg.distill, self.cfg.train.batch_size
         return max(int(d.min_steps_per_stage), math.ceil(d.epochs_per_stage * cumulative_examples / batch))
 
+    @property
+    def _restarts(self) -> bool:
+        init = self.cfg.distill.stage_init
+        if init not in ("continue", "restart"):
+            raise ValueError(f"distill.stage_init={init!r}: use continue or restart")
+        return init == "restart"
+
+    def _run_dir(self, stage: int) -> str:
+        """The training run holding `stage`'s student: one continuing run, or one run per stage."""
+        return os.path.join(self._stage_dir(stage), "train") if self._restarts else self.train_dir
+
     def _target_step(self, stage: int) -> int:
-        """Global step at which `stage`'s training ends: each stage trains epochs over its cumulative data."""
+        """Step at which `stage`'s training ends: each stage trains epochs over its cumulative data
+        (on top of the previous stages' steps when the student continues)."""
         cumulative = 0
         total = 0
         for st in self.state["stages"][: stage + 1]:
             cumulative += sum(st["quotas"].values())
-            total += self._train_steps_until(cumulative)
+            total = (0 if self._restarts else total) + self._train_steps_until(cumulative)
         return total
 
     def _schedule_steps(self) -> int:
@@ -251,7 +276,7 @@ class MethodRun:
         d = self.cfg.distill
         previous = self._stage_dir(stage - 1)
         run = setup_run(self._train_config(stage - 1), train_dir=os.path.join(previous, "train_data"))
-        params, step = trainer.restore_params(run, self.train_dir)
+        params, step = trainer.restore_params(run, self._run_dir(stage - 1))
         logging.info(
             "[%s] stage %d: IFD of %d candidates under the student of step %d.",
             self.method.name,
@@ -382,6 +407,7 @@ class MethodRun:
                         check_answers=bool(self.cfg.distill.check_answers),
                         known_inputs=known,
                         score=scores.get(request.key),
+                        labels=self.s.labels,
                     )
                     if isinstance(result, purchase.Dropped):
                         dropped.append(dataclasses.asdict(result))
@@ -439,7 +465,8 @@ class MethodRun:
             {dom: float(n) for dom, n in self._cumulative_quotas(stage).items() if dom in present and n > 0}
         )
         cfg.train.steps = self._target_step(stage)
-        cfg.optimizer.schedule_steps = int(self.state["schedule_steps"])
+        # One LR schedule over the whole run when the student continues; a restarted one spans its stage.
+        cfg.optimizer.schedule_steps = cfg.train.steps if self._restarts else int(self.state["schedule_steps"])
         cfg.eval.every = 0  # The stage's eval happens at its last step.
         return cfg
 
@@ -455,20 +482,45 @@ class MethodRun:
             cfg.train.steps,
             {k: int(v) for k, v in cfg.data.domain_weights.items()},
         )
-        result = trainer.train(cfg, self.train_dir, extra_meta={"scheduler": self.state})
+        # The trainer's own end-of-stage eval keeps to the loss (its keep-best metric); the decoded stage
+        # eval below also writes every prediction, so it runs once, here.
+        trainer_cfg = copy.deepcopy(cfg)
+        trainer_cfg.eval.decode_examples_per_domain = 0
+        result = trainer.train(trainer_cfg, self._run_dir(stage), extra_meta={"scheduler": self.state})
         if result.preempted:
             raise Preempted(f"[{self.method.name}] stage {stage}: preempted at step {result.step}")
-        self._log_stage_scalars(stage, result.step)
-        return dict(step=result.step, per_domain=result.eval_per_domain)
+        per_domain = self._evaluate(stage, cfg)
+        self._log_stage_scalars(stage, result.step, per_domain)
+        return dict(step=result.step, per_domain=per_domain)
 
-    def _log_stage_scalars(self, stage: int, step: int) -> None:
+    def _evaluate(self, stage: int, cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+        """Per-domain metrics of the stage's student; every decoded row goes to stage_i/eval_predictions.jsonl."""
+        run = setup_run(cfg)
+        params, step = trainer.restore_params(run, self._run_dir(stage))
+        per_domain, records = build_evaluator(run, self.s.eval_dir).run_with_records(params)
+        records = multihost.gather_rows(records)
+        _write_jsonl(os.path.join(self._stage_dir(stage), "eval_predictions.jsonl"), records)
+        logging.info(
+            "[%s] stage %d: student of step %d answers %d of %d eval rows; predictions in %s",
+            self.method.name,
+            stage,
+            step,
+            sum(r["correct"] for r in records),
+            len(records),
+            os.path.join(self._stage_dir(stage), "eval_predictions.jsonl"),
+        )
+        return per_domain
+
+    def _log_stage_scalars(self, stage: int, step: int, per_domain: dict[str, Any]) -> None:
         st = self.state["stages"][stage]
         weights = self._cumulative_quotas(stage)
         total = max(sum(weights.values()), 1)
         scalars = {"distill/stage": stage, "distill/budget_spent": self.ledger.spent}
         scalars.update({f"distill/quota/{d}": n for d, n in st["quotas"].items()})
         scalars.update({f"distill/mixture_weight/{d}": n / total for d, n in weights.items()})
-        writer = MetricsWriter(self.train_dir)
+        head, tail = metrics.split_head_tail(self.s.pool_sizes, self.cfg.eval.head_fraction)
+        scalars.update(summary_scalars(per_domain, head, tail, prefix="distill_eval"))
+        writer = MetricsWriter(self._run_dir(stage))
         writer.write(step, scalars)
         writer.close()
 

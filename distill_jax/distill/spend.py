@@ -248,10 +248,13 @@ class Budget:
 def budget_for(cfg: Any, ledger: Ledger, stage: int, teacher: Any = None) -> Budget:
     """The Budget for `ledger` under config `cfg` (teacher.model, teacher.max_tokens, teacher.prices)."""
     model = getattr(teacher, "model", None) or cfg.teacher.model
+    # Stored (pool), exact (program) and local teachers bill nothing: dollars are shown only for a provider's
+    # model (or asked for with a usd budget, which then needs the price).
+    billed = cfg.teacher.kind == "openai" or ledger.unit == "usd"
     return Budget(
         ledger,
         max_tokens=int(getattr(teacher, "max_tokens", None) or cfg.teacher.max_tokens),
-        price=price_for(ledger.unit, model, cfg.teacher.prices),
+        price=price_for(ledger.unit, model, cfg.teacher.prices) if billed else None,
         stage=stage,
     )
 

@@ -1,8 +1,14 @@
 """Per-domain evaluation of a student on held-out shards: loss/token accuracy, and greedy decoding scored by answer.
 
-Runs identically inside the train loop (periodic eval) and in the `eval` job. Every process
-evaluates its own slice; per-domain sums are added across processes, so the numbers do not
-depend on how many hosts ran.
+Runs identically inside the train loop (periodic eval), the distill scheduler's stage evals and the
+`eval` job. Every process evaluates its own slice; per-domain sums are added across processes, so the
+numbers do not depend on how many hosts ran.
+
+The decoded rows are also scored teacher-forced, so accuracy and loss are read on the *same* rows:
+`loss_on_decoded` and `forced_exact` (the share of rows whose every reference token is the model's
+argmax given the reference prefix). Greedy decoding must then reproduce at least those rows
+(`evaluation.consistency` proves the decoder computes what scoring computes); a low loss with a low
+`forced_exact` means the loss is carried by easy continuation tokens, not by right answers.
 """
 
 from __future__ import annotations
@@ -13,21 +19,37 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from distill_jax import multihost
 from distill_jax.data.pipeline import Batch, host_to_global
 from distill_jax.evaluation import metrics
 from distill_jax.models.decoding import greedy_decode
 from distill_jax.models.family import Model
+from distill_jax.models.t5 import shift_right
 from distill_jax.training import partitioning
 
 
-def _sum_over_processes(x: np.ndarray) -> np.ndarray:
-    if jax.process_count() == 1:
-        return x
-    return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
+def _row_scores(model: Model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per row of unpacked batches: summed CE, token count, and whether every target token is the argmax."""
+    targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+    logits = model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        shift_right(targets, model.config.decoder_start_token_id),
+        enable_dropout=False,
+    ).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    wrong = (jnp.argmax(logits, axis=-1) != targets) & (weights > 0)
+    return jnp.sum(ce * weights, axis=-1), jnp.sum(weights, axis=-1), ~jnp.any(wrong, axis=-1)
+
+
+def _text_id(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @dataclasses.dataclass
@@ -44,9 +66,12 @@ class Evaluator:
     decode_batches: Sequence[Batch]
     decode_text: Callable[[np.ndarray], str]
     max_decode_len: int
+    # Example ids of this process's decode-batch rows (row-major, padding rows excluded), when known.
+    decode_ids: Sequence[Sequence[str]] = ()
 
     def __post_init__(self):
         self._decode = jax.jit(functools.partial(greedy_decode, self.model, max_decode_length=self.max_decode_len))
+        self._row_scores = jax.jit(functools.partial(_row_scores, self.model))
 
     def _to_device(self, batch: Batch) -> dict[str, jax.Array]:
         return host_to_global(batch, self.batch_shardings)
@@ -71,19 +96,27 @@ class Evaluator:
                 }
         return result
 
-    def decode_metrics(
-        self, params: Any, num_samples_to_log: int = 0
-    ) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
-        """Greedy-decodes the decode batches; per-domain exact match of the whole output and of the extracted answer."""
-        names = ("exact_match", "answer_accuracy", "answer_f1", "count")
+    def decode_metrics(self, params: Any) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+        """Greedy-decodes the decode batches and scores the same rows teacher-forced.
+
+        Returns per-domain metrics (exact match of the whole output and of the extracted answer,
+        answer token-F1, loss and forced exactness on these rows) and one record per decoded row of
+        this process (id, domain, input, prediction, reference, answers, correct).
+        """
+        names = ("exact_match", "answer_accuracy", "answer_f1", "count", "ce", "tokens", "forced_exact")
         sums = np.zeros((len(self.domain_names), len(names)), np.float64)
-        samples: list[dict[str, str]] = []
+        records: list[dict[str, Any]] = []
         batch_spec = partitioning.batch_sharding(self.mesh, self.rules, 2).spec
-        for batch in self.decode_batches:
+        for b, batch in enumerate(self.decode_batches):
             device_batch = self._to_device(batch)
             with partitioning.mesh_context(self.mesh, self.rules):
                 tokens = self._decode(params, device_batch["encoder_input_tokens"])
-            local_tokens = np.asarray(multihost_utils.global_array_to_host_local_array(tokens, self.mesh, batch_spec))
+                scored = self._row_scores(params, device_batch)
+            local_tokens, ce, count, forced = (
+                np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
+                for x, spec in zip((tokens, *scored), (batch_spec,) + (jax.sharding.PartitionSpec(batch_spec[0]),) * 3)
+            )
+            ids = self.decode_ids[b] if b < len(self.decode_ids) else ()
             for row in range(local_tokens.shape[0]):
                 if batch["decoder_loss_weights"][row].sum() == 0:
                     continue  # Padding row added to fill the last batch.
@@ -91,38 +124,73 @@ class Evaluator:
                 reference = self.decode_text(batch["decoder_target_tokens"][row])
                 d = int(batch["decoder_domain_ids"][row, 0])
                 answer, reference_answer = metrics.extract_answer(prediction), metrics.extract_answer(reference)
-                sums[d, 0] += metrics.exact_match(prediction, reference)
-                sums[d, 1] += metrics.exact_match(answer, reference_answer)
-                sums[d, 2] += metrics.token_f1(answer, reference_answer)  # BalDistill's QA metric.
-                sums[d, 3] += 1
-                if len(samples) < num_samples_to_log:
-                    samples.append(
-                        {
-                            "domain": self.domain_names[d],
-                            "input": self.decode_text(batch["encoder_input_tokens"][row]),
-                            "prediction": prediction,
-                            "reference": reference,
-                        }
-                    )
-        sums = _sum_over_processes(sums)
+                correct = metrics.exact_match(answer, reference_answer)
+                sums[d] += (
+                    metrics.exact_match(prediction, reference),
+                    correct,
+                    metrics.token_f1(answer, reference_answer),  # BalDistill's QA metric.
+                    1,
+                    ce[row],
+                    count[row],
+                    float(forced[row]),
+                )
+                records.append(
+                    {
+                        "id": ids[row] if row < len(ids) else None,
+                        "domain": self.domain_names[d],
+                        "input": self.decode_text(batch["encoder_input_tokens"][row]),
+                        "prediction": prediction,
+                        "reference": reference,
+                        "answer": answer,
+                        "reference_answer": reference_answer,
+                        "correct": bool(correct),
+                        "loss": float(ce[row] / max(count[row], 1.0)),
+                    }
+                )
+        sums = multihost.sum_over_processes(sums)
         result = {}
         for i, d in enumerate(self.domain_names):
-            if sums[i, 3] > 0:
+            n = sums[i, 3]
+            if n > 0:
                 result[d] = {
-                    "exact_match": sums[i, 0] / sums[i, 3],
-                    "answer_accuracy": sums[i, 1] / sums[i, 3],
-                    "answer_f1": sums[i, 2] / sums[i, 3],
-                    "decoded": int(sums[i, 3]),
+                    "exact_match": sums[i, 0] / n,
+                    "answer_accuracy": sums[i, 1] / n,
+                    "answer_f1": sums[i, 2] / n,
+                    "decoded": int(n),
+                    "loss_on_decoded": sums[i, 4] / max(sums[i, 5], 1.0),
+                    "forced_exact": sums[i, 6] / n,
                 }
-        return result, samples
+        return result, records
+
+    def run_with_records(self, params: Any) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+        """All metrics per domain, merged, and this process's per-example decode records."""
+        per_domain = self.loss_metrics(params)
+        decoded, records = self.decode_metrics(params) if self.decode_batches else ({}, [])
+        for d, values in decoded.items():
+            per_domain.setdefault(d, {}).update(values)
+        return per_domain, records
 
     def run(self, params: Any, num_samples_to_log: int = 0) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
         """All metrics per domain, merged: {domain: {loss, token_accuracy, count, exact_match, answer_accuracy, decoded}}."""
-        per_domain = self.loss_metrics(params)
-        decoded, samples = self.decode_metrics(params, num_samples_to_log) if self.decode_batches else ({}, [])
-        for d, values in decoded.items():
-            per_domain.setdefault(d, {}).update(values)
-        return per_domain, samples
+        per_domain, records = self.run_with_records(params)
+        keys = ("domain", "input", "prediction", "reference")
+        return per_domain, [{k: r[k] for k in keys} for r in records[:num_samples_to_log]]
+
+
+def decode_row_ids(
+    sources: Mapping[str, Sequence[Any]],
+    *,
+    batch_size: int,
+    max_per_domain: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> list[list[str]]:
+    """Example ids of `pipeline.build_eval_batches`' rows, batch by batch (same order, same slice)."""
+    ids: list[str] = []
+    for d in sorted(sources):
+        n = len(sources[d]) if not max_per_domain else min(len(sources[d]), max_per_domain)
+        ids.extend(_text_id(sources[d][i].get("id", "")) for i in range(shard_index, n, shard_count))
+    return [ids[b : b + batch_size] for b in range(0, len(ids), batch_size)]
 
 
 def summary_scalars(

@@ -33,7 +33,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from distill_jax import atomic
+from distill_jax import atomic, multihost
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions
 from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examples
@@ -161,18 +161,6 @@ def generated_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
     """Tokens produced per sequence of ``tokens`` [..., L]: up to and including EOS, else all L."""
     has_eos = (tokens == eos_id).any(-1)
     return np.where(has_eos, np.argmax(tokens == eos_id, axis=-1) + 1, tokens.shape[-1])
-
-
-def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every process's rows, in process order (a collective: every process calls it)."""
-    if jax.process_count() == 1:
-        return rows
-    encoded = np.frombuffer(json.dumps(rows).encode("utf-8"), np.uint8)
-    lengths = np.asarray(multihost_utils.process_allgather(np.array([encoded.size], np.int64))).reshape(-1)
-    padded = np.zeros((max(int(lengths.max()), 1),), np.uint8)
-    padded[: encoded.size] = encoded
-    gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [row for part, n in zip(gathered, lengths) for row in json.loads(bytes(part[:n]).decode("utf-8"))]
 
 
 def _chunk_path(output_dir: str, chunk: int) -> str:
@@ -371,13 +359,13 @@ def generate(
                 generated_tokens += int(generated_lengths(out[row], eos).sum())
                 decoded_examples += 1
             bar.update(1)
-        rows = _gather_rows(rows)
+        rows = multihost.gather_rows(rows)
         if jax.process_index() == 0:
             _write_chunk(_chunk_path(output_dir, chunk), sorted(rows, key=lambda r: r["id"]))
     bar.close()
     decode_s = time.perf_counter() - decode_start
     # Gathered as JSON: exact integers (without jax_enable_x64 a gathered count would be 32-bit).
-    counts = _gather_rows([{"examples": decoded_examples, "tokens": generated_tokens}])
+    counts = multihost.gather_rows([{"examples": decoded_examples, "tokens": generated_tokens}])
     decoded_examples, generated_tokens = (sum(c[k] for c in counts) for k in ("examples", "tokens"))
 
     summary = {

@@ -84,6 +84,26 @@ def extract_answer(text: str, patterns: Sequence[str] = DEFAULT_ANSWER_PATTERNS)
     return _clean(max(candidates, key=lambda c: c[0])[1])
 
 
+def named_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label a classification rationale concludes with: the stated answer when it names one,
+    else the label mentioned last (longest first at the same place, so "money-fx" beats "money").
+
+    Labels and text compare after `normalize_answer`; None when no label is named.
+    """
+    normalized = {normalize_answer(label): label for label in labels if normalize_answer(label)}
+    stated = normalize_answer(extract_answer(text))
+    if stated in normalized:
+        return normalized[stated]
+    body = normalize_answer(text)
+    best: tuple[int, int, str] | None = None
+    for key, label in normalized.items():
+        for match in re.finditer(rf"(?<!\S){re.escape(key)}(?!\S)", body):
+            candidate = (match.end(), len(key), label)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+    return best[2] if best else None
+
+
 def normalize_answer(s: str) -> str:
     """SQuAD normalisation: lowercase, drop punctuation and articles, collapse spaces.
 

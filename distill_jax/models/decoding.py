@@ -136,6 +136,49 @@ def greedy_decode(
     )
 
 
+def greedy_decode_scored(
+    model: Model,
+    params: Any,
+    encoder_input_tokens: jax.Array,
+    *,
+    max_decode_length: int,
+    encoder_segment_ids: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Greedy decoding that also returns each step's log-probability of the chosen token.
+
+    Returns ``(tokens [B, T] int32, logprobs [B, T] float32)``; both are padding (``pad_token_id``,
+    0.0) after a row's EOS. The log-probs come from the cached decoder, so comparing them with a
+    teacher-forced pass over the same tokens checks that cached decoding computes what training
+    optimises (``evaluation.consistency``).
+    """
+    cfg = model.config
+    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, 1)
+    rows = encoder_input_tokens.shape[0]
+
+    def pick(logits: jax.Array, finished: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        chosen = jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+        return jnp.where(finished, cfg.pad_token_id, token), jnp.where(finished, 0.0, chosen)
+
+    logits, cache = step(None, _start_tokens(model, rows))
+    first, first_logp = pick(logits, jnp.zeros((rows,), jnp.bool_))
+    tokens = jnp.full((rows, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(first)
+    logprobs = jnp.zeros((rows, max_decode_length), jnp.float32).at[:, 0].set(first_logp)
+
+    def body(index: int, state: tuple) -> tuple:
+        previous, cache, tokens, logprobs, finished = state
+        logits, cache = step(cache, previous)
+        token, logp = pick(logits, finished)
+        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, index))
+        logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, index))
+        return token, cache, tokens, logprobs, finished | (token == cfg.eos_token_id)
+
+    state = (first, cache, tokens, logprobs, first == cfg.eos_token_id)
+    _, _, tokens, logprobs, _ = jax.lax.fori_loop(1, max_decode_length, body, state)
+    return tokens, logprobs
+
+
 def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
     """Temperature, then top-k, then nucleus filtering of float32 ``logits`` [N, vocab].
 

@@ -330,9 +330,7 @@ class Checkpointer:
         adapters_abstract, _ = _split_frozen_base(abstract_state)
         restored = self._manager.restore(
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(adapters_abstract), data=ocp.args.JsonRestore()
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(adapters_abstract), data=ocp.args.JsonRestore()),
         )
         if not isinstance(restored["data"], dict) or "per_process" not in restored["data"]:
             raise KeyError("the data item holds no per_process iterator states")

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from distill_jax.data import shards
 from distill_jax.data.pipeline import build_eval_batches
 from distill_jax.data.tokenizers import Tokenizer, tokenizer_from_dict
-from distill_jax.evaluation.evaluator import Evaluator
+from distill_jax.evaluation.evaluator import Evaluator, decode_row_ids
 from distill_jax.models import family
 from distill_jax.models.family import Model, ModelConfig
 from distill_jax.training import optimizers, partitioning, step
@@ -205,6 +205,13 @@ def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None 
         if cfg.eval.decode_examples_per_domain > 0
         else []
     )
+    decode_ids = decode_row_ids(
+        sources,
+        batch_size=batch_size,
+        max_per_domain=cfg.eval.decode_examples_per_domain,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
     eval_step = step.make_eval_step(
         run.model,
         mesh=run.mesh,
@@ -224,4 +231,5 @@ def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None 
         decode_batches=decode_batches,
         decode_text=run.tokenizer.decode,
         max_decode_len=cfg.eval.max_decode_len or cfg.data.max_target_len,
+        decode_ids=decode_ids if decode_batches else (),
     )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from distill_jax.cli.evaluate import evaluate_workdir
+from distill_jax.distill.evaluate_runs import evaluate_workdir
 from distill_jax.training.trainer import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,10 +146,11 @@ def test_eval_job_writes_a_per_domain_report(small_train_config, demo_prepared, 
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_prints_the_head_tail_table(tmp_path):
+def test_single_student_demo_prints_the_head_tail_table(tmp_path):
     out = cli(
         "demo",
         f"--workdir={tmp_path}",
+        "--single_student",
         "--num_train=600",
         "--config.train.steps=30",
         "--config.train.log_every=10",

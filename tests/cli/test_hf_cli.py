@@ -12,7 +12,7 @@ import safetensors.numpy
 import torch
 import transformers
 
-from distill_jax.cli.evaluate import evaluate_workdir
+from distill_jax.distill.evaluate_runs import evaluate_workdir
 from distill_jax.models.hf_t5 import load_hf_t5
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.hf_interop import export_hf, import_hf

@@ -76,3 +76,10 @@ def test_largest_remainder_sums_exactly(shares, total, rotation):
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="unknown distillation method 'fancy'.*adaptive"):
         balancing.get_method("fancy")
+
+
+def test_fractional_budgets_split_exactly():
+    # usd budgets: flooring would plan nothing in the early stages.
+    assert balancing.stage_budget(0.05, 0.0, 0, 3) == pytest.approx(0.05 / 3)
+    assert balancing.stage_budget(0.05, 0.01, 1, 3) == pytest.approx(0.02)
+    assert balancing.stage_budget(0.05, 0.04, 2, 3) == pytest.approx(0.01)

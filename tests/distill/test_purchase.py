@@ -76,3 +76,12 @@ def test_synthetic_checks():
     for response, reason in ((inconsistent, "inconsistent_answer"), (dup, "duplicate_input"), (empty, "empty_output")):
         result = to_training_row(req, response, stage=1, check_answers=True, known_inputs=known)
         assert isinstance(result, Dropped) and result.reason == reason
+
+
+def test_a_classification_rationale_is_checked_by_the_label_it_names():
+    from distill_jax.distill.purchase import answers_agree
+
+    labels = ("copper", "cotton", "coffee")
+    assert answers_agree("Mining output and LME prices point to copper.", "copper", labels)
+    assert not answers_agree("Harvest and ginning figures: cotton.", "copper", labels)
+    assert not answers_agree("A general market wrap.", "copper", labels)  # No label named: not kept.

@@ -66,7 +66,7 @@ def test_stages_spend_the_budget_as_planned(corpus, tmp_path):
     assert m["phase"] == "done" and m["ledger"]["spent"] == cfg.distill.budget
     assert [s["stage"] for s in m["stages"]] == [0, 1]
     with open(os.path.join(workdir, "naive", "ledger.jsonl")) as f:
-        reserved = [json.loads(line) for line in f if '"reserve"' in line]
+        reserved = [json.loads(line) for line in f if '"sent"' in line]
     assert len(reserved) == len({r["key"] for r in reserved}) == m["ledger"]["spent"]  # One charge per request.
     for stage in m["stages"]:
         counts = stage["domains"]

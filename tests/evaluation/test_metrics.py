@@ -158,3 +158,15 @@ def test_format_domain_table() -> None:
         right_edge = header.index(name) + len(name)
         for line in rows.values():
             assert line[right_edge - 1] != " " and (right_edge == len(line) or line[right_edge] == " ")
+
+
+def test_named_label_reads_the_label_a_classification_rationale_concludes_with():
+    from distill_jax.evaluation.metrics import named_label
+
+    labels = ["money-fx", "money-supply", "interest", "trade", "crude"]
+    assert named_label("The dollar fell against the yen; this is about money-fx.", labels) == "money-fx"
+    # Mentioned last wins: the conclusion comes after the considered alternatives.
+    assert named_label("Not about crude prices but about trade balances", labels) == "trade"
+    assert named_label("So the answer is interest.", labels) == "interest"  # A stated answer wins.
+    assert named_label("Nothing here names a label.", labels) is None
+    assert named_label("the money supply grew", ["money", "money supply"]) == "money supply"  # Longest at the same end.

@@ -59,9 +59,7 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_every_good_checkpoint(small
 def test_skipped_batches_leave_params_and_optimizer_state_unchanged(small_train_config):
     cfg = small_train_config()
     run = setup_run(cfg)
-    batch = {
-        k: np.ones(v.shape, v.dtype) for k, v in step_lib.batch_spec(16, 64, 96, run.batch_shardings).items()
-    }
+    batch = {k: np.ones(v.shape, v.dtype) for k, v in step_lib.batch_spec(16, 64, 96, run.batch_shardings).items()}
     batch = jax.device_put(batch, run.batch_shardings)
     results = {}
     for skip in (True, False):
