@@ -126,11 +126,11 @@ def test_gradients_finite_with_padding_and_k_equal_vocab(policy: str, kind: str)
             jnp.where(mask > 0, residual, 0.0),
         )
 
-        def loss(student):
+        def loss(student, ids, logp, residual, mask):
             kd = kd_losses.sparse_kd_per_token(student, ids, logp, residual, kind=kind, policy=policy, temperature=2.0)
             return jnp.sum(kd_losses.mix_with_ce(kd, jnp.zeros_like(kd), mask, 0.5) * mask)
 
-        grad = jax.grad(loss)(_logits(14))
+        grad = jax.grad(loss)(_logits(14), ids, logp, residual, mask)
         assert bool(jnp.all(jnp.isfinite(grad)))
         assert float(jnp.abs(grad[0, 3:]).max()) == 0.0  # masked tokens send no gradient
 
