@@ -20,6 +20,10 @@ SUBCOMMANDS = {
         "score a checkpoint or stored predictions per domain (head/tail), or compare sets",
     ),
     "generate": ("distill_jax.cli.generate", "decode a dataset with a checkpoint into predictions.jsonl (resumable)"),
+    "teacher-logits": (
+        "distill_jax.cli.teacher_logits",
+        "a teacher's top-k log-probs over prepared targets, for word-level KD (resumable)",
+    ),
     "distill": ("distill_jax.cli.distill", "multi-stage balanced distillation under a teacher budget (BalDistill)"),
     "demo": ("distill_jax.cli.demo", "random vs BalDistill on the embedded long-tailed pool, one table (CPU minutes)"),
     "paraphrase-demo": (

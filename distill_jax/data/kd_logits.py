@@ -1,0 +1,152 @@
+"""On-disk format of stored teacher top-k logits (written by `distill-jax teacher-logits`, read by the pipeline).
+
+    OUT/plan.json                     the job that wrote it (teacher, data, k, temperature, ids digest, chunking)
+    OUT/chunks/chunk_000000/          one directory per `chunk_size` consecutive examples, renamed into place whole:
+        ids.npy       [tokens, k]     top-k token ids, uint16 when the vocabulary has < 65536 ids, else int32
+        logp.npy      [tokens, k]     their log-probabilities at the recorded temperature, float16
+        residual.npy  [tokens]        1 - sum(top-k probabilities), float16 (computed in float32 on device)
+        offsets.npy   [rows + 1]      int64: row i's tokens are [offsets[i], offsets[i + 1])
+        example_ids.json              the rows' example ids, in row order
+    OUT/meta.json                     k, temperature, vocab, dtypes, counts and bytes/token (written last)
+
+Why .npy chunk directories and not ArrayRecord: TFDS writes a whole dataset at once (no appending, so no
+resumable chunks), and each ArrayRecord record would be a serialised example to decode per read. Plain
+.npy files are written once per chunk (atomic by directory rename, so a killed job leaves no half chunk),
+are memory-mapped by readers (a row is a slice, zero-copy; grain workers only pickle paths), and their
+bytes are exactly the payload, so bytes/token is the encoding's size: k * (2 + 2) + 2 bytes at uint16 ids.
+Rows are keyed by example id (unique across a prepared corpus), so the shards never have to be rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHUNKS_DIR, META_FILE, PLAN_FILE = "chunks", "meta.json", "plan.json"
+ARRAYS = ("ids", "logp", "residual", "offsets")
+FORMAT_VERSION = 1
+
+
+def ids_dtype(vocab_size: int) -> np.dtype:
+    """uint16 halves the ids' bytes whenever every id fits (T5's 32128, BART's 50265, ByT5's 384)."""
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
+
+
+def chunk_dir(output_dir: str | os.PathLike, chunk: int) -> Path:
+    return Path(output_dir) / CHUNKS_DIR / f"chunk_{chunk:06d}"
+
+
+def write_chunk(
+    output_dir: str | os.PathLike,
+    chunk: int,
+    example_ids: Sequence[str],
+    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    vocab_size: int,
+) -> int:
+    """Writes one chunk (rows of (ids [n, k], logp [n, k], residual [n])) beside-then-rename; returns its bytes."""
+    final = chunk_dir(output_dir, chunk)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    lengths = [len(r[2]) for r in rows]
+    arrays = {
+        "ids": np.concatenate([r[0] for r in rows]).astype(ids_dtype(vocab_size)),
+        "logp": np.concatenate([r[1] for r in rows]).astype(np.float16),
+        "residual": np.concatenate([r[2] for r in rows]).astype(np.float16),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    }
+    for name, array in arrays.items():
+        np.save(tmp / f"{name}.npy", array)
+    (tmp / "example_ids.json").write_text(json.dumps(list(example_ids)), encoding="utf-8")
+    for f in tmp.iterdir():  # durable before it becomes visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.rename(tmp, final)
+    return sum(a.nbytes for k, a in arrays.items() if k != "offsets")
+
+
+def finished_chunks(output_dir: str | os.PathLike) -> set[int]:
+    """Chunk numbers fully written; leftovers of a killed write (.tmp-*) are removed, never read."""
+    root = Path(output_dir) / CHUNKS_DIR
+    if not root.is_dir():
+        return set()
+    done = set()
+    for entry in root.iterdir():
+        if entry.name.startswith(".tmp-"):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith("chunk_") and entry.is_dir():
+            done.add(int(entry.name.split("_")[1]))
+    return done
+
+
+@dataclasses.dataclass
+class StoredLogits:
+    """Random access to stored top-k rows by example id; arrays are memory-mapped on first use.
+
+    Picklable (grain may copy it into worker threads or processes): only paths and the id index travel.
+    """
+
+    root: str
+    meta: dict[str, Any]
+    index: dict[str, tuple[int, int, int]]  # example id -> (chunk, start token, end token)
+    _open: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, output_dir: str | os.PathLike) -> StoredLogits:
+        meta_path = Path(output_dir) / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{output_dir}: no {META_FILE}; not a finished `distill-jax teacher-logits` output "
+                "(rerun the job with the same flags to finish it)"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+        index: dict[str, tuple[int, int, int]] = {}
+        for chunk in range(int(meta["num_chunks"])):
+            d = chunk_dir(output_dir, chunk)
+            ids = json.loads((d / "example_ids.json").read_text(encoding="utf-8"))
+            offsets = np.load(d / "offsets.npy")
+            for i, example_id in enumerate(ids):
+                index[example_id] = (chunk, int(offsets[i]), int(offsets[i + 1]))
+        return cls(os.fspath(output_dir), meta, index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "meta": self.meta, "index": self.index, "_open": {}}
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["top_k"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta["temperature"])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, example_id: object) -> bool:
+        return example_id in self.index
+
+    def get(self, example_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(ids int32 [n, k], log-probs float32 [n, k], residual float32 [n]) of one example, or None."""
+        where = self.index.get(example_id)
+        if where is None:
+            return None
+        chunk, start, end = where
+        if chunk not in self._open:
+            d = chunk_dir(self.root, chunk)
+            self._open[chunk] = {n: np.load(d / f"{n}.npy", mmap_mode="r") for n in ARRAYS if n != "offsets"}
+        a = self._open[chunk]
+        return (
+            np.asarray(a["ids"][start:end], np.int32),
+            np.asarray(a["logp"][start:end], np.float32),
+            np.asarray(a["residual"][start:end], np.float32),
+        )

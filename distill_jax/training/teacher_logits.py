@@ -1,0 +1,273 @@
+"""The teacher-logits job: a seq2seq teacher, teacher-forced over a prepared corpus's targets, writes per target
+token its top-k ids and log-probs plus the residual mass (format: distill_jax/data/kd_logits.py).
+
+Like `generate`: examples are one ordered list (domains sorted, each in shard order); global batch b holds
+examples [b * B, (b + 1) * B), each process feeding its share of the rows, the batch sharded over the mesh's
+batch axes. The top-k is taken on device and the (small) result is replicated, so process 0 reads every row
+from its own devices and alone writes. Chunks of `chunk_size` examples are renamed into place whole; a rerun
+finds the finished ones (process 0 decides, then broadcasts) and computes only the rest, so no row is ever
+written twice and a killed job leaves at most an ignored .tmp- directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from distill_jax import atomic
+from distill_jax.config import default_config
+from distill_jax.data import kd_logits, shards
+from distill_jax.data.pipeline import PadToModelFeatures, ToExample
+from distill_jax.models import family
+from distill_jax.models.t5 import shift_right
+from distill_jax.training import partitioning
+from distill_jax.training.checkpoints import Checkpointer
+from distill_jax.training.resume import checkpointer_dir, hf_initial_state
+from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size, setup_run
+
+_PLAN_FORMAT = 1
+
+
+def _is_hf_dir(path: Path) -> bool:
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def load_teacher(teacher: str, data: str, step: int | None = None) -> tuple[RunSetup, Any, dict[str, Any]]:
+    """(run set up over ``data``, teacher params on its mesh, a description) from a training workdir or an HF dir.
+
+    The teacher must share the data's tokenizer: its logits index the student's vocabulary. A workdir's
+    checkpoint records the tokenizer it was trained with, which is compared with the data's.
+    """
+    path = Path(teacher)
+    if _is_hf_dir(path):
+        cfg = default_config()
+        cfg.model.hf_dir = os.fspath(path)  # setup_run refuses data whose tokenizer does not fit the model
+        run = setup_run(cfg, train_dir=data, eval_dir="")
+        return run, hf_initial_state(run).params, {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--teacher={teacher}: neither a training workdir nor a Hugging Face model directory")
+    with open(path / "config.json", encoding="utf-8") as f:
+        import ml_collections
+
+        cfg = ml_collections.ConfigDict(json.load(f))
+    run = setup_run(cfg, train_dir=data, eval_dir="")
+    checkpointer = Checkpointer(checkpointer_dir(os.fspath(path)))
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{teacher}: no checkpoint to read the teacher from")
+        meta = checkpointer.restore_meta(step)
+        if meta["tokenizer"]["fingerprint"] != run.manifest["tokenizer"]["fingerprint"]:
+            raise ValueError(
+                f"the teacher {teacher} was trained with tokenizer {meta['tokenizer'].get('name')!r} but {data} was "
+                f"prepared with {run.manifest['tokenizer'].get('name')!r}: stored logits must index the student's "
+                "vocabulary; prepare the data with the teacher's tokenizer"
+            )
+        changed = family.architecture_changes(meta["model"], run.model_config)
+        if changed:
+            raise ValueError(f"{teacher}: its checkpoint's model differs from its config: {changed}")
+        state, _, _ = checkpointer.restore(step, run.abstract_state)
+    finally:
+        checkpointer.close()
+    return run, state.params, {"teacher": os.path.abspath(teacher), "kind": "run", "step": int(step)}
+
+
+def _examples(data: str) -> list[dict[str, Any]]:
+    sources = shards.open_domain_sources(data)
+    return [sources[d][i] for d in sorted(sources) for i in range(len(sources[d]))]
+
+
+def _topk_fn(run: RunSetup, top_k: int, temperature: float):
+    model = run.model
+
+    def forward(params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        targets = batch["decoder_target_tokens"]
+        logits = model.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            shift_right(targets, model.config.decoder_start_token_id, batch["decoder_segment_ids"]),
+            encoder_segment_ids=batch["encoder_segment_ids"],
+            decoder_segment_ids=batch["decoder_segment_ids"],
+            encoder_positions=batch["encoder_positions"],
+            decoder_positions=batch["decoder_positions"],
+            enable_dropout=False,
+        )
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+        values, ids = jax.lax.top_k(logp, top_k)
+        # In float32 before the fp16 cast: the residual of a confident teacher is ~1e-4, below fp16's step near 1.
+        residual = jnp.maximum(1.0 - jnp.sum(jnp.exp(values), axis=-1), 0.0)
+        return ids.astype(jnp.int32), values.astype(jnp.float16), residual.astype(jnp.float16)
+
+    return forward
+
+
+def _start(output_dir: str, plan: dict[str, Any], num_chunks: int, overwrite: bool) -> list[bool]:
+    """Process 0 checks/writes plan.json and lists finished chunks; broadcast so every process agrees."""
+    status = np.zeros((num_chunks + 1,), np.int32)
+    if jax.process_index() == 0:
+        if overwrite:
+            for name in (kd_logits.CHUNKS_DIR, kd_logits.PLAN_FILE, kd_logits.META_FILE):
+                target = Path(output_dir) / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        os.makedirs(Path(output_dir) / kd_logits.CHUNKS_DIR, exist_ok=True)
+        plan_path = Path(output_dir) / kd_logits.PLAN_FILE
+        if plan_path.exists():
+            saved = json.loads(plan_path.read_text(encoding="utf-8"))
+            diff = [
+                f"{k}: {saved.get(k)!r} -> {plan.get(k)!r}"
+                for k in sorted(set(saved) | set(plan))
+                if saved.get(k) != plan.get(k)
+            ]
+            if diff:
+                logging.error("%s holds another teacher-logits job: %s", output_dir, "; ".join(diff))
+                status[0] = 1
+        else:
+            atomic.write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
+        done = kd_logits.finished_chunks(output_dir)
+        status[1:] = [c in done for c in range(num_chunks)]
+    if jax.process_count() > 1:
+        status = np.asarray(multihost_utils.broadcast_one_to_all(status))
+    if status[0]:
+        raise ValueError(
+            f"{output_dir} holds logits of a different job (see {kd_logits.PLAN_FILE}); use another --output_dir "
+            "or --overwrite"
+        )
+    return [bool(x) for x in status[1:]]
+
+
+def teacher_logits(
+    teacher: str,
+    data: str,
+    output_dir: str,
+    *,
+    top_k: int = 128,
+    temperature: float = 1.0,
+    step: int | None = None,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Writes the teacher's top-k over every target token of ``data`` into ``output_dir``; returns meta.json's dict.
+
+    ``batch_size`` is the global batch, ``chunk_size`` (examples per chunk, the unit of resumption) is rounded
+    up to a multiple of it. Every process must call this with the same arguments.
+    """
+    if temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    run, params, described = load_teacher(teacher, data, step)
+    vocab = run.model_config.vocab_size
+    if not 1 <= top_k <= vocab:
+        raise ValueError(f"--top_k={top_k} must be in [1, the teacher's vocabulary {vocab}]")
+    global_batch = forward_batch_size(batch_size, run, "batch_size")
+    local_batch = per_process_batch_size(global_batch, run, "batch_size")
+    chunk_size = -(-max(chunk_size, 1) // global_batch) * global_batch
+    examples = _examples(data)
+    # The data's own longest rows, rounded to multiples of 8: one compiled shape, no truncation.
+    round8 = lambda n: -(-max(n, 1) // 8) * 8  # noqa: E731
+    input_len = round8(max((len(e["inputs"]) for e in examples), default=1))
+    target_len = round8(max((len(e["targets"]) for e in examples), default=1))
+    num_chunks = -(-len(examples) // chunk_size)
+    plan = {
+        "format": _PLAN_FORMAT,
+        **described,
+        "data": os.path.abspath(data),
+        "num_examples": len(examples),
+        "ids_sha256": hashlib.sha256("\n".join(e["id"] for e in examples).encode("utf-8")).hexdigest(),
+        "top_k": top_k,
+        "temperature": temperature,
+        "global_batch": global_batch,
+        "chunk_size": chunk_size,
+        "input_len": input_len,
+        "target_len": target_len,
+    }
+    done = _start(output_dir, plan, num_chunks, overwrite)
+
+    domain_index = {d: i for i, d in enumerate(sorted({e["domain"] for e in examples}) or ["_"])}
+    to_example = ToExample(domain_index, input_len, target_len, run.tokenizer.eos_id)
+    to_row = PadToModelFeatures(input_len, target_len)
+    filler = {"domain": next(iter(domain_index)), "inputs": [run.tokenizer.eos_id], "targets": [run.tokenizer.eos_id]}
+    first = jax.process_index() * local_batch
+
+    def local_batch_at(start: int) -> dict[str, np.ndarray]:
+        # Rows past the end hold one EOS (an all-padding row would attend to nothing); their output is dropped.
+        rows = [
+            to_row.map(to_example.map(examples[i] if i < len(examples) else filler))
+            for i in range(start + first, start + first + local_batch)
+        ]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+    in_sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)
+    replicated = partitioning.replicated(run.mesh)
+    compile_start = time.perf_counter()
+    with partitioning.mesh_context(run.mesh, run.rules):
+        host = local_batch_at(0)
+        spec = {k: jax.make_array_from_process_local_data(in_sharding, v) for k, v in host.items()}
+        compiled = jax.jit(_topk_fn(run, top_k, temperature), out_shardings=replicated).lower(params, spec).compile()
+    compile_s = time.perf_counter() - compile_start
+
+    written_bytes = tokens_written = 0
+    start_time = time.perf_counter()
+    for chunk in (c for c in range(num_chunks) if not done[c]):
+        chunk_end = min((chunk + 1) * chunk_size, len(examples))
+        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in range(chunk * chunk_size, chunk_end, global_batch):
+            batch = {
+                k: jax.make_array_from_process_local_data(in_sharding, v) for k, v in local_batch_at(start).items()
+            }
+            with partitioning.mesh_context(run.mesh, run.rules):
+                out = compiled(params, batch)
+            # Replicated: every process holds the whole global batch on its first device.
+            ids, logp, residual = (np.asarray(x.addressable_data(0)) for x in out)
+            for row, i in enumerate(range(start, min(start + global_batch, chunk_end))):
+                n = len(examples[i]["targets"])
+                rows.append((ids[row, :n], logp[row, :n], residual[row, :n]))
+        if jax.process_index() == 0:
+            written_bytes += kd_logits.write_chunk(
+                output_dir, chunk, [examples[i]["id"] for i in range(chunk * chunk_size, chunk_end)], rows, vocab
+            )
+            tokens_written += sum(len(r[2]) for r in rows)
+    elapsed = time.perf_counter() - start_time
+    multihost_utils.sync_global_devices("teacher_logits_written") if jax.process_count() > 1 else None
+
+    num_tokens = sum(len(e["targets"]) for e in examples)
+    bytes_per_token = top_k * (kd_logits.ids_dtype(vocab).itemsize + 2) + 2
+    meta = {
+        "format_version": kd_logits.FORMAT_VERSION,
+        **plan,
+        "vocab_size": vocab,
+        "ids_dtype": kd_logits.ids_dtype(vocab).name,
+        "logp_dtype": "float16",
+        "residual_dtype": "float16",
+        "num_chunks": num_chunks,
+        "num_tokens": num_tokens,
+        "bytes_per_token": bytes_per_token,
+        "payload_bytes": bytes_per_token * num_tokens,
+        "run": {
+            "chunks_already_done": sum(done),
+            "chunks_written": num_chunks - sum(done),
+            "tokens_written": tokens_written,
+            "bytes_written": written_bytes,
+            "compile_s": compile_s,
+            "seconds": elapsed,
+            "tokens_per_s": tokens_written / elapsed if tokens_written else 0.0,
+            "devices": jax.device_count(),
+            "processes": jax.process_count(),
+        },
+    }
+    if jax.process_index() == 0:
+        atomic.write_text(Path(output_dir) / kd_logits.META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
