@@ -122,6 +122,25 @@ def default_config() -> ml_collections.ConfigDict:
     # and resumes from the previous one; "fail" refuses to start.
     c.train.on_corrupt_checkpoint = "fallback"
 
+    # Word-level knowledge distillation from stored teacher top-k (`distill-jax teacher-logits`); see
+    # distill_jax/training/kd_losses.py for the divergences and missing-mass policies.
+    c.kd = ml_collections.ConfigDict()
+    c.kd.logits_dir = ""  # A teacher-logits output over data.train_dir; "" = plain CE training (no KD).
+    c.kd.loss = "forward_kl"  # forward_kl (mean-seeking, classic KD) | reverse_kl (mode-seeking) | jsd.
+    c.kd.jsd_beta = 0.5  # Generalized JSD's mixture weight (TRL's GKD beta); 0.5 = symmetric JS divergence.
+    # What the teacher's mass outside its stored top-k becomes: renormalize (MaxText) | tail_bucket (TRL's
+    # loss_add_tail) | uniform_rest (DistillKit's symmetric_uniform).
+    c.kd.missing_mass = "renormalize"
+    c.kd.top_k = 0  # Use the first k of the stored top-k (the rest joins the residual); 0 = all stored.
+    # Loss per token with logits = alpha * T^2 * KD + (1 - alpha) * CE; tokens without logits get CE alone.
+    c.kd.alpha = 0.5
+    c.kd.alpha_end = 0.5  # alpha at kd.schedule_steps (ignored by the constant schedule).
+    c.kd.alpha_schedule = "constant"  # constant | linear | cosine, from kd.alpha to kd.alpha_end.
+    c.kd.temperature = 1.0  # Softmax temperature T of student and (rescaled) teacher; > 0.
+    c.kd.temperature_end = 1.0  # T at kd.schedule_steps (ignored by the constant schedule).
+    c.kd.temperature_schedule = "constant"  # constant | linear | cosine, from kd.temperature to temperature_end.
+    c.kd.schedule_steps = 0  # Steps the alpha/T schedules span, then held; 0 = train.steps.
+
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | adafactor (T5's original; factored second moments save memory).
     c.optimizer.learning_rate = 1e-3  # Peak LR after warmup.

@@ -27,6 +27,10 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 
+# Stored teacher top-k per target token (distill_jax/data/kd_logits.py), carried like the targets through
+# padding and packing. kd_mask is 1 on tokens that have teacher logits: rows without any fall back to CE.
+KD_FEATURES = ("kd_ids", "kd_logp", "kd_residual", "kd_mask")
+
 
 def mixture_weights(
     domain_counts: Mapping[str, int], mixture: str, explicit: Mapping[str, float] | None = None
@@ -77,7 +81,7 @@ def _truncate(tokens: Any, length: int, eos_id: int) -> np.ndarray:
 
 
 def _pad(tokens: np.ndarray, length: int) -> np.ndarray:
-    out = np.zeros((length,), tokens.dtype)
+    out = np.zeros((length, *tokens.shape[1:]), tokens.dtype)
     out[: tokens.shape[0]] = tokens
     return out
 
@@ -90,15 +94,42 @@ class ToExample(grain.transforms.Map):
     max_input_len: int
     max_target_len: int
     eos_id: int = 1
+    kd: Any = None  # kd_logits.StoredLogits: adds KD_FEATURES, looked up by the record's id
+    kd_k: int = 0  # the first kd_k of the stored top-k (sorted by probability) are used; 0 = all stored
 
     def map(self, record: dict[str, Any]) -> Batch:
         domain = record["domain"]
         domain = domain.decode("utf-8") if isinstance(domain, bytes) else domain
         targets = _truncate(record["targets"], self.max_target_len, self.eos_id)
-        return {
+        out = {
             "inputs": _truncate(record["inputs"], self.max_input_len, self.eos_id),
             "targets": targets,
             "target_domains": np.full(targets.shape, self.domain_index[domain], np.int32),
+        }
+        if self.kd is not None:
+            out.update(self._kd_features(record, len(targets), len(record["targets"])))
+        return out
+
+    def _kd_features(self, record: dict[str, Any], n: int, stored_len: int) -> Batch:
+        row_id = record["id"].decode("utf-8") if isinstance(record["id"], bytes) else record["id"]
+        found, k = self.kd.get(row_id), self.kd_k or self.kd.k
+        # A row the teacher never saw, or whose targets were cut here (the stored distributions would belong
+        # to other positions), trains on CE alone: zeros with kd_mask 0.
+        if found is None or len(found[2]) != stored_len or n != stored_len:
+            return {
+                "kd_ids": np.zeros((n, k), np.int32),
+                "kd_logp": np.zeros((n, k), np.float32),
+                "kd_residual": np.zeros((n,), np.float32),
+                "kd_mask": np.zeros((n,), np.float32),
+            }
+        ids, logp, residual = found
+        if k < ids.shape[1]:  # dropping stored entries moves their mass into the residual
+            residual = np.maximum(residual + np.exp(logp[:, k:]).sum(-1), 0.0).astype(np.float32)
+        return {
+            "kd_ids": ids[:, :k],
+            "kd_logp": logp[:, :k],
+            "kd_residual": residual,
+            "kd_mask": np.ones((n,), np.float32),
         }
 
 
@@ -111,7 +142,9 @@ class PadToModelFeatures(grain.transforms.Map):
 
     def map(self, example: Batch) -> Batch:
         n_in, n_out = len(example["inputs"]), len(example["targets"])
+        kd = {k: _pad(example[k], self.max_target_len) for k in KD_FEATURES if k in example}
         return model_features(
+            **kd,
             inputs=_pad(example["inputs"], self.max_input_len),
             inputs_segment_ids=_pad(np.ones((n_in,), np.int32), self.max_input_len),
             inputs_positions=_pad(np.arange(n_in, dtype=np.int32), self.max_input_len),
@@ -131,10 +164,13 @@ def model_features(
     targets_segment_ids: np.ndarray,
     targets_positions: np.ndarray,
     target_domains: np.ndarray,
+    **kd: np.ndarray,
 ) -> Batch:
     """The names the train/eval steps read. Segment ids (0 = padding) and positions are always
-    present, so packed and padded rows take the same code path through the model."""
+    present, so packed and padded rows take the same code path through the model. ``kd``: the
+    KD_FEATURES, passed through (already per target token)."""
     return {
+        **kd,
         "encoder_input_tokens": inputs,
         "encoder_segment_ids": inputs_segment_ids,
         "encoder_positions": inputs_positions,
@@ -151,7 +187,7 @@ class PackedToModelFeatures(grain.transforms.Map):
     """grain's packed dict (`x`, `x_segment_ids`, `x_positions`) -> model feature names."""
 
     def map(self, packed: Batch) -> Batch:
-        return model_features(**{k: packed[k] for k in _PACKED_KEYS})
+        return model_features(**{k: packed[k] for k in _PACKED_KEYS + KD_FEATURES if k in packed})
 
 
 _PACKED_KEYS = (
@@ -179,11 +215,14 @@ def build_train_dataset(
     worker_threads: int = 2,
     prefetch_batches: int = 4,
     pack: bool = False,
+    kd: Any = None,
+    kd_k: int = 0,
 ) -> grain.IterDataset:
     """An infinite, deterministic stream of this process's batches (batch_size = per-process rows).
 
     pack=True fills each row with as many whole examples as fit (first-fit over `batch_size` bins,
     grain's FirstFitPackIterDataset); segment ids keep them from attending to each other.
+    ``kd`` (a kd_logits.StoredLogits) adds the teacher's top-k (first ``kd_k``) per target token.
     """
     domains = [d for d in sorted(sources) if weights.get(d, 0.0) > 0]
     if not domains:
@@ -201,12 +240,14 @@ def build_train_dataset(
     # and checkpoints do not depend on how many hosts there are.
     if shard_count > 1:
         mixed = mixed[shard_index::shard_count]
-    examples = mixed.map(ToExample(dict(domain_index), max_input_len, max_target_len))
+    examples = mixed.map(ToExample(dict(domain_index), max_input_len, max_target_len, kd=kd, kd_k=kd_k))
     read_options = grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=prefetch_batches)
     if not pack:
         rows = examples.map(PadToModelFeatures(max_input_len, max_target_len))
         return rows.batch(batch_size, drop_remainder=True).to_iter_dataset(read_options)
     lengths = {"inputs": max_input_len, "targets": max_target_len, "target_domains": max_target_len}
+    if kd is not None:  # packed along the token axis like the targets; the k axis rides along
+        lengths.update({k: max_target_len for k in KD_FEATURES})
     packed = grain.experimental.FirstFitPackIterDataset(
         examples.to_iter_dataset(read_options), length_struct=lengths, num_packing_bins=batch_size, seed=seed
     )

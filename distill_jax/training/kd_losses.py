@@ -26,8 +26,10 @@ without logits get weight 0) and sum, exactly like the CE sums in ``losses.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -221,3 +223,66 @@ def schedule(kind: str, start: float, end: float, steps: int) -> Callable[[jax.A
         return start + (end - start) * shape(_progress(step, steps))
 
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class KDSettings:
+    """What the train step needs to know about KD (from the config's kd section and the stored logits' meta)."""
+
+    kind: str = "forward_kl"
+    policy: str = "renormalize"
+    jsd_beta: float = 0.5
+    top_k: int = 0  # the k the batches carry
+    stored_temperature: float = 1.0
+    alpha: tuple[str, float, float] = ("constant", 0.5, 0.5)  # (schedule, start, end)
+    temperature: tuple[str, float, float] = ("constant", 1.0, 1.0)
+    schedule_steps: int = 1
+
+    def __post_init__(self) -> None:
+        divergence(self.kind, self.jsd_beta)  # named errors for a wrong kind or beta, before any compile
+        if self.policy not in MISSING_MASS_POLICIES:
+            raise ValueError(f"kd.missing_mass={self.policy!r}: use one of {sorted(MISSING_MASS_POLICIES)}")
+        for name, (kind, start, end) in (("alpha", self.alpha), ("temperature", self.temperature)):
+            schedule(kind, start, end, self.schedule_steps)
+            low, high = (0.0, 1.0) if name == "alpha" else (1e-6, float("inf"))
+            if not (low <= start <= high and low <= end <= high):
+                raise ValueError(f"kd.{name} and kd.{name}_end must be in [{low}, {high}], got {start}, {end}")
+
+    def alpha_at(self, step: jax.Array) -> jax.Array:
+        return schedule(*self.alpha, self.schedule_steps)(step)
+
+    def temperature_at(self, step: jax.Array) -> jax.Array:
+        return schedule(*self.temperature, self.schedule_steps)(step)
+
+    def per_token(self, student_logits: jax.Array, batch: Mapping[str, jax.Array], step: jax.Array) -> jax.Array:
+        """[B, T] KD loss of a batch carrying the stored top-k (pipeline.KD_FEATURES)."""
+        return sparse_kd_per_token(
+            student_logits,
+            batch["kd_ids"],
+            batch["kd_logp"],
+            batch["kd_residual"],
+            kind=self.kind,
+            policy=self.policy,
+            temperature=self.temperature_at(step),
+            stored_temperature=self.stored_temperature,
+            jsd_beta=self.jsd_beta,
+        )
+
+    @classmethod
+    def from_config(cls, kd: Any, *, train_steps: int, stored_k: int, stored_temperature: float) -> KDSettings:
+        """From ``config.kd`` and the stored logits' k and temperature (kd.top_k may only take fewer)."""
+        top_k = int(kd.top_k) or stored_k
+        if not 1 <= top_k <= stored_k:
+            raise ValueError(
+                f"kd.top_k={kd.top_k} but {kd.logits_dir} stores k={stored_k}; use 0 or at most {stored_k}"
+            )
+        return cls(
+            kind=kd.loss,
+            policy=kd.missing_mass,
+            jsd_beta=float(kd.jsd_beta),
+            top_k=top_k,
+            stored_temperature=stored_temperature,
+            alpha=(kd.alpha_schedule, float(kd.alpha), float(kd.alpha_end)),
+            temperature=(kd.temperature_schedule, float(kd.temperature), float(kd.temperature_end)),
+            schedule_steps=int(kd.schedule_steps) or int(train_steps),
+        )

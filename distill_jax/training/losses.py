@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from distill_jax.training.kd_losses import mix_with_ce
+
 
 def cross_entropy_with_z_loss(
     logits: jax.Array, targets: jax.Array, *, label_smoothing: float = 0.0, z_loss: float = 0.0
@@ -55,10 +57,15 @@ def seq2seq_metric_sums(
     eos_id: int = 1,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    kd_per_token: jax.Array | None = None,
+    kd_mask: jax.Array | None = None,
+    kd_alpha: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total training loss (sum over tokens) and per-domain sums of loss, correct tokens, tokens and examples.
 
     Every target ends with exactly one EOS, so counting weighted EOS tokens counts examples, packed or not.
+    With ``kd_per_token`` ([B, T], kd_losses), tokens where ``kd_mask`` is 1 train on
+    alpha * KD + (1 - alpha) * (CE + z-loss), the rest on CE alone; ``kd_sum``/``kd_token_count`` are added.
     """
     weights = weights.astype(jnp.float32)
     loss, ce = cross_entropy_with_z_loss(logits, targets, label_smoothing=label_smoothing, z_loss=z_loss)
@@ -70,4 +77,10 @@ def seq2seq_metric_sums(
         "token_count": per_domain_sums(jnp.ones_like(ce), weights, token_domains, num_domains),
         "example_count": per_domain_sums(is_eos, weights, token_domains, num_domains),
     }
+    if kd_per_token is not None:
+        kd_weights = weights * kd_mask.astype(jnp.float32)  # padding and packed-row gaps have weight 0 already
+        loss = mix_with_ce(kd_per_token, loss, kd_weights, kd_alpha)
+        kd_values = jnp.where(kd_weights > 0, kd_per_token, 0.0)
+        sums["kd_sum"] = per_domain_sums(kd_values, kd_weights, token_domains, num_domains)
+        sums["kd_token_count"] = per_domain_sums(jnp.ones_like(ce), kd_weights, token_domains, num_domains)
     return jnp.sum(loss * weights), sums

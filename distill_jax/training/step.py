@@ -25,6 +25,7 @@ from distill_jax.models import lora
 from distill_jax.models.family import Model
 from distill_jax.models.t5 import shift_right
 from distill_jax.training import losses, partitioning
+from distill_jax.training.kd_losses import KDSettings
 from distill_jax.training.train_state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -41,8 +42,11 @@ BATCH_KEYS = (
     "decoder_domain_ids",
 )
 
+# The stored teacher top-k (data.pipeline.KD_FEATURES), in batches only when kd.logits_dir is set.
+KD_KEYS = ("kd_ids", "kd_logp", "kd_residual", "kd_mask")
 # What the forward pass sums per domain (losses.seq2seq_metric_sums); the step adds run-level scalars.
-PER_DOMAIN_SUMS = ("ce_sum", "correct_sum", "token_count", "example_count")
+# The KD sums stay 0 without KD: one accumulator layout for every run.
+PER_DOMAIN_SUMS = ("ce_sum", "correct_sum", "token_count", "example_count", "kd_sum", "kd_token_count")
 # Steps of the interval whose loss / gradient norm / updated params were not all finite, and steps skipped.
 NONFINITE_COUNTS = ("nonfinite_loss", "nonfinite_grad_norm", "nonfinite_params", "skipped_steps")
 # The first such step (1-based, as the loop counts); NO_STEP when there was none. int32: float32 loses
@@ -79,6 +83,8 @@ def _forward_sums(
     rngs: dict[str, jax.Array] | None,
     label_smoothing: float,
     z_loss: float,
+    kd: KDSettings | None = None,
+    step: jax.Array | None = None,
 ):
     targets = batch["decoder_target_tokens"]
     # Per segment: each packed example's decoder input starts with its own start token.
@@ -94,6 +100,11 @@ def _forward_sums(
         enable_dropout=enable_dropout,
         rngs=rngs,
     )
+    kd_terms = {}
+    if kd is not None:
+        kd_terms = dict(
+            kd_per_token=kd.per_token(logits, batch, step), kd_mask=batch["kd_mask"], kd_alpha=kd.alpha_at(step)
+        )
     return losses.seq2seq_metric_sums(
         logits,
         targets,
@@ -103,6 +114,7 @@ def _forward_sums(
         eos_id=model.config.eos_token_id,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
+        **kd_terms,
     )
 
 
@@ -161,6 +173,7 @@ def make_train_step(
     z_loss: float = 0.0,
     grad_accum_steps: int = 1,
     skip_nonfinite: bool = False,
+    kd: KDSettings | None = None,
 ) -> TrainStep:
     """Returns the jitted step. State and metric sums are donated: updated in place, no copies.
 
@@ -172,6 +185,9 @@ def make_train_step(
     ``skip_nonfinite``: a step whose loss, gradient norm or updated params are not all finite keeps
     the old params and optimizer state (selected on device, no host round trip) and is counted in
     ``skipped_steps``; without it the update is applied as computed and the trainer stops the run.
+
+    ``kd``: batches carry the stored teacher top-k (KD_KEYS) and the loss mixes KD with CE
+    (losses.seq2seq_metric_sums); alpha and T follow their schedules in ``state.step``.
     """
     if grad_accum_steps < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -180,7 +196,9 @@ def make_train_step(
     trainable = lora.trainable_mask(state_shardings.params)
     batch_ways = partitioning.data_parallel_size(mesh, rules)
 
-    def loss_fn(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array) -> tuple[jax.Array, MetricSums]:
+    def loss_fn(
+        params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array
+    ) -> tuple[jax.Array, MetricSums]:
         params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
         loss_sum, step_sums = _forward_sums(
             model,
@@ -191,12 +209,15 @@ def make_train_step(
             rngs={"dropout": key},
             label_smoothing=label_smoothing,
             z_loss=z_loss,
+            kd=kd,
+            step=step,
         )
-        return loss_sum / num_tokens, step_sums
+        zeros = jnp.zeros((num_domains,), jnp.float32)
+        return loss_sum / num_tokens, {k: step_sums.get(k, zeros) for k in PER_DOMAIN_SUMS}
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def accumulate(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array) -> tuple:
+    def accumulate(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array) -> tuple:
         rows = batch["decoder_target_tokens"].shape[0]
         if rows % (grad_accum_steps * batch_ways):
             raise ValueError(
@@ -216,7 +237,9 @@ def make_train_step(
         def body(carry: tuple, xs: tuple) -> tuple[tuple, None]:
             grads, loss, sums = carry
             micro, index = xs
-            (micro_loss, micro_sums), micro_grads = grad_fn(params, micro, jax.random.fold_in(key, index), num_tokens)
+            (micro_loss, micro_sums), micro_grads = grad_fn(
+                params, micro, jax.random.fold_in(key, index), num_tokens, step
+            )
             grads = jax.tree.map(lambda g, m, t: g + m if t else g, grads, micro_grads, trainable)
             return (grads, loss + micro_loss, jax.tree.map(jnp.add, sums, micro_sums)), None
 
@@ -231,9 +254,9 @@ def make_train_step(
         # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
         num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
         if grad_accum_steps == 1:
-            (loss, step_sums), grads = grad_fn(state.params, batch, key, num_tokens)
+            (loss, step_sums), grads = grad_fn(state.params, batch, key, num_tokens, state.step)
         else:
-            (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens)
+            (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
@@ -266,9 +289,10 @@ def make_train_step(
 
     replicated = partitioning.replicated(mesh)
     sums_shardings = jax.tree.map(lambda _: replicated, zero_metric_sums(num_domains))
+    keys = BATCH_KEYS + (KD_KEYS if kd is not None else ())
     jitted = jax.jit(
         train_step,
-        in_shardings=(state_shardings, sums_shardings, dict(batch_shardings)),
+        in_shardings=(state_shardings, sums_shardings, {k: batch_shardings[k] for k in keys}),
         out_shardings=(state_shardings, sums_shardings),
         donate_argnums=(0, 1),
     )
@@ -293,7 +317,8 @@ def make_eval_step(
         return sums
 
     replicated = partitioning.replicated(mesh)
-    jitted = jax.jit(eval_step, in_shardings=(param_shardings, dict(batch_shardings)), out_shardings=replicated)
+    eval_shardings = {k: batch_shardings[k] for k in BATCH_KEYS}  # eval batches never carry teacher logits
+    jitted = jax.jit(eval_step, in_shardings=(param_shardings, eval_shardings), out_shardings=replicated)
 
     def run(params: Any, batch: Batch) -> dict[str, jax.Array]:
         with partitioning.mesh_context(mesh, rules):
@@ -303,22 +328,28 @@ def make_eval_step(
 
 
 def batch_shardings(mesh: Mesh, rules: partitioning.LogicalRules) -> dict[str, Any]:
-    """Every batch feature is [batch, length], sharded along the batch dimension."""
+    """Every batch feature is [batch, length] (the stored top-k [batch, length, k]), sharded along the batch."""
     sharding = partitioning.batch_sharding(mesh, rules, 2)
-    return {k: sharding for k in BATCH_KEYS}
+    out = {k: sharding for k in BATCH_KEYS + KD_KEYS}
+    out.update({k: partitioning.batch_sharding(mesh, rules, 3) for k in ("kd_ids", "kd_logp")})
+    return out
 
 
 def batch_spec(
-    batch_size: int, max_input_len: int, max_target_len: int, shardings: Mapping[str, Any]
+    batch_size: int, max_input_len: int, max_target_len: int, shardings: Mapping[str, Any], kd_k: int = 0
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global batch the input pipeline produces, as shapes, dtypes and shardings (to compile ahead)."""
+    """The global batch the input pipeline produces, as shapes, dtypes and shardings (to compile ahead).
+
+    ``kd_k`` > 0 adds the stored teacher top-k features (KD_KEYS) with k entries per token.
+    """
 
     def spec(key: str) -> jax.ShapeDtypeStruct:
         length = max_input_len if key.startswith("encoder") else max_target_len
-        dtype = jnp.float32 if key == "decoder_loss_weights" else jnp.int32
-        return jax.ShapeDtypeStruct((batch_size, length), dtype, sharding=shardings[key])
+        shape = (batch_size, length, kd_k) if key in ("kd_ids", "kd_logp") else (batch_size, length)
+        dtype = jnp.float32 if key in ("decoder_loss_weights", "kd_logp", "kd_residual", "kd_mask") else jnp.int32
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key])
 
-    return {k: spec(k) for k in BATCH_KEYS}
+    return {k: spec(k) for k in BATCH_KEYS + (KD_KEYS if kd_k else ())}
 
 
 def memory_footprint(compiled: jax.stages.Compiled) -> dict[str, int]:

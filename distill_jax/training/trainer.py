@@ -35,6 +35,7 @@ from distill_jax.training import guard, partitioning
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
 from distill_jax.training.config_checks import ConfigError, mesh_problems, validate_train_config
+from distill_jax.training.kd_setup import open_kd
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.progress import Progress
 from distill_jax.training.resume import checkpointer_dir, hf_initial_state, restore_params, resume
@@ -121,6 +122,10 @@ def _train_scalars(
         "perf/tokens_per_s": (tokens + float(sums["input_token_count"])) / seconds,
         "perf/examples_per_s": examples / seconds,
     }
+    kd_tokens = float(sums["kd_token_count"].sum())
+    if kd_tokens > 0:  # KD runs: the divergence on tokens with teacher logits, and their share of all tokens
+        out["train/kd"] = float(sums["kd_sum"].sum()) / kd_tokens
+        out["train/kd_token_fraction"] = kd_tokens / max(tokens, 1.0)
     if peak_flops:
         out["perf/mfu"] = flops_per_example * examples / seconds / (peak_flops * num_devices)
     for i, d in enumerate(domain_names):
@@ -199,6 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     sources = shards.open_domain_sources(cfg.data.train_dir)
     weights = pipeline.mixture_weights(run.train_domain_counts, cfg.data.mixture, dict(cfg.data.domain_weights))
     local_batch = per_process_batch_size(cfg.train.batch_size, run, "train.batch_size")
+    kd_store, kd = open_kd(cfg, run.model_config.vocab_size)
     dataset = pipeline.build_train_dataset(
         sources,
         weights,
@@ -212,6 +218,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         worker_threads=cfg.data.worker_threads,
         prefetch_batches=cfg.data.prefetch_batches,
         pack=cfg.data.pack,
+        kd=kd_store,
+        kd_k=kd.top_k if kd else 0,
     )
     data_iter = iter(dataset)
 
@@ -248,11 +256,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         z_loss=cfg.train.z_loss,
         grad_accum_steps=cfg.train.grad_accum_steps,
         skip_nonfinite=skip_cap > 0,
+        kd=kd,
     )
     # Compiled ahead of time so the memory it needs is known before the first step; the loop runs
     # this very executable (no second compile), which also refuses any batch of another shape.
     batch_shapes = step_lib.batch_spec(
-        cfg.train.batch_size, cfg.data.max_input_len, cfg.data.max_target_len, run.batch_shardings
+        cfg.train.batch_size,
+        cfg.data.max_input_len,
+        cfg.data.max_target_len,
+        run.batch_shardings,
+        kd.top_k if kd else 0,
     )
     train_step = train_step.compile(run.abstract_state, batch_shapes)
     logging.info("%s", step_lib.memory_line(step_lib.memory_footprint(train_step)))

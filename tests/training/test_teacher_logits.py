@@ -11,21 +11,9 @@ import numpy as np
 import pytest
 
 from distill_jax.data import kd_logits, shards
-from distill_jax.training import trainer
 from distill_jax.training.teacher_logits import load_teacher, teacher_logits
 
 K = 8
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, demo_prepared) -> str:
-    """A tiny teacher trained a few steps on the demo corpus (its logits are not uniform)."""
-    from tests.conftest import _small_train_config
-
-    workdir = str(tmp_path_factory.mktemp("teacher") / "run")
-    cfg = _small_train_config(demo_prepared["train"], train__steps=4, train__checkpoint_every=4)
-    trainer.train(cfg, workdir)
-    return workdir
 
 
 def _reference_logp(run, params, example: dict) -> np.ndarray:
@@ -48,9 +36,9 @@ def _reference_logp(run, params, example: dict) -> np.ndarray:
     return np.asarray(jax.nn.log_softmax(np.asarray(logits, np.float32), axis=-1))[0]
 
 
-def test_round_trip_resume_and_bytes(teacher_dir, demo_prepared, tmp_path):
+def test_round_trip_resume_and_bytes(kd_teacher, demo_prepared, tmp_path):
     data, out = demo_prepared["test"], str(tmp_path / "logits")
-    meta = teacher_logits(teacher_dir, data, out, top_k=K, batch_size=16, chunk_size=32)
+    meta = teacher_logits(kd_teacher, data, out, top_k=K, batch_size=16, chunk_size=32)
     sources = shards.open_domain_sources(data)
     n = sum(len(s) for s in sources.values())
     assert meta["num_examples"] == n and meta["num_chunks"] == -(-n // 32)
@@ -65,7 +53,7 @@ def test_round_trip_resume_and_bytes(teacher_dir, demo_prepared, tmp_path):
     store = kd_logits.StoredLogits.open(out)
     assert len(store) == n and store.k == K and store.temperature == 1.0
     # Round trip: the stored top-k equals the teacher's own full distribution, within fp16.
-    run, params, _ = load_teacher(teacher_dir, data)
+    run, params, _ = load_teacher(kd_teacher, data)
     params = jax.tree.map(np.asarray, params)
     for example in (sources[d][0] for d in sorted(sources)[:3]):
         ids, logp, residual = store.get(example["id"])
@@ -82,7 +70,7 @@ def test_round_trip_resume_and_bytes(teacher_dir, demo_prepared, tmp_path):
     shutil.rmtree(kd_logits.chunk_dir(out, 1))
     (kd_logits.chunk_dir(out, 0).parent / ".tmp-chunk_000001-dead").mkdir()
     (tmp_path / "logits" / kd_logits.META_FILE).unlink()
-    again = teacher_logits(teacher_dir, data, out, top_k=K, batch_size=16, chunk_size=32)
+    again = teacher_logits(kd_teacher, data, out, top_k=K, batch_size=16, chunk_size=32)
     assert again["run"]["chunks_written"] == 1 and again["run"]["chunks_already_done"] == meta["num_chunks"] - 1
     after = {c: os.stat(kd_logits.chunk_dir(out, c)).st_ino for c in range(meta["num_chunks"])}
     assert all(after[c] == before[c] for c in before if c != 1)
@@ -97,4 +85,4 @@ def test_round_trip_resume_and_bytes(teacher_dir, demo_prepared, tmp_path):
 
     # Another job's flags in the same directory are refused, not mixed in.
     with pytest.raises(ValueError, match="different job"):
-        teacher_logits(teacher_dir, data, out, top_k=K + 1, batch_size=16, chunk_size=32)
+        teacher_logits(kd_teacher, data, out, top_k=K + 1, batch_size=16, chunk_size=32)
