@@ -10,6 +10,7 @@ Packages (imports point downwards only):
   data/        teacher-corpus validation, tokenization, ArrayRecord shards, grain input pipeline.
   config.py    every configuration knob with its default (configs/ override it).
   atomic.py    write-beside-then-rename helpers, so no output is ever half written.
+  multihost.py who writes, barriers and gathers across processes (a bottom module every package may use).
 """
 
 __version__ = "0.1.0"

@@ -24,9 +24,13 @@ def main(argv):
     del argv
     common.configure_logging()
     from distill_jax.distill import demo
+    from distill_jax.training.trainer import STOP_ERRORS
 
     run = demo.run_training_demo if _SINGLE.value else demo.run_baldistill_demo
-    _, text = run(_WORKDIR.value, _CONFIG.value, _NUM_TRAIN.value)
+    try:
+        _, text = run(_WORKDIR.value, _CONFIG.value, _NUM_TRAIN.value)
+    except STOP_ERRORS as err:  # One line, no traceback: a bad config flag, non-finite values, a failed save.
+        raise SystemExit(f"distill-jax demo: {err}") from None
     print(text)
 
 

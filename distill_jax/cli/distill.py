@@ -31,6 +31,7 @@ def main(argv):
     from distill_jax.distill import report, scheduler
     from distill_jax.distill.spend import BudgetConfigError
     from distill_jax.teachers.base import TeacherConfigError
+    from distill_jax.training.trainer import STOP_ERRORS
 
     config = _CONFIG.value
     workdir = _WORKDIR.value
@@ -44,8 +45,8 @@ def main(argv):
     except scheduler.Preempted as stop:
         logging.warning("%s; re-run the same command to resume.", stop)
         return
-    except (TeacherConfigError, BudgetConfigError) as err:
-        # Nothing more can be bought until a setting changes: say which, and exit non-zero.
+    except (TeacherConfigError, BudgetConfigError, *STOP_ERRORS) as err:
+        # Nothing more can be bought (or trained) until a setting changes: say which, and exit non-zero.
         raise SystemExit(f"distill: {err}") from None
     if result:
         print(report.markdown(result))

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distill_jax import atomic
+from distill_jax.distill import balancing
 from distill_jax.evaluation import classification, metrics
 
 SCORE = "answer_accuracy"  # The headline metric: the extracted final answer matches the gold one.
@@ -204,8 +205,28 @@ def terminal_table(report: Mapping[str, Any]) -> str:
     lines.append(f"{'teacher budget spent':<{width + 13}} {row}")
     row = cells(lambda f, m: _synthesized(m))
     lines.append(f"{'tail examples synthesized':<{width + 13}} {row}")
+    lines.append("")
+    for name in names:
+        if name in balancing.METHODS:
+            lines.append(f"  {name}: {_describe(balancing.METHODS[name])}")
     lines += ["", *disagreement_notes(report)] if disagreement_notes(report) else []
     return "\n".join(lines) + "\n"
+
+
+_LABELS = {"random": "Random FT", "naive": "BalDistill-N", "adaptive": "BalDistill-A", "balanced": "BalanceFT"}
+_LABELS["active"] = "ActiveFT"
+_POLICIES = {
+    "random": "a uniform sample of the pool",
+    "naive": "equal quotas per domain",
+    "adaptive": "quotas moving from the natural mix to equal",
+}
+
+
+def _describe(method: balancing.Method) -> str:
+    selection = "IFD-selected head examples" if method.selection == "ifd" else "random head examples"
+    synthesis = ", teacher-synthesized tail examples" if method.synthesize else ""
+    label = _LABELS.get(method.name, method.name)
+    return f"{label}: {_POLICIES[method.policy]} each stage, {selection}{synthesis}"
 
 
 def disagreement_notes(report: Mapping[str, Any]) -> list[str]:
@@ -283,7 +304,7 @@ def plot_curves(report: Mapping[str, Any], path: str) -> None:
             points = [(x, y) for x, y in points if x is not None and y is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", label=name)
-        ax.set_title(f"{group} domains")
+        ax.set_title(f"{group} domains (a point per stage)")
         ax.set_xlabel(f"teacher budget spent ({report['unit']})")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(SCORE.replace("_", " "))

@@ -31,11 +31,9 @@ import math
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from distill_jax import atomic, multihost
 from distill_jax.data.corpus import FieldMapping
@@ -96,13 +94,8 @@ def _split(spec: str) -> list[str]:
     return [p.strip() for p in spec.split(",") if p.strip()]
 
 
-def _is_main() -> bool:
-    return jax.process_index() == 0
-
-
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+_is_main = multihost.is_main
+_barrier = multihost.barrier
 
 
 def _write_json(path: str, obj: Any) -> None:

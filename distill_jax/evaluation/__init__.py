@@ -1,1 +1,2 @@
-"""Evaluation of a student: per-domain loss, token accuracy and exact match from greedy decoding, and reports."""
+"""Evaluation of a student: per-domain loss, token accuracy and answers from greedy decoding on the same
+rows, decoding-vs-scoring consistency, prediction scoring and reports."""

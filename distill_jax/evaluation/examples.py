@@ -40,7 +40,7 @@ def load_examples(data: str, options: PrepareOptions) -> tuple[list[Example], di
         return _prepared_examples(data), {}
     skipped: collections.Counter[str] = collections.Counter()
     examples, seen = [], set()
-    for row in read_rows(data, options.mapping, default_domain=options.default_domain):
+    for row in read_rows(data, options.mapping, default_domain=options.default_domain, columns=options.columns):
         if isinstance(row, Reject):
             skipped[row.reason] += 1
             continue

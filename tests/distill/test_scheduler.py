@@ -151,3 +151,19 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(corpus, tmp_path):
         for d, values in b["eval"]["per_domain"].items():
             assert a["eval"]["per_domain"][d] == pytest.approx(values, rel=1e-5, abs=1e-6)
     assert _purchases(os.path.join(killed, "adaptive"), 2) == _purchases(os.path.join(reference, "adaptive"), 2)
+
+
+def test_restarted_stages_train_their_own_steps_and_schedule(corpus, tmp_path):
+    """stage_init=restart: each stage's run starts at step 0 in stage_i/train with its own LR schedule."""
+    from distill_jax.distill.scheduler import MethodRun
+
+    for init, expected in (("continue", [50, 100, 150]), ("restart", [50, 50, 50])):
+        run = object.__new__(MethodRun)  # Only the step accounting: no pool, teacher or ledger needed.
+        run.cfg = _config(corpus, methods="adaptive", budget=300)
+        run.cfg.distill.stage_init, run.cfg.distill.epochs_per_stage = init, 0.0
+        run.cfg.distill.min_steps_per_stage = 50
+        run.dir = str(tmp_path / "adaptive")
+        run.train_dir = str(tmp_path / "adaptive" / "train")
+        run.state = {"stages": [{"quotas": {"a": 100}}] * 3}
+        assert [run._target_step(i) for i in range(3)] == expected
+        assert run._run_dir(2).endswith("stage_2/train" if init == "restart" else "adaptive/train")

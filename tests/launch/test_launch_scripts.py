@@ -322,7 +322,7 @@ def test_distributed_env_var_initialises_jax_from_the_cluster_environment(tmp_pa
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
     # It initialised (one SLURM process), then stopped at the missing data, as any run without data would.
     assert "jax.distributed: process 0 of 1" in proc.stderr, proc.stderr[-2000:]
-    assert "no training data" in proc.stderr
+    assert "data.train_dir is not set" in proc.stderr
 
 
 @pytest.mark.parametrize("script", [TPU_VM, GKE])

@@ -83,7 +83,7 @@ def test_program_teacher_synthesizes_new_correct_examples(tmp_path):
     files = write_demo_corpus(str(tmp_path), num_train=400, num_test_per_domain=5)
     teacher = ProgramTeacher(f"{files['train']},{files['test']}", seed=0)
     pool_inputs = {json.loads(line)["input"] for f in files.values() for line in open(f)}
-    requests = [Request("synthesize", "caesar_shift", index=i) for i in range(30)]
+    requests = [Request("synthesize", "missing_letter", index=i) for i in range(30)]
     first = teacher.complete(requests)
     again = ProgramTeacher(f"{files['train']},{files['test']}", seed=0).complete(requests[::-1])[::-1]
     assert [r.input for r in first] == [r.input for r in again]  # The i-th example is fixed.
