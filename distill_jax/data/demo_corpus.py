@@ -93,16 +93,24 @@ def _min_even_digit(rng: random.Random) -> tuple[str, str, str]:
     return f"Smallest even digit in {n}?", f"Even digits {_listed(even)}; the smallest is {even[0]}.", even[0]
 
 
-def _median_digit(rng: random.Random) -> tuple[str, str, str]:
-    a, b, c = rng.sample(_DIGITS, 3)
+def _median(rng: random.Random, symbols: str, noun: str) -> tuple[str, str, str]:
+    a, b, c = rng.sample(symbols, 3)
     ordered = "".join(sorted((a, b, c)))
-    return f"Middle value of {a}, {b}, {c}?", f"In order {_listed(ordered)}; the middle is {ordered[1]}.", ordered[1]
+    return f"Middle {noun} of {a}, {b}, {c}?", f"In order {_listed(ordered)}; the middle is {ordered[1]}.", ordered[1]
+
+
+def _missing(rng: random.Random, symbols: str, question: str, span: str) -> tuple[str, str, str]:
+    shown = rng.sample(symbols, len(symbols) - 1)
+    missing = (set(symbols) - set(shown)).pop()
+    return f"{question}: {''.join(shown)}?", f"{span} without {missing}.", missing
+
+
+def _median_digit(rng: random.Random) -> tuple[str, str, str]:
+    return _median(rng, _DIGITS, "value")
 
 
 def _missing_digit(rng: random.Random) -> tuple[str, str, str]:
-    shown = rng.sample(_DIGITS, 9)
-    missing = (set(_DIGITS) - set(shown)).pop()
-    return f"Which digit is missing: {''.join(shown)}?", f"0 to 9 without {missing}.", missing
+    return _missing(rng, _DIGITS, "Which digit is missing", "0 to 9")
 
 
 def _earliest_letter(rng: random.Random) -> tuple[str, str, str]:
@@ -116,15 +124,11 @@ def _latest_letter(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _median_letter(rng: random.Random) -> tuple[str, str, str]:
-    a, b, c = rng.sample(_LETTERS, 3)
-    ordered = "".join(sorted((a, b, c)))
-    return f"Middle letter of {a}, {b}, {c}?", f"In order {_listed(ordered)}; the middle is {ordered[1]}.", ordered[1]
+    return _median(rng, _LETTERS, "letter")
 
 
 def _missing_letter(rng: random.Random) -> tuple[str, str, str]:
-    shown = rng.sample(_LETTERS, 9)
-    missing = (set(_LETTERS) - set(shown)).pop()
-    return f"Which of a-j is missing: {''.join(shown)}?", f"a to j without {missing}.", missing
+    return _missing(rng, _LETTERS, "Which of a-j is missing", "a to j")
 
 
 # Ordered head first: a domain's size is set by its rank in this tuple.
