@@ -1,16 +1,34 @@
 """distill_jax: sequence-level knowledge distillation of big teachers into small seq2seq students.
 
-Packages (imports point downwards only):
+Packages, top to bottom; a package imports only packages below it (tests/test_import_graph.py checks
+every import statement against LAYERS):
   cli/         absl entry points; parse flags and configs, call the packages below.
-  distill/     the BalDistill stage scheduler: budget ledger, quotas, IFD selection, stage loop, report.
-  teachers/    where teacher outputs come from: stored pools, OpenAI-compatible endpoints, the demo's program.
-  training/    mesh and partitioning, train state, jitted step, checkpoints, the train loop.
-  evaluation/  per-domain metrics, decoding-based evaluation, reports.
+  paraphrase/  paraphrase distillation workflows: the paraphrase corpus, the paraphrase demo chain.
+  distill/     the BalDistill stage scheduler: quotas, IFD selection, purchases, stage loop, report, demo.
+  teachers/    where teacher outputs come from (stored pools, OpenAI-compatible endpoints, the demo's
+               program, a local checkpoint) and what they cost: budgets and the attempt ledger.
+  evaluation/  the generate job, scoring of prediction sets, decoding-consistency check, reports.
+  training/    mesh and partitioning, train state, jitted step, the train-time evaluator, checkpoints,
+               the train loop.
   models/      Flax T5-family student, LoRA adapters, decoding, Hugging Face interop.
   data/        teacher-corpus validation, tokenization, ArrayRecord shards, grain input pipeline.
   config.py    every configuration knob with its default (configs/ override it).
-  atomic.py    write-beside-then-rename helpers, so no output is ever half written.
-  multihost.py who writes, barriers and gathers across processes (a bottom module every package may use).
+  metrics.py   answer extraction and per-domain metrics (EM/F1, named labels, head/tail split).
+  process_env.py, multihost.py, atomic.py: process set-up, who writes / barriers / gathers across
+               processes, write-beside-then-rename helpers.
 """
 
 __version__ = "0.1.0"
+
+# The import layers, top to bottom. Units in one tuple are peers and do not import each other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),
+    ("paraphrase",),
+    ("distill",),
+    ("teachers",),
+    ("evaluation",),
+    ("training",),
+    ("models", "data"),
+    ("config", "metrics"),
+    ("process_env", "multihost", "atomic", "storage"),
+)

@@ -29,8 +29,8 @@ def main(argv):
     common.configure_logging()
     common.initialize_distributed()
     from distill_jax.distill import report, scheduler
-    from distill_jax.distill.spend import BudgetConfigError
     from distill_jax.teachers.base import TeacherConfigError
+    from distill_jax.teachers.spend import BudgetConfigError
     from distill_jax.training.trainer import STOP_ERRORS
 
     config = _CONFIG.value

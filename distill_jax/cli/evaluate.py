@@ -102,8 +102,8 @@ def _prediction_sets() -> list[tuple[str, str]]:
 def _evaluate_predictions(sets: list[tuple[str, str]]) -> str:
     from distill_jax.evaluation.compare import compare_predictions
     from distill_jax.evaluation.decoding_presets import expand
-    from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS
     from distill_jax.evaluation.scoring import ScoringOptions
+    from distill_jax.metrics import DEFAULT_ANSWER_PATTERNS
 
     if not _OUTPUT_DIR.value:
         raise app.UsageError("--output_dir is required when scoring prediction sets")

@@ -70,7 +70,7 @@ def main(argv):
 
 
 def _build(cfg):
-    from distill_jax.data import paraphrase_corpus
+    from distill_jax.paraphrase import corpus as paraphrase_corpus
 
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     teacher = _teacher(cfg, _OUTPUT_DIR.value) if _FROM.value == "teacher" else None

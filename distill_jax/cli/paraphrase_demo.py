@@ -1,6 +1,6 @@
 """`distill-jax paraphrase-demo --workdir=DIR`: paraphrase distillation end to end on APTY (flags only).
 
-The chain is distill_jax.paraphrase_workflow.run_paraphrase_demo: APTY's ChatGPT paraphrases ->
+The chain is distill_jax.paraphrase.demo.run_paraphrase_demo: APTY's ChatGPT paraphrases ->
 filtered corpus -> prepare -> train --config's student (configs/paraphrase_apty_demo.py by default:
 a tiny byte-level T5, CPU minutes) -> decoding presets vs the teacher -> report and frontier plot.
 """
@@ -28,7 +28,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     del argv
     common.configure_logging()
-    from distill_jax.paraphrase_workflow import run_paraphrase_demo
+    from distill_jax.paraphrase.demo import run_paraphrase_demo
 
     try:
         _, text = run_paraphrase_demo(

@@ -16,8 +16,9 @@ from typing import Any
 
 import ml_collections
 
-from distill_jax.distill import balancing, scheduler, spend
+from distill_jax.distill import balancing, scheduler
 from distill_jax.distill.pool import load_examples, split_holdout
+from distill_jax.teachers import spend
 from distill_jax.teachers.openai import render_prompt
 from distill_jax.teachers.pool import normalize_input
 

@@ -28,8 +28,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from distill_jax.models.decoding import greedy_decode
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
-from distill_jax.models.t5 import shift_right
 from distill_jax.training import partitioning
 from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from distill_jax.evaluation.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, named_label, normalize_answer
+from distill_jax.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, named_label, normalize_answer
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.pool import normalize_input
 

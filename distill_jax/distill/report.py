@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill_jax import atomic
+from distill_jax import atomic, metrics
 from distill_jax.distill import balancing
-from distill_jax.evaluation import classification, metrics
+from distill_jax.evaluation import classification
 
 SCORE = "answer_accuracy"  # The headline metric: the extracted final answer matches the gold one.
 GROUPS = ("macro", "micro", "head", "tail")

@@ -35,17 +35,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import atomic, multihost
+from distill_jax import atomic, metrics, multihost
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
-from distill_jax.distill import balancing, ifd, purchase, report, spend
-from distill_jax.distill.ledger import Ledger
+from distill_jax.distill import balancing, ifd, purchase, report
 from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
-from distill_jax.evaluation import metrics
-from distill_jax.evaluation.evaluator import summary_scalars
+from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request, Teacher
+from distill_jax.teachers.ledger import Ledger
 from distill_jax.teachers.pool import normalize_input
 from distill_jax.training import trainer
+from distill_jax.training.evaluator import summary_scalars
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.run_setup import build_evaluator, setup_run
 

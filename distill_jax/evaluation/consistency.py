@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax.models.decoding import greedy_decode_scored
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
-from distill_jax.models.t5 import shift_right
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill_jax import atomic
-from distill_jax.evaluation import metrics
+from distill_jax import atomic, metrics
 
 REPORT_METRICS = ("answer_accuracy", "answer_f1", "exact_match", "token_accuracy", "loss")
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from distill_jax.evaluation import classification, metrics, overlap, paraphrase
+from distill_jax import metrics
+from distill_jax.evaluation import classification, overlap, paraphrase
 from distill_jax.evaluation.examples import Example
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from distill_jax.models.bart_config import BartConfig
-from distill_jax.models.encoder_decoder import EncoderDecoder
+from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, scan_stack
 from distill_jax.models.layers import (
     ACTIVATIONS,
     compute_dtypes,
@@ -42,7 +42,6 @@ from distill_jax.models.layers import (
     segment_mask,
 )
 from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
-from distill_jax.models.t5 import maybe_remat, scan_stack
 
 Array = jax.Array
 # fairseq reserved the first two rows of the position table; HF keeps them, so position p reads row p + 2.

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from distill_jax.models.t5_config import _BYTE_VOCAB, _REMAT_MODES, LORA_TARGETS
+from distill_jax.models.t5_config import BYTE_VOCAB, LORA_TARGETS, REMAT_MODES
 
 _ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 # transformers' BART builds every LayerNorm with torch's default epsilon; config.json cannot change it.
@@ -104,8 +104,8 @@ class BartConfig:
         # A tied head is the shared embedding: an adapter there could not be merged or exported as a head alone.
         if self.lora_rank and "lm_head" in self.lora_targets and self.tie_word_embeddings:
             raise ValueError("LoRA target lm_head needs an untied head (tie_word_embeddings=False) in BART")
-        if self.remat not in _REMAT_MODES:
-            raise ValueError(f"remat={self.remat!r}: expected one of {_REMAT_MODES}")
+        if self.remat not in REMAT_MODES:
+            raise ValueError(f"remat={self.remat!r}: expected one of {REMAT_MODES}")
 
     @property
     def embedding_init_std(self) -> float:
@@ -197,7 +197,7 @@ def _shape(d_model: int, heads: int, ffn: int, layers: int) -> dict[str, int]:
 SIZES: dict[str, BartConfig] = {
     # ByT5's byte vocabulary and ids (pad 0, EOS 1, which BART also starts decoding from), like T5's tiny.
     "bart-tiny": BartConfig(
-        vocab_size=_BYTE_VOCAB,
+        vocab_size=BYTE_VOCAB,
         **_shape(128, 4, 256, 2),
         pad_token_id=0,
         bos_token_id=None,

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from distill_jax.models.layers import compute_dtypes, normal_init
 
@@ -107,3 +109,82 @@ class EncoderDecoder(nn.Module):
             decoder_positions=decoder_positions,
             enable_dropout=enable_dropout,
         )
+
+
+# Helpers every family's stacks and the code that feeds them share.
+
+
+def maybe_remat(layer_cls: type[nn.Module], cfg: Any, enable_dropout_argnum: int) -> type[nn.Module]:
+    """Wraps a layer in ``nn.remat`` per ``cfg.remat``; ``enable_dropout`` must stay static."""
+    if cfg.remat == "none":
+        return layer_cls
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if cfg.remat == "dots_saveable" else None
+    # static_argnums counts ``self`` as argument 0. Inside a scan the loop already keeps XLA from
+    # merging the recomputation into the forward pass, so the CSE barrier would only cost time.
+    return nn.remat(layer_cls, policy=policy, static_argnums=(enable_dropout_argnum,), prevent_cse=not cfg.scan_layers)
+
+
+def _apply_layer(layer: nn.Module, x: Array, *args: Any) -> tuple[Array, None]:
+    return layer(x, *args), None
+
+
+def scan_stack(layer: nn.Module, num_layers: int, x: Array, *broadcast_args: Any) -> Array:
+    """``layer`` applied ``num_layers`` times as one ``nn.scan``: one traced layer instead of N.
+
+    Each iteration takes its own slice of the parameters and of the decode cache (stacked on
+    axis 0, logical name "layers") and its own dropout key; ``broadcast_args`` are the same for
+    every layer.
+    """
+    scan = nn.scan(
+        _apply_layer,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * len(broadcast_args),
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scan(layer, x, *broadcast_args)[0]
+
+
+def shift_right(targets: Array, decoder_start_token_id: int = 0, segment_ids: Array | None = None) -> Array:
+    """Teacher-forcing decoder inputs: targets shifted right by one with the start token first.
+
+    With ``segment_ids`` (packed rows) every segment starts with the start token instead of
+    the previous segment's last token.
+    """
+    start = jnp.full_like(targets[:, :1], decoder_start_token_id)
+    shifted = jnp.concatenate([start, targets[:, :-1]], axis=1)
+    if segment_ids is None:
+        return shifted
+    segment_start = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], jnp.bool_), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
+    return jnp.where(segment_start, decoder_start_token_id, shifted).astype(targets.dtype)
+
+
+def _stacks(config: Any) -> tuple[tuple[str, int], ...]:
+    return (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers))
+
+
+def stack_layers(params: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Per-layer params (``layers_<i>``) -> the ``scan_layers`` layout (one ``layers`` subtree, leaves stacked).
+
+    Host-side (numpy) conversion, for import/export and tests; ``config`` gives the layer counts.
+    """
+    out = dict(params)
+    for stack, num_layers in _stacks(config):
+        subtree = dict(params[stack])
+        layers = [subtree.pop(f"layers_{i}") for i in range(num_layers)]
+        out[stack] = {**subtree, "layers": jax.tree.map(lambda *xs: np.stack(xs), *layers)}
+    return out
+
+
+def unstack_layers(params: dict[str, Any], config: Any) -> dict[str, Any]:
+    """The inverse of ``stack_layers``: the ``scan_layers`` layout -> per-layer ``layers_<i>`` subtrees."""
+    out = dict(params)
+    for stack, num_layers in _stacks(config):
+        subtree = dict(params[stack])
+        stacked = subtree.pop("layers")
+        layers = {f"layers_{i}": jax.tree.map(lambda x, i=i: np.asarray(x[i]), stacked) for i in range(num_layers)}
+        out[stack] = {**subtree, **layers}
+    return out

@@ -23,6 +23,7 @@ from flax import traverse_util
 
 from distill_jax.models.bart import init_params
 from distill_jax.models.bart_config import BartConfig
+from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
 from distill_jax.models.hf_files import (
     check_params_match,
     peft_state_dict,
@@ -31,7 +32,6 @@ from distill_jax.models.hf_files import (
     save_model_directory,
     save_peft_directory,
 )
-from distill_jax.models.t5 import stack_layers, unstack_layers
 
 # Copies of model.shared.weight in HF state dicts (lm_head.weight too when the head is tied).
 _EMBEDDING_ALIASES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")

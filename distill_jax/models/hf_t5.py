@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
 from distill_jax.models.hf_files import (
     check_params_match,
     peft_state_dict,
@@ -29,7 +30,7 @@ from distill_jax.models.hf_files import (
     save_model_directory,
     save_peft_directory,
 )
-from distill_jax.models.t5 import init_params, stack_layers, unstack_layers
+from distill_jax.models.t5 import init_params
 from distill_jax.models.t5_config import T5Config
 
 # Present in some HF checkpoints but unused by HF itself (cross-attention has no position bias).

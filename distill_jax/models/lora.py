@@ -78,7 +78,9 @@ def merge_lora(params: dict[str, Any], config: T5Config | BartConfig) -> dict[st
     The result is a plain model's params: load it with ``dataclasses.replace(config, lora_rank=0)``.
     """
     if config.scan_layers:  # A stacked adapter's A @ B would contract across layers.
-        raise ValueError("merge_lora takes per-layer params: convert scanned ones with t5.unstack_layers first")
+        raise ValueError(
+            "merge_lora takes per-layer params: convert scanned ones with encoder_decoder.unstack_layers first"
+        )
 
     def merge(node: Any) -> Any:
         if not isinstance(node, dict):

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 _ACTIVATIONS = ("relu", "gelu", "silu")
-_REMAT_MODES = ("none", "full", "dots_saveable")
+REMAT_MODES = ("none", "full", "dots_saveable")
 _T5_VOCAB = 32128
 LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "lm_head")
 # ByT5's byte vocabulary (3 specials + 256 bytes + 125 sentinels): transformers.ByT5Tokenizer()
 # needs no files, so the tiny preset trains end to end offline.
-_BYTE_VOCAB = 384
+BYTE_VOCAB = 384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +70,8 @@ class T5Config:
             raise ValueError(
                 f"LoRA: rank must be >= 0 (got {self.lora_rank}) and targets among {LORA_TARGETS} (got {unknown})"
             )
-        if self.remat not in _REMAT_MODES:
-            raise ValueError(f"remat={self.remat!r}: expected one of {_REMAT_MODES}")
+        if self.remat not in REMAT_MODES:
+            raise ValueError(f"remat={self.remat!r}: expected one of {REMAT_MODES}")
         # The log-spaced buckets span [num_buckets // 2, max_distance); a shorter range is degenerate.
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
             raise ValueError(
@@ -159,7 +159,7 @@ _V1_1 = dict(vocab_size=_T5_VOCAB, d_kv=64, feed_forward_proj="gated-gelu", tie_
 
 SIZES: dict[str, T5Config] = {
     "tiny": T5Config(
-        vocab_size=_BYTE_VOCAB,
+        vocab_size=BYTE_VOCAB,
         d_model=128,
         d_kv=32,
         d_ff=256,

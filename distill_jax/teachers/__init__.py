@@ -10,7 +10,10 @@
   response_cache.py  usable answers by request content (SQLite), with the usage they were billed.
   moderation.py      an OpenAI-compatible moderation endpoint (paraphrase-corpus's content filter).
 
-Teachers only produce and parse outputs; spending is metered by `distill.spend` over
-`distill.ledger` (the HTTP teacher and moderation open every attempt there before sending it), and
-checking an annotation against the gold answer is the scheduler's job.
+  spend.py    budgets in calls, tokens or dollars; every attempt opened before it is sent, settled after.
+  ledger.py   the attempt ledger (JSONL, append-only) that spend meters.
+
+Teachers produce and parse outputs and meter what they spend (the HTTP teacher and moderation open
+every attempt in `spend` before sending it); checking an annotation against the gold answer is the
+scheduler's job.
 """

@@ -20,7 +20,7 @@ import ml_collections
 
 from distill_jax import atomic
 from distill_jax.evaluation.generate import DecodeSettings, generate
-from distill_jax.evaluation.metrics import extract_answer
+from distill_jax.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.openai import parse_synthesis
 from distill_jax.teachers.pool import estimate_tokens

@@ -24,6 +24,7 @@ from absl import logging
 
 from distill_jax.teachers.base import TeacherConfigError
 from distill_jax.teachers.http_json import Rejected, Retryable, backoff, post_json, snippet
+from distill_jax.teachers.spend import Usage
 
 
 class ModerationClient:
@@ -82,8 +83,6 @@ class ModerationClient:
         return verdicts
 
     def _batch(self, texts: list[str]) -> list[tuple[str, ...] | None]:
-        from distill_jax.distill.spend import Usage  # distill imports teachers: import the spend model late.
-
         budget = self.budget
         key = hashlib.sha256(json.dumps(["moderation", self._model, texts]).encode()).hexdigest()
         text = "\n".join(texts)

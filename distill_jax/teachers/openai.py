@@ -33,13 +33,13 @@ from collections.abc import Callable, Sequence
 import ml_collections
 from absl import logging
 
-from distill_jax.distill.spend import Usage
-from distill_jax.evaluation.metrics import extract_answer
+from distill_jax.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response, TeacherConfigError
 from distill_jax.teachers.chat_format import billed_usage, check_template, completion, render_prompt
 from distill_jax.teachers.http_json import Rejected, Retryable, backoff, request_json, snippet
 from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
 from distill_jax.teachers.response_cache import CachedAnswer, ResponseCache
+from distill_jax.teachers.spend import Usage
 from distill_jax.teachers.synthesis_reply import parse_synthesis
 
 __all__ = ["OpenAITeacher", "from_config", "parse_synthesis", "render_prompt"]

@@ -21,7 +21,7 @@ from absl import logging
 from distill_jax import atomic
 from distill_jax.data.corpus import FieldMapping, Reject, read_rows
 from distill_jax.data.paraphrase_sources import ReadProblem, load_table
-from distill_jax.evaluation.metrics import extract_answer
+from distill_jax.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.paraphrase_list import clean_items
 

@@ -15,8 +15,8 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from distill_jax.models import family
+from distill_jax.models.encoder_decoder import unstack_layers
 from distill_jax.models.lora import merge_lora, strip_adapters
-from distill_jax.models.t5 import unstack_layers
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.trainer import checkpointer_dir, hf_initial_state, restore_params

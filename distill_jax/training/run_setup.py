@@ -20,10 +20,10 @@ from jax.sharding import Mesh
 from distill_jax.data import shards
 from distill_jax.data.pipeline import build_eval_batches
 from distill_jax.data.tokenizers import Tokenizer, tokenizer_from_dict
-from distill_jax.evaluation.evaluator import Evaluator, decode_row_ids
 from distill_jax.models import family
 from distill_jax.models.family import Model, ModelConfig
 from distill_jax.training import optimizers, partitioning, step
+from distill_jax.training.evaluator import Evaluator, decode_row_ids
 from distill_jax.training.train_state import TrainState, state_shardings
 
 

@@ -22,8 +22,8 @@ import optax
 from jax.sharding import Mesh
 
 from distill_jax.models import lora
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
-from distill_jax.models.t5 import shift_right
 from distill_jax.training import losses, partitioning
 from distill_jax.training.kd_losses import KDSettings
 from distill_jax.training.train_state import TrainState

@@ -30,7 +30,7 @@ from distill_jax.config import default_config
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import PadToModelFeatures, ToExample
 from distill_jax.models import family
-from distill_jax.models.t5 import shift_right
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.training import partitioning
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.resume import checkpointer_dir, hf_initial_state

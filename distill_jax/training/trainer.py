@@ -27,14 +27,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from distill_jax import metrics
 from distill_jax.data import pipeline, shards
-from distill_jax.evaluation import metrics
-from distill_jax.evaluation.evaluator import summary_scalars
 from distill_jax.models import family, lora
 from distill_jax.training import guard, partitioning
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
 from distill_jax.training.config_checks import ConfigError, mesh_problems, validate_train_config
+from distill_jax.training.evaluator import summary_scalars
 from distill_jax.training.kd_setup import open_kd
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.progress import Progress

@@ -7,7 +7,7 @@ import numpy as np
 
 from distill_jax.distill.ifd import ifd_scores
 from distill_jax.models.decoding import greedy_decode
-from distill_jax.models.t5 import shift_right
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.train_state import create_train_state
 

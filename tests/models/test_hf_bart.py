@@ -17,6 +17,7 @@ from distill_jax.models import lora
 from distill_jax.models.bart import BartTransformer, init_params
 from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.decoding import beam_search, greedy_decode
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.hf_bart import (
     hf_state_dict_from_params,
     load_hf_bart,
@@ -24,7 +25,6 @@ from distill_jax.models.hf_bart import (
     save_hf_bart,
     save_peft_adapter,
 )
-from distill_jax.models.t5 import shift_right
 
 SOURCES = ["The quick brown fox jumps over the lazy dog.", "Hi!", "Paraphrase this sentence, please."]
 TARGETS = ["A fast brown fox leaps.", "Hello!", "Please reword it."]

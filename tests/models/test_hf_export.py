@@ -12,8 +12,9 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from distill_jax.data.tokenizers import ByteTokenizer
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.hf_t5 import hf_state_dict_from_params, load_hf_t5, params_from_hf_state_dict, save_hf_t5
-from distill_jax.models.t5 import T5Transformer, init_params, shift_right
+from distill_jax.models.t5 import T5Transformer, init_params
 from distill_jax.models.t5_config import T5Config
 
 SOURCES = ["The quick brown fox jumps over the lazy dog.", "Hi!", "Distillation makes small, fast students."]

@@ -10,9 +10,10 @@ import pytest
 import torch
 import transformers
 
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.hf_t5 import load_hf_t5, params_from_hf_state_dict
 from distill_jax.models.layers import relative_position_bucket
-from distill_jax.models.t5 import T5Transformer, shift_right
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
 
 SOURCES = [

@@ -10,8 +10,9 @@ import torch
 import transformers
 
 from distill_jax.models import lora
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.hf_t5 import save_hf_t5, save_peft_adapter
-from distill_jax.models.t5 import T5Transformer, init_params, shift_right
+from distill_jax.models.t5 import T5Transformer, init_params
 from distill_jax.models.t5_config import get_config
 
 BASE = get_config("tiny", dropout_rate=0.0, d_model=64, d_ff=128, d_kv=16)

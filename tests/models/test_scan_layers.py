@@ -11,6 +11,7 @@ import safetensors.numpy
 from jax.sharding import PartitionSpec as P
 
 from distill_jax.models.decoding import beam_search, greedy_decode, sample
+from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
 from distill_jax.models.hf_t5 import (
     hf_state_dict_from_params,
     params_from_hf_state_dict,
@@ -18,7 +19,7 @@ from distill_jax.models.hf_t5 import (
     save_hf_t5,
 )
 from distill_jax.models.lora import merge_lora
-from distill_jax.models.t5 import T5Transformer, init_params, stack_layers, unstack_layers
+from distill_jax.models.t5 import T5Transformer, init_params
 from distill_jax.models.t5_config import get_config
 from distill_jax.training.hf_interop import export_hf, import_hf
 

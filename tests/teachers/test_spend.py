@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from distill_jax.distill import spend
-from distill_jax.distill.ledger import Ledger
-from distill_jax.distill.spend import Budget, Price
+from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request, TeacherConfigError
+from distill_jax.teachers.ledger import Ledger
 from distill_jax.teachers.openai import OpenAITeacher
+from distill_jax.teachers.spend import Budget, Price
 
 sys.path.insert(0, os.path.dirname(__file__))
 from teacher_servers import FaultProxy, MockOpenAI, free_port  # noqa: E402

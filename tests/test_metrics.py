@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill_jax.evaluation.metrics import (
+from distill_jax.metrics import (
     aggregate,
     exact_match,
     extract_answer,
@@ -161,7 +161,7 @@ def test_format_domain_table() -> None:
 
 
 def test_named_label_reads_the_label_a_classification_rationale_concludes_with():
-    from distill_jax.evaluation.metrics import named_label
+    from distill_jax.metrics import named_label
 
     labels = ["money-fx", "money-supply", "interest", "trade", "crude"]
     assert named_label("The dollar fell against the yen; this is about money-fx.", labels) == "money-fx"

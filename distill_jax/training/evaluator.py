@@ -24,12 +24,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from distill_jax import multihost
+from distill_jax import metrics, multihost
 from distill_jax.data.pipeline import Batch, host_to_global
-from distill_jax.evaluation import metrics
 from distill_jax.models.decoding import greedy_decode
+from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
-from distill_jax.models.t5 import shift_right
 from distill_jax.training import partitioning
 
 

@@ -38,9 +38,9 @@ from distill_jax.data.paraphrase_filters import (
     normalize,
 )
 from distill_jax.data.paraphrase_sources import Candidate, ReadProblem, load, read_sentences, source_id
-from distill_jax.distill import spend
-from distill_jax.distill.ledger import Ledger
+from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request, Teacher
+from distill_jax.teachers.ledger import Ledger
 from distill_jax.teachers.paraphrase_list import DROP_REASONS
 
 TRAIN_FILE = "train.jsonl"

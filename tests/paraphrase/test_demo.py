@@ -7,7 +7,7 @@ import json
 import pytest
 
 from distill_jax.config import paraphrase_demo_config
-from distill_jax.paraphrase_workflow import run_paraphrase_demo
+from distill_jax.paraphrase.demo import run_paraphrase_demo
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from distill_jax.config import default_config
-from distill_jax.distill import spend
-from distill_jax.distill.ledger import Ledger
-from distill_jax.distill.spend import Budget, BudgetConfigError, Price, Usage
+from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request, Response
+from distill_jax.teachers.ledger import Ledger
+from distill_jax.teachers.spend import Budget, BudgetConfigError, Price, Usage
 
 
 def _requests(n, domain="d"):

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_jax.config import default_config
-from distill_jax.data.paraphrase_corpus import (
+from distill_jax.data.paraphrase_filters import FilterSettings, normalize
+from distill_jax.data.paraphrase_sources import Candidate
+from distill_jax.paraphrase.corpus import (
     COUNTS_FILE,
     REJECTS_FILE,
     TRAIN_FILE,
@@ -18,8 +20,6 @@ from distill_jax.data.paraphrase_corpus import (
     gather_teacher,
     split_by_source,
 )
-from distill_jax.data.paraphrase_filters import FilterSettings, normalize
-from distill_jax.data.paraphrase_sources import Candidate
 from distill_jax.teachers.pool import PoolTeacher
 
 

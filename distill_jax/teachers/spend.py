@@ -25,8 +25,8 @@ from typing import Any
 
 from absl import logging
 
-from distill_jax.distill.ledger import Ledger
 from distill_jax.teachers.base import Request, Response
+from distill_jax.teachers.ledger import Ledger
 
 # Chat framing the provider adds around one user message (role markers, priming): ~7 for OpenAI.
 MESSAGE_OVERHEAD_TOKENS = 16

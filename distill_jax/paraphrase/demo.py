@@ -23,7 +23,6 @@ def run_paraphrase_demo(
     teacher_examples_per_s: float = 0.0,
 ) -> tuple[dict, str]:
     """Runs the chain into ``workdir``; returns (comparison report, printable text)."""
-    from distill_jax.data import paraphrase_corpus
     from distill_jax.data.prepare import PrepareOptions, prepare_corpus
     from distill_jax.evaluation.compare import compare_predictions
     from distill_jax.evaluation.decoding_presets import expand
@@ -31,6 +30,7 @@ def run_paraphrase_demo(
     from distill_jax.evaluation.paraphrase_sets import leave_one_out_sets
     from distill_jax.evaluation.report import paraphrase_table
     from distill_jax.evaluation.scoring import ScoringOptions
+    from distill_jax.paraphrase import corpus as paraphrase_corpus
     from distill_jax.training.trainer import train
 
     if not os.path.isfile(apty_path):
