@@ -3,6 +3,7 @@ and a few steps lower the KD loss."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -111,3 +112,49 @@ def test_training_with_stored_logits_lowers_kd(kd_stored, small_train_config, tm
     assert len(kd) == 4 and all(np.isfinite(kd))
     assert kd[-1] < 0.8 * kd[0], kd
     assert rows[-1]["train/kd_token_fraction"] == pytest.approx(1.0)
+
+
+def test_packing_never_mixes_rows(kd_stored, small_train_config):
+    """Each packed segment carries exactly its own example's stored top-k, token for token, none of a neighbour's."""
+    cfg = small_train_config()
+    run = setup_run(cfg)
+    store = kd_logits.StoredLogits.open(kd_stored)
+    sources = shards.open_domain_sources(cfg.data.train_dir)
+    # prepare refuses duplicate (input, target) pairs, so a segment's tokens name its example.
+    by_tokens = {
+        (tuple(r["inputs"]), tuple(r["targets"])): r["id"]
+        for s in sources.values()
+        for r in (s[i] for i in range(len(s)))
+    }
+    weights = pipeline.mixture_weights(run.train_domain_counts, "natural")
+    dataset = pipeline.build_train_dataset(
+        sources,
+        weights,
+        run.domain_index,
+        seed=0,
+        batch_size=8,
+        max_input_len=64,
+        max_target_len=48,
+        pack=True,
+        kd=store,
+        kd_k=K,
+    )
+    segments = 0
+    for batch in itertools.islice(iter(dataset), 3):
+        for r in range(batch["encoder_input_tokens"].shape[0]):
+            enc_seg, dec_seg = batch["encoder_segment_ids"][r], batch["decoder_segment_ids"][r]
+            for seg in sorted(set(dec_seg[dec_seg > 0].tolist())):
+                tokens = (
+                    tuple(batch["encoder_input_tokens"][r][enc_seg == seg]),
+                    tuple(batch["decoder_target_tokens"][r][dec_seg == seg]),
+                )
+                ids, logp, residual = store.get(by_tokens[tokens])
+                here = dec_seg == seg
+                np.testing.assert_array_equal(batch["kd_ids"][r][here], ids[:, :K])
+                np.testing.assert_array_equal(batch["kd_logp"][r][here], logp[:, :K])
+                np.testing.assert_array_equal(batch["kd_residual"][r][here], residual)
+                assert np.all(batch["kd_mask"][r][here] == 1)
+                segments += 1
+            # Positions outside every segment (the row's padding) carry nothing at all.
+            assert not batch["kd_mask"][r][dec_seg == 0].any() and not batch["kd_ids"][r][dec_seg == 0].any()
+    assert segments > 3 * 8  # rows held several examples each
