@@ -77,3 +77,22 @@ def _small_train_config(train_dir: str, eval_dir: str = "", **train_overrides):
         section, field = key.split("__")
         cfg[section][field] = value
     return cfg
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One moto S3 server for the session (tests/object_store.py); tests take fresh buckets from it."""
+    from object_store import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket on the session's S3 server, with this process's AWS variables pointing at it."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DISTILL_JAX_STAGING_DIR", str(tmp_path / "staging"))
+    return s3_server.new_bucket()

@@ -35,7 +35,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 from distill_jax.data import shards
 from distill_jax.data.corpus import (
     EXCERPT_CHARS,
@@ -75,40 +75,55 @@ def prepare_corpus(
     repeated = sorted({p for p in inputs if list(inputs).count(p) > 1})
     if repeated:
         raise CorpusError(f"inputs {repeated} are given more than once; list each input once")
+    out_url = storage.check(output_dir)  # local, gs:// or s3://; any other scheme:// is refused here
     tok = load_tokenizer(options.tokenizer_kind, options.tokenizer_path)
-    out = Path(os.path.abspath(output_dir))
+    if storage.is_remote(out_url):
+        # Built on local disk as usual, then uploaded (see _publish).
+        out = Path(storage.staging_dir(out_url, "prepare")) / "out"
+    else:
+        out = Path(out_url)
     input_infos = [
         {"path": p if p.startswith(TFDS_PREFIX) else os.path.abspath(p), "sha256": input_sha256(p)} for p in inputs
     ]
     content_hash = _content_hash(input_infos, options, tok)
-    if out.exists():
-        existing = _existing_manifest(out)
+    if storage.exists(out_url):
+        existing = _existing_manifest(out_url)
         if existing is not None and existing["content_hash"] == content_hash:
-            logging.info("prepare: %s is up to date (content hash %s); nothing to do", out, content_hash[:12])
-            return PrepareSummary.from_manifest(str(out), existing, was_noop=True)
+            logging.info("prepare: %s is up to date (content hash %s); nothing to do", out_url, content_hash[:12])
+            return PrepareSummary.from_manifest(out_url, existing, was_noop=True)
         if not overwrite:
             what = "a corpus prepared from other inputs/options" if existing else "other files"
             raise CorpusError(
-                f"{out} already exists and holds {what}; choose another output "
+                f"{out_url} already exists and holds {what}; choose another output "
                 "directory or pass overwrite to replace it"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
         manifest = _CorpusWriter(tmp, options, tok).run(inputs, input_infos, content_hash)
-        atomic.replace_directory(tmp, out)
-    except BaseException:
+        if storage.is_remote(out_url):
+            _publish(tmp, out_url)
+        else:
+            atomic.replace_directory(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    summary = PrepareSummary.from_manifest(str(out), manifest, was_noop=False)
+    summary = PrepareSummary.from_manifest(out_url, manifest, was_noop=False)
     logging.info(
         "prepare: wrote %d examples in %d domains to %s (%d rows rejected)",
         summary.written,
         len(summary.domains),
-        out,
+        out_url,
         summary.rejected_total,
     )
     return summary
+
+
+def _publish(built: Path, url: str) -> None:
+    """Uploads a built corpus to object storage, where nothing renames atomically: the old manifest
+    goes first and the new one last, so at every moment the URL either has no manifest (readers
+    refuse it) or a complete corpus."""
+    storage.remove_tree(url)
+    storage.upload_tree(built, url, last=shards.MANIFEST_FILE)
 
 
 def _content_hash(input_infos: list[dict[str, Any]], options: PrepareOptions, tok: Tokenizer) -> str:
@@ -121,13 +136,14 @@ def _content_hash(input_infos: list[dict[str, Any]], options: PrepareOptions, to
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _existing_manifest(out: Path) -> dict[str, Any] | None:
+def _existing_manifest(out: str) -> dict[str, Any] | None:
     """The manifest of a complete prepared corpus at ``out``, else None."""
     try:
         manifest = shards.load_manifest(out)
     except CorpusError:
         return None
-    return manifest if (shards.tfds_dir(out) / "dataset_info.json").exists() else None
+    info = storage.join(out, shards.TFDS_NAME, shards.TFDS_VERSION, "dataset_info.json")
+    return manifest if storage.exists(info) else None
 
 
 def source_labels(inputs: Sequence[str]) -> list[str]:

@@ -10,6 +10,11 @@ TensorFlow, random-access sources for grain via ``tfds.data_source("distill_corp
 data_dir=OUT, split=...)`` or ``tfds.builder_from_directory(...).as_data_source()``, plus
 per-split example counts and shard lengths recorded by TFDS itself.
 
+OUT may be gs:// or s3:// (distill_jax/storage.py). prepare uploads the files object by object with
+manifest.json last, so a manifest means a complete corpus. Readers stage a local copy first
+(`local_copy`): ArrayRecord's reader opens local files only, and a training run reads each example
+many times (random access, several epochs), so one sequential download per host beats remote reads.
+
 Writing is two-phase because a corpus interleaves domains but TFDS writes one split at a time:
 prepare appends tokenized examples to an :class:`ExampleSpill` (one temp file, per-domain
 offsets), then :func:`write_shards` streams each domain back out of it. Memory stays at a few
@@ -25,6 +30,7 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,6 +40,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from absl import logging
 
+from distill_jax import storage
 from distill_jax.data.corpus import CorpusError
 
 FORMAT_VERSION = 1
@@ -203,9 +210,9 @@ def write_shards(prepared_dir: str | os.PathLike, spill: ExampleSpill, splits: M
 
 def load_manifest(prepared_dir: str | os.PathLike) -> dict[str, Any]:
     """Reads and checks ``prepared_dir/manifest.json``; every failure names the directory."""
-    path = Path(prepared_dir) / MANIFEST_FILE
+    path = storage.join(prepared_dir, MANIFEST_FILE)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(storage.read_text(path))
     except FileNotFoundError as err:
         raise CorpusError(
             f"{prepared_dir}: no {MANIFEST_FILE}; it is not a prepared corpus (run prepare into it, or check the path)"
@@ -273,6 +280,7 @@ def open_domain_sources(prepared_dir: str | os.PathLike) -> dict[str, DomainSour
     manifest = load_manifest(prepared_dir)
     if not manifest["domains"]:
         return {}
+    prepared_dir = local_copy(prepared_dir, manifest)
     try:
         builder = tfds.builder_from_directory(os.fspath(tfds_dir(prepared_dir)))
     except Exception as err:  # tfds raises several types for missing/corrupt metadata
@@ -289,3 +297,24 @@ def open_domain_sources(prepared_dir: str | os.PathLike) -> dict[str, DomainSour
             )
         sources[domain] = DomainSource(domain, info["split"], source)
     return sources
+
+
+def local_copy(prepared_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
+    """`prepared_dir` itself when local; for gs:// / s3:// a complete local copy, downloaded once per
+    host and content hash (a corpus re-prepared under the same URL gets a new copy)."""
+    if not storage.is_remote(prepared_dir):
+        return os.fspath(prepared_dir)
+    root = storage.staging_dir(prepared_dir, "shards")
+    local = os.path.join(root, manifest["content_hash"][:16])
+    if os.path.isfile(os.path.join(local, MANIFEST_FILE)):
+        return local
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
+    try:
+        storage.download_tree(prepared_dir, tmp)
+        os.rename(tmp, local)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(local, MANIFEST_FILE)):  # another process on this host won the rename
+            raise
+    logging.info("shards: staged %s into %s", prepared_dir, local)
+    return local

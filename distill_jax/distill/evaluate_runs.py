@@ -17,6 +17,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from distill_jax import storage
 from distill_jax.evaluation.consistency import check_decode_consistency
 from distill_jax.evaluation.report import build_report, write_report
 from distill_jax.training.run_setup import build_evaluator, setup_run
@@ -31,22 +32,21 @@ class DecodingMismatch(RuntimeError):
 
 
 def _load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if not storage.exists(path):
         raise FileNotFoundError(
             f"{path} not found: --workdir must be a directory written by `distill-jax train`, `distill` or `demo`"
         )
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(storage.read_text(path)))
 
 
 def distill_methods(workdir: str) -> list[str]:
     """The methods of a distill/demo directory whose students exist ([] for a training workdir)."""
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if storage.isdir(storage.join(workdir, "checkpoints")):
         return []
     cfg = _load_config(workdir)
     methods = [m.strip() for m in str(cfg.get("distill", {}).get("methods", "")).split(",") if m.strip()]
-    return [m for m in methods if os.path.exists(os.path.join(workdir, m, "train", "config.json"))]
+    return [m for m in methods if storage.exists(storage.join(workdir, m, "train", "config.json"))]
 
 
 def _check_decoding(run: Any, evaluator: Any, params: Any) -> dict[str, Any]:
@@ -95,8 +95,8 @@ def evaluate_workdir(
     per_domain, records = evaluator.run_with_records(params)
     extra: dict[str, Any] = {
         "step": step,
-        "workdir": os.path.abspath(workdir),
-        "data": os.path.abspath(data_dir),
+        "workdir": storage.check(workdir),
+        "data": storage.check(data_dir),
         "samples": records[:5],
         "config": json.loads(cfg.to_json_best_effort()),
     }
@@ -114,10 +114,10 @@ def evaluate_workdir(
         from distill_jax import atomic
         from distill_jax.evaluation.plots import write_plots
 
-        output_dir = output_dir or os.path.join(workdir, "eval", f"step_{step}")
+        output_dir = output_dir or storage.join(workdir, "eval", f"step_{step}")
         paths = write_report(output_dir, report, table, title=f"Evaluation of {workdir} at step {step} on {data_dir}")
-        atomic.write_jsonl(os.path.join(output_dir, "predictions.jsonl"), records)
-        write_plots(report, os.path.join(output_dir, "plots"))
+        atomic.write_jsonl(storage.join(output_dir, "predictions.jsonl"), records)
+        write_plots(report, storage.join(output_dir, "plots"))
         logging.info("Report written to %s and %s (predictions: predictions.jsonl)", paths["json"], paths["md"])
     if check_decoding and not extra["decoding_consistency"]["ok"]:
         raise DecodingMismatch(f"{workdir}: {table.splitlines()[-1]}")

@@ -9,10 +9,14 @@ one line in :data:`PLOTS`.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from distill_jax import storage
 
 HEAD_COLOR, TAIL_COLOR = "#1f77b4", "#ff7f0e"
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per prediction set, so sets differ beyond colour
@@ -161,6 +165,12 @@ PLOTS: Sequence[tuple[str, PlotFn]] = (
 
 def write_plots(report: Mapping[str, Any], output_dir: str) -> list[str]:
     """Draws every plot in :data:`PLOTS` that applies to ``report`` into ``output_dir``; returns the paths."""
+    if storage.is_remote(output_dir):  # matplotlib writes local files: draw locally, upload each one
+        with tempfile.TemporaryDirectory() as local:
+            drawn = write_plots(report, local)
+            for path in drawn:
+                storage.put_bytes(storage.join(output_dir, os.path.basename(path)), Path(path).read_bytes())
+            return [storage.join(output_dir, os.path.basename(p)) for p in drawn]
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     for name, plot in PLOTS:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill_jax import atomic, metrics
+from distill_jax import atomic, metrics, storage
 
 REPORT_METRICS = ("answer_accuracy", "answer_f1", "exact_match", "token_accuracy", "loss")
 
@@ -39,8 +39,8 @@ def build_report(
 
 def write_report(output_dir: str, report: Mapping[str, Any], table: str, title: str = "Evaluation") -> dict[str, str]:
     """Writes report.json and report.md atomically; returns their paths."""
-    os.makedirs(output_dir, exist_ok=True)
-    paths = {"json": os.path.join(output_dir, "report.json"), "md": os.path.join(output_dir, "report.md")}
+    storage.makedirs(output_dir)
+    paths = {"json": storage.join(output_dir, "report.json"), "md": storage.join(output_dir, "report.md")}
     atomic.write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     atomic.write_text(
         paths["md"],

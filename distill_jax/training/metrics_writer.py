@@ -1,17 +1,22 @@
-"""Where metrics go: TensorBoard scalars and a JSON-lines log in the workdir (process 0 only)."""
+"""Where metrics go: TensorBoard scalars and a JSON-lines log in the workdir (process 0 only).
+
+On object storage (which cannot append) both are written to a local working copy and uploaded
+whole after each logged row, one PUT per file: a preempted run loses at most the row in flight.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 
 import jax
 from tensorboardX import SummaryWriter
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 
 
 def _kind(names: Iterable[str]) -> frozenset[str]:
@@ -35,17 +40,26 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, resume_step: int | None = None):
         self.enabled = jax.process_index() == 0
-        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
-        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self.tensorboard_dir = storage.join(workdir, "tensorboard")
+        self.jsonl_path = storage.join(workdir, "metrics.jsonl")
         self._written: set[tuple[int, frozenset[str]]] = set()
-        if self.enabled:
-            self._load(resume_step)
-        self._tb = SummaryWriter(self.tensorboard_dir) if self.enabled else None
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8") if self.enabled else None
+        self._tb = self._jsonl = self._mirror = None
+        if not self.enabled:
+            return
+        self._mirror = storage.LocalMirror(self.jsonl_path, "metrics")
+        self._load(resume_step)
+        # TensorBoard appends to event files: on object storage they are built locally and uploaded.
+        self._tb_local = (
+            tempfile.mkdtemp(dir=storage.staging_dir(workdir, "tensorboard"))
+            if storage.is_remote(workdir)
+            else self.tensorboard_dir
+        )
+        self._tb = SummaryWriter(self._tb_local)
+        self._jsonl = open(self._mirror.local, "a", encoding="utf-8")
 
     def _load(self, resume_step: int | None) -> None:
         try:
-            with open(self.jsonl_path, encoding="utf-8") as f:
+            with open(self._mirror.local, encoding="utf-8") as f:
                 lines = f.readlines()
         except FileNotFoundError:
             return
@@ -61,7 +75,8 @@ class MetricsWriter:
             kept.append(line if line.endswith("\n") else line + "\n")
             self._written.add((step, _kind(k for k in row if k not in ("step", "time"))))
         if len(kept) != len(lines):
-            atomic.write_text(self.jsonl_path, "".join(kept))
+            atomic.write_text(self._mirror.local, "".join(kept))
+            self._mirror.sync()
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -80,12 +95,25 @@ class MetricsWriter:
         }
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        self._sync()
+
+    def _sync(self) -> None:
+        """Uploads both working copies (no-op for a local workdir, where they are the files)."""
+        self._mirror.sync()
+        if self._tb_local != self.tensorboard_dir:
+            self._tb.flush()
+            storage.upload_tree(self._tb_local, self.tensorboard_dir)
 
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()
+            self._sync()
 
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+            self._sync()
+            self._mirror.discard()
+            if self._tb_local != self.tensorboard_dir:
+                shutil.rmtree(self._tb_local, ignore_errors=True)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from typing import Any
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 
 RECORD_FILE = "retention.json"
 
@@ -32,12 +31,11 @@ class RetentionRecord:
     """The persisted per-step record: {step: {"metric": value or None}} plus the metric's name."""
 
     def __init__(self, directory: str, best_metric: str):
-        self.path = os.path.join(directory, RECORD_FILE)
+        self.path = storage.join(directory, RECORD_FILE)
         self.best_metric = best_metric
         self.steps: dict[int, float | None] = {}
         try:
-            with open(self.path, encoding="utf-8") as f:
-                saved = json.load(f)
+            saved = json.loads(storage.read_text(self.path))
             if saved.get("best_metric") == best_metric:
                 self.steps = {int(k): v.get("metric") for k, v in saved.get("steps", {}).items()}
             else:

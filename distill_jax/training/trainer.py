@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import time
 from typing import Any
@@ -27,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import metrics
+from distill_jax import atomic, metrics, storage
 from distill_jax.data import pipeline, shards
 from distill_jax.models import family, lora
 from distill_jax.training import guard, partitioning
@@ -193,6 +192,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     value, a failed save, or a damaged checkpoint with train.on_corrupt_checkpoint=fail.
     """
     cfg = config
+    workdir = storage.check(workdir)  # local, gs:// or s3://; any other scheme:// is refused here
     validate_train_config(cfg)
     run = setup_run(cfg)
     is_main = jax.process_index() == 0
@@ -228,7 +228,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     checkpointer = None
     restored = None
     skip_cap = int(cfg.train.get("skip_nonfinite_batches", 0))
-    if os.path.isdir(checkpointer_dir(workdir)):
+    if storage.isdir(checkpointer_dir(workdir)):
         checkpointer = _checkpointer(cfg, workdir)
         restored = resume(checkpointer, run, weights, data_iter, workdir)
     if restored is not None:
@@ -273,10 +273,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
 
     # --- Everything could start: only now does the workdir get written.
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
     if checkpointer is None:
         checkpointer = _checkpointer(cfg, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step)

@@ -1,0 +1,179 @@
+"""Where a run's files live: local paths, gs:// and s3:// through one path layer (etils epath + fsspec).
+
+Every path the product writes or reads goes through `check` first: a local path becomes absolute, a
+gs:// or s3:// URL is kept as it is, and any other `scheme://` is refused with one line (before this
+layer, `--workdir=s3://runs/r1` silently wrote a local directory `s3:/runs/r1`).
+
+Endpoints and credentials come from the standard places and never from a config: for S3-compatible
+stores the AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+profiles, instance roles) that boto3/s3fs and tensorstore read; for GCS, Application Default
+Credentials, or STORAGE_EMULATOR_HOST for an emulator.
+
+What "atomic" means on an object store: one object PUT is atomic (a reader sees the whole old object
+or the whole new one, never a prefix), and a rename is a copy plus a delete, so it is not. A result
+made of several objects (a checkpoint step, prepared shards, an HF export) is therefore written
+under its final name with a marker object written last, and readers treat it as complete only when
+the marker is there. Appending is impossible: appended logs are written locally and the whole
+object is uploaded again (see `LocalMirror`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from etils import epath
+
+REMOTE_SCHEMES = ("gs", "s3")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class UnsupportedStorageError(ValueError):
+    """A path with a URL scheme this product cannot write to (only local paths, gs:// and s3://)."""
+
+
+def scheme(path: str | os.PathLike) -> str | None:
+    """The URL scheme of `path` (lower case), or None for a local path."""
+    match = _SCHEME.match(os.fspath(path))
+    return match.group(1).lower() if match else None
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    return scheme(path) is not None
+
+
+def check(path: str | os.PathLike) -> str:
+    """`path` as the product stores it: absolute when local, the URL (no trailing slash) when remote.
+
+    Raises UnsupportedStorageError for any scheme but gs:// and s3://, and for a URL without a bucket.
+    """
+    text = os.fspath(path)
+    kind = scheme(text)
+    if kind is None:
+        return os.path.abspath(text)
+    if kind not in REMOTE_SCHEMES:
+        raise UnsupportedStorageError(
+            f"{text}: unsupported storage scheme {kind}://; use a local path, gs://BUCKET/... or s3://BUCKET/..."
+        )
+    rest = text[len(kind) + 3 :]
+    if not rest.split("/", 1)[0]:
+        raise UnsupportedStorageError(f"{text}: no bucket; write gs://BUCKET/PATH or s3://BUCKET/PATH")
+    return f"{kind}://{rest.rstrip('/')}"
+
+
+def path(p: str | os.PathLike) -> epath.Path:
+    """The checked path as an epath.Path (pathlib-like on local disk, gs:// and s3://)."""
+    return epath.Path(check(p))
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    base = check(base)
+    return "/".join([base.rstrip("/"), *parts]) if is_remote(base) else os.path.join(base, *parts)
+
+
+def exists(p: str | os.PathLike) -> bool:
+    return path(p).exists()
+
+
+def isdir(p: str | os.PathLike) -> bool:
+    """On an object store: some object exists under the prefix `p/`."""
+    return path(p).is_dir()
+
+
+def isfile(p: str | os.PathLike) -> bool:
+    return path(p).is_file()
+
+
+def makedirs(p: str | os.PathLike) -> None:
+    """Creates a local directory; a no-op on object stores, which have prefixes, not directories."""
+    p = check(p)
+    if not is_remote(p):
+        os.makedirs(p, exist_ok=True)
+
+
+def read_text(p: str | os.PathLike) -> str:
+    """The object's text; raises FileNotFoundError when absent (on every backend)."""
+    return path(p).read_text(encoding="utf-8")
+
+
+def put_bytes(p: str | os.PathLike, data: bytes) -> None:
+    """One object write: atomic on gs:// and s3:// (a single PUT, or a multipart upload that becomes
+    visible only when completed). Local paths go through distill_jax.atomic instead."""
+    if not is_remote(p):
+        raise ValueError(f"{p}: put_bytes is for object storage; local files go through distill_jax.atomic")
+    path(p).write_bytes(data)
+
+
+def remove_tree(p: str | os.PathLike) -> None:
+    target = path(p)
+    if target.is_dir():
+        target.rmtree()
+    elif target.exists():
+        target.unlink()
+
+
+def upload_tree(local_dir: str | os.PathLike, remote_dir: str | os.PathLike, *, last: str | None = None) -> None:
+    """Copies the files under `local_dir` to `remote_dir`, object by object; `last` (a relative name,
+    the marker readers check) is copied after every other file, so its presence means complete."""
+    local_dir, remote = Path(local_dir), path(remote_dir)
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    if last is not None:
+        files = [p for p in files if p.relative_to(local_dir).as_posix() != last] + [local_dir / last]
+    for file in files:
+        (remote / file.relative_to(local_dir).as_posix()).write_bytes(file.read_bytes())
+
+
+def download_tree(remote_dir: str | os.PathLike, local_dir: str | os.PathLike) -> None:
+    """Copies every object under `remote_dir` into `local_dir` (created), keeping relative names."""
+    remote, local_dir = check(remote_dir), Path(local_dir)
+    if not is_remote(remote):
+        shutil.copytree(remote, local_dir, dirs_exist_ok=True)
+        return
+    # fsspec directly: epath's walk passes s3fs an argument it does not take (etils 1.15, s3fs 2026.7).
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(remote)
+    for key in fs.find(root):
+        target = local_dir / os.path.relpath(key, root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.cat_file(key))
+
+
+def staging_dir(remote: str | os.PathLike, purpose: str) -> str:
+    """A local directory for work on `remote`'s behalf (its name is derived from the URL, so one run's
+    processes on a host share it); under DISTILL_JAX_STAGING_DIR, else the system temp dir."""
+    root = os.environ.get("DISTILL_JAX_STAGING_DIR") or os.path.join(tempfile.gettempdir(), "distill_jax_staging")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", check(remote))
+    directory = os.path.join(root, purpose, name)
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
+class LocalMirror:
+    """A local working copy of a remote file for writers that need a real file (append-only logs,
+    SQLite, TensorBoard event files): `local` starts as the remote object's bytes, `sync()` uploads
+    the whole file again (one atomic PUT). For a local `target` it is the file itself, sync is a no-op."""
+
+    def __init__(self, target: str | os.PathLike, purpose: str):
+        self.target = check(target)
+        self.remote = is_remote(self.target)
+        if not self.remote:
+            self.local = self.target
+            return
+        directory = tempfile.mkdtemp(dir=staging_dir(os.path.dirname(self.target), purpose))
+        self.local = os.path.join(directory, os.path.basename(self.target))
+        try:
+            Path(self.local).write_bytes(path(self.target).read_bytes())
+        except FileNotFoundError:
+            pass
+
+    def sync(self) -> None:
+        if self.remote and os.path.exists(self.local):
+            put_bytes(self.target, Path(self.local).read_bytes())
+
+    def discard(self) -> None:
+        if self.remote:
+            shutil.rmtree(os.path.dirname(self.local), ignore_errors=True)
