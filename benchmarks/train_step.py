@@ -30,7 +30,7 @@ from distill_jax.config import default_config
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import get_config, num_params
 from distill_jax.process_env import reexec_with_malloc_tuning
-from distill_jax.training import optimizers, partitioning, step
+from distill_jax.training import memory, optimizers, partitioning, step
 from distill_jax.training.train_state import state_shardings
 
 
@@ -79,7 +79,7 @@ def measure(size: str, variant: str, batch_size: int, input_len: int, target_len
     )
     start = time.perf_counter()
     with partitioning.mesh_context(mesh, rules):
-        lowered = train_step.jitted.lower(abstract_state, sums, batch)
+        lowered = train_step.jitted.lower(abstract_state, sums, batch, None)  # no online teacher
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
@@ -88,7 +88,7 @@ def measure(size: str, variant: str, batch_size: int, input_len: int, target_len
         "variant": variant,
         "trace_lower_s": lowered_at - start,
         "compile_s": compiled_at - lowered_at,
-        "memory_bytes": step.memory_footprint(compiled),
+        "memory_bytes": memory.memory_footprint(compiled),
     }
 
 
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         memory = row["memory_bytes"]
         print(
             f"{args.size:6s} {variant:24s} trace+lower {row['trace_lower_s']:6.1f} s  compile {row['compile_s']:6.1f} s  "
-            f"total {step.human_bytes(memory.get('total', 0)):>10s}  temp {step.human_bytes(memory.get('temp', 0)):>10s}",
+            f"total {memory.human_bytes(memory.get('total', 0)):>10s}  temp {memory.human_bytes(memory.get('temp', 0)):>10s}",
             flush=True,
         )
         rows.append(row)

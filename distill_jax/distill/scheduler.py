@@ -38,7 +38,7 @@ from absl import logging
 from distill_jax import atomic, metrics, multihost
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
-from distill_jax.distill import balancing, ifd, purchase, report
+from distill_jax.distill import balancing, ifd, purchase, report, stage_kd
 from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
 from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request, Teacher
@@ -468,6 +468,7 @@ class MethodRun:
         if not cfg.data.domain_weights:
             logging.warning("[%s] stage %d: nothing to train on yet; skipping training.", self.method.name, stage)
             return {}
+        cfg = stage_kd.with_stage_logits(cfg, self._stage_dir(stage))  # distill.loss=kd: the teacher's top-k too
         logging.info(
             "[%s] stage %d: training to step %d on %s",
             self.method.name,
@@ -563,6 +564,7 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     methods = [balancing.get_method(m) for m in _split(config.distill.methods)]
     if not methods:
         raise ValueError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
+    stage_kd.kd_teacher(config)  # A kd stage's teacher is refused here, before anything is bought.
     setting = prepare_setting(config, workdir)
     if _is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
         spend.preflight(config, setting.teacher)

@@ -286,3 +286,49 @@ class KDSettings:
             temperature=(kd.temperature_schedule, float(kd.temperature), float(kd.temperature_end)),
             schedule_steps=int(kd.schedule_steps) or int(train_steps),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineKDSettings(KDSettings):
+    """KD against a teacher computed in the step (batch["teacher_logits"], [B, T, V]) instead of stored top-k.
+
+    ``top_k`` = 0 uses the teacher's whole distribution (dense); k > 0 takes its top-k on device and applies the
+    missing-mass policy, i.e. the stored mode's loss without the files (at the current T, so no tau/T rescaling).
+    """
+
+    def per_token(self, student_logits: jax.Array, batch: Mapping[str, jax.Array], step: jax.Array) -> jax.Array:
+        temperature = self.temperature_at(step)
+        teacher = batch["teacher_logits"]
+        if not self.top_k:
+            return dense_kd_per_token(
+                student_logits, teacher, kind=self.kind, temperature=temperature, jsd_beta=self.jsd_beta
+            )
+        logp = jax.nn.log_softmax(jax.lax.stop_gradient(teacher).astype(jnp.float32) / temperature, axis=-1)
+        values, ids = jax.lax.top_k(logp, self.top_k)
+        residual = jnp.maximum(1.0 - jnp.sum(jnp.exp(values), axis=-1), 0.0)
+        return sparse_kd_per_token(
+            student_logits,
+            ids,
+            values,
+            residual,
+            kind=self.kind,
+            policy=self.policy,
+            temperature=temperature,
+            stored_temperature=temperature,
+            jsd_beta=self.jsd_beta,
+        )
+
+    @classmethod
+    def online_from_config(cls, kd: Any, *, train_steps: int, vocab_size: int) -> OnlineKDSettings:
+        """From ``config.kd`` with a teacher in the loop (``kd.top_k`` 0 = dense, else at most the vocabulary)."""
+        if not 0 <= int(kd.top_k) <= vocab_size:
+            raise ValueError(f"kd.top_k={kd.top_k}: use 0 (dense KD) or at most the vocabulary size {vocab_size}")
+        return cls(
+            kind=kd.loss,
+            policy=kd.missing_mass,
+            jsd_beta=float(kd.jsd_beta),
+            top_k=int(kd.top_k),
+            alpha=(kd.alpha_schedule, float(kd.alpha), float(kd.alpha_end)),
+            temperature=(kd.temperature_schedule, float(kd.temperature), float(kd.temperature_end)),
+            schedule_steps=int(kd.schedule_steps) or int(train_steps),
+        )

@@ -26,6 +26,7 @@ from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
 from distill_jax.training import losses, partitioning
 from distill_jax.training.kd_losses import KDSettings
+from distill_jax.training.online_teacher import OnlineTeacher
 from distill_jax.training.train_state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -68,9 +69,7 @@ def zero_metric_sums(num_domains: int, mesh: Mesh | None = None) -> MetricSums:
     if mesh is None:
         return {k: jnp.asarray(v) for k, v in host.items()}
     replicated = partitioning.replicated(mesh)
-    return {
-        k: jax.make_array_from_callback(v.shape, replicated, lambda index, v=v: v[index]) for k, v in host.items()
-    }
+    return {k: jax.make_array_from_callback(v.shape, replicated, lambda index, v=v: v[index]) for k, v in host.items()}
 
 
 def _forward_sums(
@@ -144,19 +143,36 @@ class TrainStep:
     mesh: Mesh
     rules: partitioning.LogicalRules
     num_domains: int
+    teacher_params: Any = None  # online KD: the frozen teacher's params, passed to every call, never donated
 
     def __call__(self, state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
         with partitioning.mesh_context(self.mesh, self.rules):
-            return self.jitted(state, sums, batch)
+            return self.jitted(state, sums, batch, self.teacher_params)
 
-    def compile(self, state: Any, batch: Any) -> jax.stages.Compiled:
+    def compile(self, state: Any, batch: Any) -> CompiledStep:
         """Compiles for ``state`` and ``batch`` (arrays or ShapeDtypeStructs carrying their shardings)."""
         replicated = partitioning.replicated(self.mesh)
         sums = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), zero_metric_sums(self.num_domains)
         )
         with partitioning.mesh_context(self.mesh, self.rules):
-            return self.jitted.lower(state, sums, batch).compile()
+            return CompiledStep(
+                self.jitted.lower(state, sums, batch, self.teacher_params).compile(), self.teacher_params
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+    """The compiled step, called like TrainStep; ``memory_analysis()`` etc. are the executable's."""
+
+    compiled: jax.stages.Compiled
+    teacher_params: Any
+
+    def __call__(self, state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
+        return self.compiled(state, sums, batch, self.teacher_params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.compiled, name)
 
 
 def make_train_step(
@@ -174,6 +190,7 @@ def make_train_step(
     grad_accum_steps: int = 1,
     skip_nonfinite: bool = False,
     kd: KDSettings | None = None,
+    teacher: OnlineTeacher | None = None,
 ) -> TrainStep:
     """Returns the jitted step. State and metric sums are donated: updated in place, no copies.
 
@@ -187,7 +204,8 @@ def make_train_step(
     ``skipped_steps``; without it the update is applied as computed and the trainer stops the run.
 
     ``kd``: batches carry the stored teacher top-k (KD_KEYS) and the loss mixes KD with CE
-    (losses.seq2seq_metric_sums); alpha and T follow their schedules in ``state.step``.
+    (losses.seq2seq_metric_sums); alpha and T follow their schedules in ``state.step``. With ``teacher`` (online
+    KD) the batches carry no teacher features: the teacher's forward adds its logits to every (micro)batch.
     """
     if grad_accum_steps < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -197,9 +215,11 @@ def make_train_step(
     batch_ways = partitioning.data_parallel_size(mesh, rules)
 
     def loss_fn(
-        params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array
+        params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array, teacher_params: Any
     ) -> tuple[jax.Array, MetricSums]:
         params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+        if teacher is not None:  # per microbatch: the teacher's [rows, T, V] logits live one microbatch at a time
+            batch = teacher.with_logits(teacher_params, batch)
         loss_sum, step_sums = _forward_sums(
             model,
             params,
@@ -217,7 +237,9 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def accumulate(params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array) -> tuple:
+    def accumulate(
+        params: Any, batch: Batch, key: jax.Array, num_tokens: jax.Array, step: jax.Array, teacher_params: Any
+    ) -> tuple:
         rows = batch["decoder_target_tokens"].shape[0]
         if rows % (grad_accum_steps * batch_ways):
             raise ValueError(
@@ -238,7 +260,7 @@ def make_train_step(
             grads, loss, sums = carry
             micro, index = xs
             (micro_loss, micro_sums), micro_grads = grad_fn(
-                params, micro, jax.random.fold_in(key, index), num_tokens, step
+                params, micro, jax.random.fold_in(key, index), num_tokens, step, teacher_params
             )
             grads = jax.tree.map(lambda g, m, t: g + m if t else g, grads, micro_grads, trainable)
             return (grads, loss + micro_loss, jax.tree.map(jnp.add, sums, micro_sums)), None
@@ -248,15 +270,17 @@ def make_train_step(
         grads = jax.tree.map(lambda g, p, t: g if t else jnp.zeros_like(p), grads, params, trainable)
         return (loss, step_sums), grads
 
-    def train_step(state: TrainState, sums: MetricSums, batch: Batch) -> tuple[TrainState, MetricSums]:
+    def train_step(
+        state: TrainState, sums: MetricSums, batch: Batch, teacher_params: Any
+    ) -> tuple[TrainState, MetricSums]:
         # Dropout randomness is a function of the step alone, so a resumed run draws the same masks.
         key = jax.random.fold_in(dropout_key, state.step)
         # Mean over the global batch's real tokens: every token weighs the same whatever its row length.
         num_tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1.0)
         if grad_accum_steps == 1:
-            (loss, step_sums), grads = grad_fn(state.params, batch, key, num_tokens, state.step)
+            (loss, step_sums), grads = grad_fn(state.params, batch, key, num_tokens, state.step, teacher_params)
         else:
-            (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens, state.step)
+            (loss, step_sums), grads = accumulate(state.params, batch, key, num_tokens, state.step, teacher_params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
@@ -289,14 +313,16 @@ def make_train_step(
 
     replicated = partitioning.replicated(mesh)
     sums_shardings = jax.tree.map(lambda _: replicated, zero_metric_sums(num_domains))
-    keys = BATCH_KEYS + (KD_KEYS if kd is not None else ())
+    keys = BATCH_KEYS + (KD_KEYS if kd is not None and teacher is None else ())
+    batch_in = {k: batch_shardings[k] for k in keys}
     jitted = jax.jit(
         train_step,
-        in_shardings=(state_shardings, sums_shardings, {k: batch_shardings[k] for k in keys}),
+        in_shardings=(state_shardings, sums_shardings, batch_in, teacher.shardings if teacher else None),
         out_shardings=(state_shardings, sums_shardings),
         donate_argnums=(0, 1),
     )
-    return TrainStep(jitted=jitted, mesh=mesh, rules=rules, num_domains=num_domains)
+    teacher_params = teacher.params if teacher else None
+    return TrainStep(jitted=jitted, mesh=mesh, rules=rules, num_domains=num_domains, teacher_params=teacher_params)
 
 
 def make_eval_step(
@@ -350,39 +376,3 @@ def batch_spec(
         return jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key])
 
     return {k: spec(k) for k in BATCH_KEYS + (KD_KEYS if kd_k else ())}
-
-
-def memory_footprint(compiled: jax.stages.Compiled) -> dict[str, int]:
-    """Per-device bytes of a compiled step from XLA's memory analysis ({} where the backend has none).
-
-    ``total`` = arguments + outputs - aliased (donated buffers reused for outputs) + temporaries +
-    generated code: what one device must hold while the step runs.
-    """
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return {}
-    out = {
-        "arguments": stats.argument_size_in_bytes,
-        "outputs": stats.output_size_in_bytes,
-        "aliased": stats.alias_size_in_bytes,
-        "temp": stats.temp_size_in_bytes,
-        "generated_code": stats.generated_code_size_in_bytes,
-    }
-    out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"] + out["generated_code"]
-    return {k: int(v) for k, v in out.items()}
-
-
-def human_bytes(n: float) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    i = 0
-    while abs(n) >= 1024 and i < len(units) - 1:
-        n, i = n / 1024, i + 1
-    return f"{n:.0f} {units[i]}" if i == 0 else f"{n:.2f} {units[i]}"
-
-
-def memory_line(footprint: Mapping[str, int]) -> str:
-    """One log line: each of memory_footprint's sizes in human units."""
-    if not footprint:
-        return "train step memory: not reported by this backend"
-    sizes = ", ".join(f"{k} {human_bytes(v)}" for k, v in footprint.items() if k != "total")
-    return f"train step memory per device (XLA memory analysis): total {human_bytes(footprint['total'])} = {sizes}"

@@ -14,26 +14,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
-from distill_jax import atomic
-from distill_jax.config import default_config
+from distill_jax import atomic, job_output
+from distill_jax.config import ConfigError, default_config
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import PadToModelFeatures, ToExample
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.training import partitioning
 from distill_jax.training.checkpoints import Checkpointer
-from distill_jax.training.resume import checkpointer_dir, hf_initial_state
+from distill_jax.training.resume import checkpointer_dir
 from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size, setup_run
 
 _PLAN_FORMAT = 1
@@ -46,24 +45,43 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
-def load_teacher(teacher: str, data: str, step: int | None = None) -> tuple[RunSetup, Any, dict[str, Any]]:
+def _with_mesh(cfg: ml_collections.ConfigDict, mesh: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    """The teacher's config on another run's mesh section (the devices it shares with that run's student)."""
+    if mesh is not None:
+        cfg.mesh = ml_collections.ConfigDict(mesh.to_dict())
+    return cfg
+
+
+def _hf_params(run: RunSetup) -> Any:
+    """``model.hf_dir``'s weights on ``run``'s mesh, each device receiving only its slices; no optimizer state."""
+    host = family.load_hf_params(run.config.model.hf_dir, run.model_config)
+    return jax.tree.map(
+        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
+        host,
+        run.shardings.params,
+    )
+
+
+def load_teacher(
+    teacher: str, data: str, step: int | None = None, mesh: ml_collections.ConfigDict | None = None
+) -> tuple[RunSetup, Any, dict[str, Any]]:
     """(run set up over ``data``, teacher params on its mesh, a description) from a training workdir or an HF dir.
 
     The teacher must share the data's tokenizer: its logits index the student's vocabulary. A workdir's
-    checkpoint records the tokenizer it was trained with, which is compared with the data's.
+    checkpoint records the tokenizer it was trained with, which is compared with the data's. ``mesh`` (a
+    config's mesh section) replaces the teacher's own: an online teacher lives on its student's devices, with
+    the logical rules that section names.
     """
     path = Path(teacher)
     if _is_hf_dir(path):
-        cfg = default_config()
+        cfg = _with_mesh(default_config(), mesh)
         cfg.model.hf_dir = os.fspath(path)  # setup_run refuses data whose tokenizer does not fit the model
         run = setup_run(cfg, train_dir=data, eval_dir="")
-        return run, hf_initial_state(run).params, {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
+        return run, _hf_params(run), {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--teacher={teacher}: neither a training workdir nor a Hugging Face model directory")
+        raise ConfigError(f"{teacher}: neither a training workdir (config.json) nor a Hugging Face model directory")
     with open(path / "config.json", encoding="utf-8") as f:
-        import ml_collections
-
-        cfg = ml_collections.ConfigDict(json.load(f))
+        cfg = _with_mesh(ml_collections.ConfigDict(json.load(f)), mesh)
     run = setup_run(cfg, train_dir=data, eval_dir="")
     checkpointer = Checkpointer(checkpointer_dir(os.fspath(path)))
     try:
@@ -74,7 +92,7 @@ def load_teacher(teacher: str, data: str, step: int | None = None) -> tuple[RunS
         if meta["tokenizer"]["fingerprint"] != run.manifest["tokenizer"]["fingerprint"]:
             raise ValueError(
                 f"the teacher {teacher} was trained with tokenizer {meta['tokenizer'].get('name')!r} but {data} was "
-                f"prepared with {run.manifest['tokenizer'].get('name')!r}: stored logits must index the student's "
+                f"prepared with {run.manifest['tokenizer'].get('name')!r}: its logits must index the student's "
                 "vocabulary; prepare the data with the teacher's tokenizer"
             )
         changed = family.architecture_changes(meta["model"], run.model_config)
@@ -113,40 +131,6 @@ def _topk_fn(run: RunSetup, top_k: int, temperature: float):
         return ids.astype(jnp.int32), values.astype(jnp.float16), residual.astype(jnp.float16)
 
     return forward
-
-
-def _start(output_dir: str, plan: dict[str, Any], num_chunks: int, overwrite: bool) -> list[bool]:
-    """Process 0 checks/writes plan.json and lists finished chunks; broadcast so every process agrees."""
-    status = np.zeros((num_chunks + 1,), np.int32)
-    if jax.process_index() == 0:
-        if overwrite:
-            for name in (kd_logits.CHUNKS_DIR, kd_logits.PLAN_FILE, kd_logits.META_FILE):
-                target = Path(output_dir) / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        os.makedirs(Path(output_dir) / kd_logits.CHUNKS_DIR, exist_ok=True)
-        plan_path = Path(output_dir) / kd_logits.PLAN_FILE
-        if plan_path.exists():
-            saved = json.loads(plan_path.read_text(encoding="utf-8"))
-            diff = [
-                f"{k}: {saved.get(k)!r} -> {plan.get(k)!r}"
-                for k in sorted(set(saved) | set(plan))
-                if saved.get(k) != plan.get(k)
-            ]
-            if diff:
-                logging.error("%s holds another teacher-logits job: %s", output_dir, "; ".join(diff))
-                status[0] = 1
-        else:
-            atomic.write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
-        done = kd_logits.finished_chunks(output_dir)
-        status[1:] = [c in done for c in range(num_chunks)]
-    if jax.process_count() > 1:
-        status = np.asarray(multihost_utils.broadcast_one_to_all(status))
-    if status[0]:
-        raise ValueError(
-            f"{output_dir} holds logits of a different job (see {kd_logits.PLAN_FILE}); use another --output_dir "
-            "or --overwrite"
-        )
-    return [bool(x) for x in status[1:]]
 
 
 def teacher_logits(
@@ -194,7 +178,16 @@ def teacher_logits(
         "input_len": input_len,
         "target_len": target_len,
     }
-    done = _start(output_dir, plan, num_chunks, overwrite)
+    done = job_output.start(
+        output_dir,
+        plan,
+        num_chunks,
+        chunks_dir=kd_logits.CHUNKS_DIR,
+        finished_chunks=lambda: kd_logits.finished_chunks(output_dir),
+        outputs=(kd_logits.META_FILE,),
+        overwrite=overwrite,
+        what="teacher-logits",
+    )
 
     domain_index = {d: i for i, d in enumerate(sorted({e["domain"] for e in examples}) or ["_"])}
     to_example = ToExample(domain_index, input_len, target_len, run.tokenizer.eos_id)

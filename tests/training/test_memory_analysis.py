@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from distill_jax.data import pipeline
-from distill_jax.training import step
+from distill_jax.training import memory, step
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.train_state import create_train_state
 
@@ -25,7 +25,7 @@ def test_compiled_step_reports_its_per_device_memory_and_runs(small_train_config
         dropout_seed=1,
     )
     compiled = train_step.compile(run.abstract_state, step.batch_spec(16, 64, 96, run.batch_shardings))
-    footprint = step.memory_footprint(compiled)
+    footprint = memory.memory_footprint(compiled)
 
     assert set(footprint) == {"arguments", "outputs", "aliased", "temp", "generated_code", "total"}
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract_state))
@@ -38,7 +38,7 @@ def test_compiled_step_reports_its_per_device_memory_and_runs(small_train_config
         == (footprint["arguments"] + footprint["outputs"] - footprint["aliased"] + footprint["temp"])
         + footprint["generated_code"]
     )
-    line = step.memory_line(footprint)
+    line = memory.memory_line(footprint)
     assert re.fullmatch(
         r"train step memory per device \(XLA memory analysis\): total \d+\.\d\d MiB = arguments \d+\.\d\d MiB, "
         r"outputs \d+\.\d\d MiB, aliased \d+\.\d\d MiB, temp \d+\.\d\d MiB, generated_code \d+(\.\d\d KiB| B)",
@@ -57,11 +57,11 @@ def test_compiled_step_reports_its_per_device_memory_and_runs(small_train_config
 
 
 def test_human_bytes():
-    assert [step.human_bytes(n) for n in (0, 1023, 1024, 3 * 2**20 + 2**19, 5 * 2**40)] == [
+    assert [memory.human_bytes(n) for n in (0, 1023, 1024, 3 * 2**20 + 2**19, 5 * 2**40)] == [
         "0 B",
         "1023 B",
         "1.00 KiB",
         "3.50 MiB",
         "5.00 TiB",
     ]
-    assert step.memory_line({}) == "train step memory: not reported by this backend"
+    assert memory.memory_line({}) == "train step memory: not reported by this backend"
