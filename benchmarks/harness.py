@@ -26,7 +26,7 @@ import numpy as np
 
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
-from distill_jax.training import optimizers, partitioning, step, trainer
+from distill_jax.training import interval_scalars, optimizers, partitioning, step
 from distill_jax.training.train_state import TrainState, create_train_state, state_shardings
 
 
@@ -134,9 +134,12 @@ def matmul_peak_flops(n: int, dtype: str = "float32", repeats: int = 10) -> floa
 def peak_flops(measured: float) -> tuple[float, str]:
     """Per-device peak for MFU and where it comes from: the datasheet table on accelerators, the probe on CPU."""
     if jax.default_backend() != "cpu":
-        table = trainer.peak_flops_per_device(0.0)
+        table = interval_scalars.peak_flops_per_device(0.0)
         if table:
-            return table, f"trainer.PEAK_FLOPS_BY_DEVICE_KIND[{jax.devices()[0].device_kind}] (dense bf16 datasheet)"
+            return (
+                table,
+                f"interval_scalars.PEAK_FLOPS_BY_DEVICE_KIND[{jax.devices()[0].device_kind}] (dense bf16 datasheet)",
+            )
     return measured, "measured matmul probe (this run)"
 
 

@@ -14,7 +14,7 @@ optimizer step, LR-scheduler step, zero_grad. Torch starts from our initial weig
 Figures: median step time over N steps after W warm-up steps (each framework in its own block),
 tokens/s = batch x (S + T) / step time (every row is full, so all are real tokens), model FLOP/s =
 ``t5_config.flops_per_token`` x target tokens/s, and that divided by the peak: MFU (peak from
-``trainer.PEAK_FLOPS_BY_DEVICE_KIND`` on accelerators, the matmul probe on CPU) and % of the
+``interval_scalars.PEAK_FLOPS_BY_DEVICE_KIND`` on accelerators, the matmul probe on CPU) and % of the
 probe's measured matmul peak (always). Also the process's minor page faults per step of each side:
 memory the allocator hands back to the kernel and faults in again every step is a CPU cost of its own.
 """

@@ -14,6 +14,7 @@ every import statement against LAYERS):
   data/        teacher-corpus validation, tokenization, ArrayRecord shards, grain input pipeline.
   config.py    every configuration knob with its default (configs/ override it).
   metrics.py   answer extraction and per-domain metrics (EM/F1, named labels, head/tail split).
+  job_output.py  a resumable batch job's output directory (plan.json + chunks), agreed by all processes.
   process_env.py, multihost.py, atomic.py: process set-up, who writes / barriers / gathers across
                processes, write-beside-then-rename helpers.
 """
@@ -30,5 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("models", "data"),
     ("config", "metrics"),
-    ("process_env", "multihost", "atomic", "storage"),
+    ("job_output",),
+    ("process_env", "multihost", "atomic"),
+    ("storage",),
 )

@@ -1,8 +1,4 @@
-"""Writes that never leave a half-written result behind: build beside the target, then rename.
-
-On object storage (gs://, s3://) a file is one object and one PUT, which is atomic by itself; see
-distill_jax/storage.py for what atomic means for results made of several objects.
-"""
+"""Writes that never leave a half-written result behind: build beside the target, then rename."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from typing import Any
-
-from distill_jax import storage
 
 # mkstemp/mkdtemp create owner-only (0600/0700) entries; results should get the usual permissions.
 # Read once at import (os.umask can only be read by setting it).
@@ -64,11 +58,8 @@ def _share_owner_only_entries(root: str) -> None:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it into place (one PUT on object storage)."""
-    path = storage.check(path)
-    if storage.is_remote(path):
-        storage.put_bytes(path, text.encode("utf-8"))
-        return
+    """Writes `text` to a temporary file beside `path`, then renames it into place."""
+    path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".tmp-{os.path.basename(path)}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -83,3 +74,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any], **dumps_kwargs: Any) -> None:
     """One JSON value per line (UTF-8, not ASCII-escaped), written atomically like `write_text`."""
     write_text(path, "".join(json.dumps(r, ensure_ascii=False, **dumps_kwargs) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """The JSON values of a JSONL file, blank lines skipped (the reader of what `write_jsonl` writes)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

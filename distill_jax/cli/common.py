@@ -4,13 +4,127 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import distill_jax.config
 
 BUILTIN_CONFIG = distill_jax.config.__file__
+
+_HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+_FULL_HELP_FLAGS = ("--helpfull", "-helpfull")
+
+
+def run(main: Callable[[list[str]], None], argv: list[str]) -> None:
+    """absl's app.run for one subcommand: `--help` prints its usage and own flags and exits 0; a flag or
+    config mistake is one line naming it, exit 2 (absl's --help exits 1 and a misspelled config field
+    is a traceback)."""
+    module = sys.modules[main.__module__]
+
+    def checked_main(args: list[str]) -> None:
+        try:
+            main(args)
+        except Exception as err:
+            if isinstance(err, (app.UsageError, *config_errors())):
+                usage_error(argv[0], str(err), argv)
+            raise
+
+    app.run(checked_main, argv=argv, flags_parser=lambda args: _parse_flags(args, module))
+
+
+def config_errors() -> tuple[type[Exception], ...]:
+    """A setting to fix before anything can run: a usage error (exit 2), not a stopped run (exit 1)."""
+    from distill_jax.config import ConfigError  # teachers' and budgets' config errors are subclasses
+    from distill_jax.data.corpus_schema import CorpusError
+
+    return (ConfigError, CorpusError)
+
+
+def subcommand_help(module, full: bool = False) -> str:
+    """The subcommand's docstring and its own flags (those of its module and the shared ones it defined)."""
+    own = flags.FLAGS.module_help(module.__name__) + flags.FLAGS.module_help(__name__)
+    text = f"{(module.__doc__ or '').strip()}\n\nflags:{own}"
+    if full:
+        return f"{text}\n\nall flags (absl, JAX):\n{flags.FLAGS.get_help()}"
+    return f"{text}\n\n(--helpfull also lists absl's and JAX's flags)"
+
+
+def usage_error(prog: str, message: str, argv: Sequence[str] = ()) -> NoReturn:
+    """One line naming the mistake and exit 2; with --verbosity=1 (or -v 1) the traceback too."""
+    if _verbose(argv or sys.argv):
+        traceback.print_exc()
+    print(f"{prog}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _verbose(argv: Sequence[str]) -> bool:
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith(("--verbosity=", "-v=")) else None
+        if arg in ("--verbosity", "-v") and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            try:
+                return int(value) >= 1
+            except ValueError:
+                return False
+    return False
+
+
+def _parse_flags(argv: list[str], module) -> list[str]:
+    prog = argv[0]
+    args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if any(a in _HELP_FLAGS or a in _FULL_HELP_FLAGS for a in args):
+        # Parse what parses so the help shows the defaults that apply (e.g. the subcommand's --config preset).
+        print(subcommand_help(module, full=any(a in _FULL_HELP_FLAGS for a in args)))
+        sys.exit(0)
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as err:
+        usage_error(prog, f"{_one_line(str(err))} ({prog} --help lists the flags)", argv)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
+        # ml_collections raises these for a --config file it cannot load, or an override that names no field
+        # or has the wrong type.
+        usage_error(prog, config_override_problem(argv, err), argv)
+    if "config" in flags.FLAGS:
+        try:  # ml_collections loads the file lazily; a missing file or a bad preset fails here, not mid-run.
+            flags.FLAGS["config"].value.keys()
+        except Exception as err:
+            message = _one_line(str(err))
+            usage_error(prog, f"--config={flags.FLAGS['config'].config_filename}: {message}", argv)
+    return rest
+
+
+def _one_line(message: str) -> str:
+    """A multi-line library message (ml_collections embeds whole tracebacks) as its first and last lines."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 2:
+        return " ".join(lines)
+    return f"{lines[0]} ... {lines[-1]}"
+
+
+def config_override_problem(argv: Sequence[str], err: Exception) -> str:
+    """One line for a --config file or --config.a.b=value override that ml_collections refused (what and the fix)."""
+    if isinstance(err, OSError):
+        given = next((a for a in argv[1:] if a.startswith("--config=")), "--config")
+        return f"{given}: {_one_line(str(err))}"
+    text = str(err.args[0] if err.args else err).replace("\\n", " ").replace("\n", " ").strip("'\" ")
+    text = re.sub(r"\s+", " ", text.replace("\\'", "'"))
+    missing = re.match(r"'?([A-Za-z_]\w*)'? ?(Did you mean.*)?$", text)
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    if missing:
+        field, hint = missing.group(1), missing.group(2) or ""
+        culprit = next((a for a in overrides if re.search(rf"\.{re.escape(field)}(=|$|\.)", a)), None)
+        where = f"{culprit.split('=', 1)[0]}: " if culprit else ""
+        return (
+            f"{where}no config field {field!r}. {hint} (the fields and defaults are in distill_jax/config.py)".strip()
+        )
+    return f"{text} (check --config and its --config.* overrides; the fields and types are in distill_jax/config.py)"
 
 
 # Libraries whose INFO lines (every checkpoint file renamed, every shard written) drown the run's own log.

@@ -7,7 +7,7 @@ with the exact program teacher, and prints per-domain answer accuracy per method
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -29,10 +29,6 @@ def main(argv):
     run = demo.run_training_demo if _SINGLE.value else demo.run_baldistill_demo
     try:
         _, text = run(_WORKDIR.value, _CONFIG.value, _NUM_TRAIN.value)
-    except STOP_ERRORS as err:  # One line, no traceback: a bad config flag, non-finite values, a failed save.
+    except STOP_ERRORS as err:  # One line, no traceback: non-finite values, a failed save.
         raise SystemExit(f"distill-jax demo: {err}") from None
     print(text)
-
-
-def run(argv):
-    app.run(main, argv=argv)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from distill_jax.cli import common
 
@@ -29,8 +29,6 @@ def main(argv):
     common.configure_logging()
     common.initialize_distributed()
     from distill_jax.distill import report, scheduler
-    from distill_jax.teachers.base import TeacherConfigError
-    from distill_jax.teachers.spend import BudgetConfigError
     from distill_jax.training.trainer import STOP_ERRORS
 
     config = _CONFIG.value
@@ -45,13 +43,9 @@ def main(argv):
     except scheduler.Preempted as stop:
         logging.warning("%s; re-run the same command to resume.", stop)
         return
-    except (TeacherConfigError, BudgetConfigError, *STOP_ERRORS) as err:
-        # Nothing more can be bought (or trained) until a setting changes: say which, and exit non-zero.
+    except STOP_ERRORS as err:
+        # Non-finite values, a failed save: one line, exit 1 (a setting to change is common.run's exit 2).
         raise SystemExit(f"distill: {err}") from None
     if result:
         print(report.markdown(result))
         print(f"Report: {os.path.join(workdir, 'report.md')}   Plot: {os.path.join(workdir, 'distill_curves.png')}")
-
-
-def run(argv):
-    app.run(main, argv=argv)

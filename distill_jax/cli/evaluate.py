@@ -156,7 +156,3 @@ def main(argv):
         )
     if table:
         print(table)
-
-
-def run(argv):
-    app.run(main, argv=argv)

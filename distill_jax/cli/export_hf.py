@@ -7,7 +7,7 @@ its training data was prepared with), so `AutoModelForSeq2SeqLM.from_pretrained(
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -33,7 +33,3 @@ def main(argv):
 
     step = export_hf(_WORKDIR.value, _OUT.value, _STEP.value, _OVERWRITE.value, _LORA_FORMAT.value)
     print(f"Exported step {step} of {_WORKDIR.value} to {_OUT.value}")
-
-
-def run(argv):
-    app.run(main, argv=argv)

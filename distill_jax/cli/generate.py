@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -50,7 +50,3 @@ def main(argv):
     )
     if jax.process_index() == 0:
         print(format_summary(summary))
-
-
-def run(argv):
-    app.run(main, argv=argv)

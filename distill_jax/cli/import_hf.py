@@ -1,15 +1,16 @@
 """`distill-jax import-hf --hf_dir=DIR --workdir=OUT --config=...`: a step-0 run checkpoint from an HF T5 or BART directory.
 
 `distill-jax eval --workdir=OUT` then evaluates the pretrained model as is, and `distill-jax train
---workdir=OUT` with the same config (plus --config.model.hf_dir=DIR) continues from it. The config
-must name the prepared training data (--config.data.train_dir), prepared with DIR's tokenizer.
+--workdir=OUT` with the same config (plus --config.model.hf_dir=DIR) continues from it. Converting
+needs no data; with --config.data.train_dir the run records that data's domains and tokenizer and
+checks that the tokenizer fits the model.
 """
 
 from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -35,7 +36,3 @@ def main(argv):
         f"Evaluate:  distill-jax eval --workdir={workdir} --data=PREPARED_EVAL_DIR\n"
         f"Train on:  distill-jax train --workdir={workdir} (the same --config flags) --config.model.hf_dir={hf_dir}"
     )
-
-
-def run(argv):
-    app.run(main, argv=argv)

@@ -68,8 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     if name not in SUBCOMMANDS:
         print(f"distill-jax: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    module.run([f"distill-jax {name}"] + argv[2:])
+    from distill_jax.cli import common
+
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+    except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
+        # ml_collections loads --config and applies its --config.a.b overrides while the module defines the flag.
+        common.usage_error(f"distill-jax {name}", common.config_override_problem(argv, err), argv)
+    common.run(module.main, [f"distill-jax {name}"] + argv[2:])
 
 
 if __name__ == "__main__":

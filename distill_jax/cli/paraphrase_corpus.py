@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -31,35 +31,17 @@ _CONFIG = common.define_config_flag()
 flags.mark_flags_as_required(["from", "input", "output_dir"])
 
 
-def _teacher(cfg, output_dir: str):
-    """The teacher config.teacher names; only those that can paraphrase."""
-    t = cfg.teacher
-    if t.kind == "openai":
-        from distill_jax.teachers import openai
-
-        return openai.from_config(t, output_dir)
-    if t.kind == "pool":
-        from distill_jax.teachers.pool import PoolTeacher
-
-        if not t.pool_paraphrases:
-            raise app.UsageError("--from=teacher with teacher.kind=pool needs --config.teacher.pool_paraphrases files")
-        return PoolTeacher(
-            "",
-            paraphrases=t.pool_paraphrases,
-            paraphrase_fields=dict(t.pool_paraphrase_fields),
-            rejects_path=os.path.join(output_dir, "teacher_pool_rejects.jsonl"),
-        )
-    raise app.UsageError(f"teacher.kind={t.kind!r} cannot paraphrase; use openai or pool")
-
-
 def main(argv):
     del argv
     common.configure_logging()
+    from distill_jax.config import ConfigError
     from distill_jax.data.corpus import CorpusError
 
     try:
         summary = _build(_CONFIG.value)
-    except (CorpusError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (ConfigError, CorpusError):
+        raise  # A setting or input to fix: common.run prints it in one line, exit 2.
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         # Bad input or settings, or a teacher/moderation endpoint that cannot work: the message says what to do.
         raise SystemExit(f"paraphrase-corpus: {err}") from None
     print(summary.format_table())
@@ -73,7 +55,12 @@ def _build(cfg):
     from distill_jax.paraphrase import corpus as paraphrase_corpus
 
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    teacher = _teacher(cfg, _OUTPUT_DIR.value) if _FROM.value == "teacher" else None
+    if _FROM.value == "teacher":
+        from distill_jax.teachers import registry
+
+        teacher = registry.from_config(cfg, _OUTPUT_DIR.value, purpose="paraphrase")
+    else:
+        teacher = None
     try:
         return paraphrase_corpus.build_from_config(
             cfg, _FROM.value, _INPUT.value, _OUTPUT_DIR.value, teacher=teacher, max_sentences=_MAX_SENTENCES.value
@@ -81,7 +68,3 @@ def _build(cfg):
     finally:
         if teacher is not None:
             teacher.close()
-
-
-def run(argv):
-    app.run(main, argv=argv)

@@ -7,7 +7,7 @@ a tiny byte-level T5, CPU minutes) -> decoding presets vs the teacher -> report 
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -37,7 +37,3 @@ def main(argv):
     except FileNotFoundError as e:
         raise SystemExit(f"paraphrase-demo: {e}") from None
     print(text)
-
-
-def run(argv):
-    app.run(main, argv=argv)

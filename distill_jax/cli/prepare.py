@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -30,7 +30,3 @@ def main(argv):
     print(summary.format_table())
     if summary.written == 0:
         raise SystemExit(f"prepare: no row of {_INPUT.value} was usable; see {_OUTPUT_DIR.value}/rejects.jsonl for why")
-
-
-def run(argv):
-    app.run(main, argv=argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -51,7 +51,3 @@ def main(argv):
     if jax.process_index() == 0:
         keys = ("num_examples", "num_tokens", "top_k", "temperature", "ids_dtype", "bytes_per_token", "payload_bytes")
         print(json.dumps({**{k: meta[k] for k in keys}, "run": meta["run"]}, indent=2))
-
-
-def run(argv):
-    app.run(main, argv=argv)

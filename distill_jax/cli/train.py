@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from distill_jax.cli import common
 
@@ -23,11 +23,7 @@ def main(argv):
     try:
         result = train(_CONFIG.value, _WORKDIR.value)
     except STOP_ERRORS as err:
-        # One line, no traceback: non-finite values, a failed save, a refused damaged checkpoint, a bad config.
+        # One line, no traceback: non-finite values, a failed save, a refused damaged checkpoint.
         raise SystemExit(f"distill-jax train: {err}") from None
     if result.preempted:
         raise SystemExit(0)
-
-
-def run(argv):
-    app.run(main, argv=argv)

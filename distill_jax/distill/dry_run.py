@@ -16,8 +16,10 @@ from typing import Any
 
 import ml_collections
 
+from distill_jax.config import ConfigError
 from distill_jax.distill import balancing, scheduler
 from distill_jax.distill.pool import load_examples, split_holdout
+from distill_jax.distill.setting import Setting, parse_list
 from distill_jax.teachers import spend
 from distill_jax.teachers.openai import render_prompt
 from distill_jax.teachers.pool import normalize_input
@@ -47,18 +49,18 @@ def plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     )
     teacher = _Prompts(templates, t.model, int(t.max_tokens))
     fields = dict(d.pool_fields)
-    split = [p.strip() for p in d.pool.split(",") if p.strip()]
+    split = parse_list(d.pool)
     if not split:
-        raise ValueError("no pool files: set --config.distill.pool")
+        raise ConfigError("no pool files: set --config.distill.pool")
     pool = load_examples(split, fields, default_domain=config.prepare.default_domain)
-    held = load_examples([p for p in d.eval_data.split(",") if p.strip()], fields) if d.eval_data else None
+    held = load_examples(parse_list(d.eval_data), fields) if d.eval_data else None
     if held is None:
         pool, held = split_holdout(pool, d.eval_holdout_per_domain, config.seed)
     known = {normalize_input(e.input) for g in (pool, held) for v in g.values() for e in v}
     out: dict[str, Any] = {"budget": float(d.budget), "unit": d.budget_unit, "methods": {}}
     with tempfile.TemporaryDirectory(prefix="distill_dry_run_") as scratch:
-        setting = scheduler.Setting(config, scratch, pool, os.path.join(scratch, "eval"), known, teacher)
-        for name in [m.strip() for m in d.methods.split(",") if m.strip()]:
+        setting = Setting(config, scratch, pool, os.path.join(scratch, "eval"), known, teacher)
+        for name in parse_list(d.methods):
             run = scheduler.MethodRun(setting, balancing.get_method(name))
             budget = spend.Budget(run.ledger, max_tokens=int(t.max_tokens), price=price)
             stages = []

@@ -15,6 +15,7 @@ from typing import Any
 from absl import logging
 
 from distill_jax import atomic
+from distill_jax.config import ConfigError
 from distill_jax.data.corpus import FieldMapping, Reject, read_rows
 from distill_jax.teachers.base import Example
 from distill_jax.teachers.pool import normalize_input
@@ -31,7 +32,7 @@ def load_examples(
 ) -> Pool:
     """Examples per domain. `fields` maps id/domain/input/answer/rationale to source keys ("" = absent/derived)."""
     if not paths:
-        raise ValueError("no pool files: set --config.distill.pool to the candidate examples (JSONL/CSV/Parquet)")
+        raise ConfigError("no pool files: set --config.distill.pool to the candidate examples (JSONL/CSV/Parquet)")
     has_answer = bool(fields.get("answer"))
     mapping = FieldMapping(
         input=fields["input"],

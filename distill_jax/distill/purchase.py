@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from distill_jax.metrics import DEFAULT_ANSWER_PATTERNS, extract_answer, named_label, normalize_answer
-from distill_jax.teachers.base import Request, Response
+from distill_jax.teachers import spend
+from distill_jax.teachers.base import Example, Request, Response, Teacher
 from distill_jax.teachers.pool import normalize_input
+from distill_jax.teachers.spend import Budget
 
 _CHOICE = re.compile(r"^\s*\(?([A-Za-z])\)?(?=[\s.:)]|$)|\(([A-Za-z])\)")
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
@@ -135,3 +139,71 @@ def to_training_row(
         target=response.answer,
         meta=meta,
     )
+
+
+def stage_requests(
+    plan: dict[str, Any], pool: Mapping[str, Sequence[Example]], seed: int, seeds_per_request: int
+) -> tuple[list[Request], dict[str, float | None]]:
+    """A stage plan's teacher requests, in a fixed order, and each annotation's IFD score by request key.
+
+    Synthesis request i of a domain imitates seed examples drawn with (seed, i, domain): the same
+    plan always asks the same questions, so a resumed stage re-sends (and is answered from the ledger
+    and caches) exactly what it sent before.
+    """
+    by_id = {e.id: e for examples in pool.values() for e in examples}
+    requests, scores = [], {}
+    for dom in sorted(plan["annotate"]):
+        for example_id, score in plan["annotate"][dom]:
+            request = Request("annotate", dom, example=by_id[example_id])
+            requests.append(request)
+            scores[request.key] = score
+    for dom in sorted(plan["synthesize"]):
+        start, count = plan["synthesize"][dom]
+        examples = pool[dom]
+        for index in range(start, start + count):
+            pick = np.random.default_rng([seed, index, len(dom)]).permutation(len(examples))
+            seeds = tuple(examples[i] for i in pick[:seeds_per_request])
+            requests.append(Request("synthesize", dom, seeds=seeds, index=index))
+    return requests, scores
+
+
+def buy(
+    teacher: Teacher,
+    requests: Sequence[Request],
+    budget: Budget,
+    *,
+    chunk: int,
+    stage: int,
+    check_answers: bool,
+    known_inputs: set[str],
+    scores: Mapping[str, float | None],
+    labels: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Sends `requests` in chunks until the budget stops them: (training rows, dropped records, requests sent).
+
+    Every attempt is opened in the ledger before it is sent (spend.buy), so a stop never overspends.
+    """
+    rows: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    sent = 0
+    for start in range(0, len(requests), chunk):
+        batch = list(requests[start : start + chunk])
+        allowed, responses = spend.buy(teacher, batch, budget)
+        sent += len(allowed)
+        for request, response in zip(allowed, responses):
+            result = to_training_row(
+                request,
+                response,
+                stage=stage,
+                check_answers=check_answers,
+                known_inputs=known_inputs,
+                score=scores.get(request.key),
+                labels=labels,
+            )
+            if isinstance(result, Dropped):
+                dropped.append(dataclasses.asdict(result))
+            else:
+                rows.append(result)
+        if len(allowed) < len(batch):
+            break
+    return rows, dropped, sent

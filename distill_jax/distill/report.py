@@ -23,10 +23,7 @@ GROUPS = ("macro", "micro", "head", "tail")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return atomic.read_jsonl(path) if os.path.exists(path) else []
 
 
 def stage_counts(stage_dir: str, plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -24,30 +24,32 @@ must be on a filesystem all hosts see (as Orbax checkpoints already require).
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import json
 import math
 import os
+import pathlib
 from typing import Any
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import atomic, metrics, multihost
+from distill_jax import atomic, multihost
+from distill_jax.config import ConfigError
+from distill_jax.data import shards
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
-from distill_jax.distill import balancing, ifd, purchase, report, stage_kd
-from distill_jax.distill.pool import Pool, load_examples, split_holdout, write_eval_rows
+from distill_jax.distill import balancing, ifd, purchase, report, stage_eval
+from distill_jax.distill.setting import Setting, parse_list, prepare_setting
 from distill_jax.teachers import spend
-from distill_jax.teachers.base import Example, Request, Teacher
+from distill_jax.teachers.base import Example, Request
 from distill_jax.teachers.ledger import Ledger
 from distill_jax.teachers.pool import normalize_input
 from distill_jax.training import trainer
-from distill_jax.training.evaluator import summary_scalars
-from distill_jax.training.metrics_writer import MetricsWriter
-from distill_jax.training.run_setup import build_evaluator, setup_run
+from distill_jax.training.run_setup import setup_run
 
 STATE_FILE = "scheduler_state.json"
 
@@ -56,128 +58,14 @@ class Preempted(Exception):
     """Training stopped on SIGTERM after checkpointing; re-running the same command resumes."""
 
 
-def make_teacher(config: ml_collections.ConfigDict, workdir: str) -> Teacher:
-    """The teacher named by config.teacher.kind."""
-    t = config.teacher
-    if t.kind == "pool":
-        from distill_jax.teachers.pool import PoolTeacher
-
-        if not t.pool_outputs and not t.pool_synthetic:
-            raise ValueError(
-                "teacher.kind=pool needs --config.teacher.pool_outputs and/or teacher.pool_synthetic files"
-            )
-        return PoolTeacher(
-            t.pool_outputs,
-            t.pool_synthetic,
-            fields=dict(t.pool_fields),
-            synthetic_answer=t.pool_synthetic_answer,
-            rejects_path=os.path.join(workdir, "teacher_pool_rejects.jsonl"),
-        )
-    if t.kind == "program":
-        from distill_jax.teachers.program import ProgramTeacher
-
-        # The generated pool and test files carry the true rationales; synthesis avoids all their inputs.
-        files = t.pool_outputs or ",".join(p for p in (config.distill.pool, config.distill.eval_data) if p)
-        return ProgramTeacher(files, seed=config.seed)
-    if t.kind == "openai":
-        from distill_jax.teachers import openai
-
-        return openai.from_config(t, workdir)
-    if t.kind == "local":
-        from distill_jax.teachers import local
-
-        return local.from_config(t, workdir)
-    raise ValueError(f"teacher.kind={t.kind!r}: use pool, openai, local or program")
-
-
-def _split(spec: str) -> list[str]:
-    return [p.strip() for p in spec.split(",") if p.strip()]
-
-
-_is_main = multihost.is_main
-_barrier = multihost.barrier
-
-
 def _write_json(path: str, obj: Any) -> None:
-    if _is_main():
+    if multihost.is_main():
         atomic.write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
-    if _is_main():
+    if multihost.is_main():
         atomic.write_jsonl(path, rows, sort_keys=True)
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-@dataclasses.dataclass
-class Setting:
-    """What every method shares: the config, the pool, the eval data, the teacher."""
-
-    config: ml_collections.ConfigDict
-    workdir: str
-    pool: Pool  # Candidates, eval hold-out removed.
-    eval_dir: str
-    known_inputs: set[str]  # Normalised inputs of pool and eval: synthetic examples must be new.
-    teacher: Teacher
-    labels: tuple[str, ...] = ()  # Classification pools: the label set answers are checked against.
-
-    @property
-    def domains(self) -> list[str]:
-        return sorted(self.pool)
-
-    @property
-    def pool_sizes(self) -> dict[str, int]:
-        return {d: len(v) for d, v in self.pool.items()}
-
-
-def prepare_setting(config: ml_collections.ConfigDict, workdir: str) -> Setting:
-    """Loads the pool, splits/prepares the eval set, opens the teacher. Idempotent."""
-    d = config.distill
-    os.makedirs(workdir, exist_ok=True)
-    fields = dict(d.pool_fields)
-    default_domain = config.prepare.default_domain
-    pool = load_examples(
-        _split(d.pool), fields, default_domain=default_domain, rejects_path=os.path.join(workdir, "pool_rejects.jsonl")
-    )
-    if d.eval_data:
-        held = load_examples(
-            _split(d.eval_data),
-            fields,
-            default_domain=default_domain,
-            rejects_path=os.path.join(workdir, "eval_rejects.jsonl"),
-        )
-    else:
-        pool, held = split_holdout(pool, d.eval_holdout_per_domain, config.seed)
-    eval_rows = os.path.join(workdir, "eval_rows.jsonl")
-    eval_dir = os.path.join(workdir, "eval_data")
-    if _is_main():
-        write_eval_rows(eval_rows, held)
-        options = dataclasses.replace(PrepareOptions.from_config(config), mapping=FieldMapping(), progress=False)
-        prepare_corpus([eval_rows], eval_dir, options, overwrite=True)
-    _barrier("distill-eval-prepared")
-    known = {normalize_input(e.input) for group in (pool, held) for examples in group.values() for e in examples}
-    logging.info(
-        "Pool: %d examples in %d domains %s; eval: %d examples.",
-        sum(len(v) for v in pool.values()),
-        len(pool),
-        {k: len(v) for k, v in sorted(pool.items(), key=lambda kv: -len(kv[1]))},
-        sum(len(v) for v in held.values()),
-    )
-    return Setting(config, workdir, pool, eval_dir, known, make_teacher(config, workdir), _label_set(d.label_set, pool))
-
-
-def _label_set(spec: str, pool: Pool) -> tuple[str, ...]:
-    """distill.label_set: "" (free-form answers), "pool" (the pool's gold answers) or a comma-separated list."""
-    if spec.strip() == "pool":
-        labels = sorted({e.answer for examples in pool.values() for e in examples if e.answer})
-        if not labels:
-            raise ValueError("distill.label_set=pool but the pool has no gold answers: map pool_fields.answer")
-        return tuple(labels)
-    return tuple(_split(spec))
 
 
 class MethodRun:
@@ -193,14 +81,11 @@ class MethodRun:
         d = self.cfg.distill
         self.num_stages = int(d.stages)
         if self.num_stages < 1:
-            raise ValueError(f"distill.stages must be >= 1, got {d.stages}")
+            raise ConfigError(f"distill.stages must be >= 1, got {d.stages}")
         self.ledger = Ledger(os.path.join(self.dir, "ledger.jsonl"), float(d.budget), d.budget_unit)
         state_path = os.path.join(self.dir, STATE_FILE)
-        if os.path.exists(state_path):
-            with open(state_path, encoding="utf-8") as f:
-                self.state = json.load(f)
-        else:
-            self.state = {"method": method.name, "stage": 0, "phase": "plan", "stages": [], "synthetic_next": {}}
+        fresh = {"method": method.name, "stage": 0, "phase": "plan", "stages": [], "synthetic_next": {}}
+        self.state = json.loads(pathlib.Path(state_path).read_text("utf-8")) if os.path.exists(state_path) else fresh
 
     # ------------------------------------------------------------------------------------ state
 
@@ -210,7 +95,7 @@ class MethodRun:
             self.state["stage"] = stage
         self.state["ledger"] = self.ledger.summary()
         _write_json(os.path.join(self.dir, STATE_FILE), self.state)
-        _barrier(f"distill-{self.method.name}-{self.state['stage']}-{phase}")
+        multihost.barrier(f"distill-{self.method.name}-{self.state['stage']}-{phase}")
 
     def _stage_dir(self, stage: int) -> str:
         path = os.path.join(self.dir, f"stage_{stage}")
@@ -241,7 +126,7 @@ class MethodRun:
     def _restarts(self) -> bool:
         init = self.cfg.distill.stage_init
         if init not in ("continue", "restart"):
-            raise ValueError(f"distill.stage_init={init!r}: use continue or restart")
+            raise ConfigError(f"distill.stage_init={init!r}: use continue or restart")
         return init == "restart"
 
     def _run_dir(self, stage: int) -> str:
@@ -347,74 +232,41 @@ class MethodRun:
     # -------------------------------------------------------------------------------------- buy
 
     def _requests(self, plan: dict[str, Any]) -> tuple[list[Request], dict[str, float | None]]:
-        by_id = {e.id: e for examples in self.s.pool.values() for e in examples}
-        requests, scores = [], {}
-        for dom in sorted(plan["annotate"]):
-            for example_id, score in plan["annotate"][dom]:
-                request = Request("annotate", dom, example=by_id[example_id])
-                requests.append(request)
-                scores[request.key] = score
-        seeds_per_request = int(self.cfg.distill.synthesis_seeds)
-        for dom in sorted(plan["synthesize"]):
-            start, count = plan["synthesize"][dom]
-            examples = self.s.pool[dom]
-            for index in range(start, start + count):
-                pick = np.random.default_rng([int(self.cfg.seed), index, len(dom)]).permutation(len(examples))
-                seeds = tuple(examples[i] for i in pick[:seeds_per_request])
-                requests.append(Request("synthesize", dom, seeds=seeds, index=index))
-        return requests, scores
-
-    def _reservation(self, request: Request, budget: spend.Budget) -> float:
-        """Expected cost of `request` (dry runs); the ledger's per-attempt bound is spend.Budget.open's."""
-        prompt = getattr(self.s.teacher, "prompt", lambda r: "")(request)
-        return budget.estimate(prompt)
+        return purchase.stage_requests(plan, self.s.pool, int(self.cfg.seed), int(self.cfg.distill.synthesis_seeds))
 
     def _previous_inputs(self, stage: int) -> set[str]:
         inputs = set()
         for j in range(stage):
             path = os.path.join(self._stage_dir(j), "purchased.jsonl")
-            inputs |= {normalize_input(r["input"]) for r in _read_jsonl(path)}
+            inputs |= {normalize_input(r["input"]) for r in atomic.read_jsonl(path)}
         return inputs
 
     def _buy(self, plan: dict[str, Any]) -> None:
         stage = plan["stage"]
         out = self._stage_dir(stage)
-        if _is_main():
+        if multihost.is_main():
             requests, scores = self._requests(plan)
             known = self.s.known_inputs | self._previous_inputs(stage)
-            rows: list[dict[str, Any]] = []
-            dropped: list[dict[str, Any]] = []
-            chunk = int(self.cfg.distill.request_chunk)
-            sent = 0
             budget = spend.budget_for(self.cfg, self.ledger, stage, self.s.teacher)
-            for start in range(0, len(requests), chunk):
-                batch = requests[start : start + chunk]
-                # Every attempt is opened in the ledger before it is sent (spend.Budget); stops at the budget.
-                allowed, responses = spend.buy(self.s.teacher, batch, budget)
-                sent += len(allowed)
-                for request, response in zip(allowed, responses):
-                    result = purchase.to_training_row(
-                        request,
-                        response,
-                        stage=stage,
-                        check_answers=bool(self.cfg.distill.check_answers),
-                        known_inputs=known,
-                        score=scores.get(request.key),
-                        labels=self.s.labels,
-                    )
-                    if isinstance(result, purchase.Dropped):
-                        dropped.append(dataclasses.asdict(result))
-                    else:
-                        rows.append(result)
-                if len(allowed) < len(batch):
-                    logging.warning(
-                        "[%s] stage %d: budget exhausted after %d of %d requests.",
-                        self.method.name,
-                        stage,
-                        sent,
-                        len(requests),
-                    )
-                    break
+            rows, dropped, sent = purchase.buy(
+                self.s.teacher,
+                requests,
+                budget,
+                chunk=int(self.cfg.distill.request_chunk),
+                stage=stage,
+                check_answers=bool(self.cfg.distill.check_answers),
+                known_inputs=known,
+                scores=scores,
+                labels=self.s.labels,
+            )
+            if sent < len(requests):
+                logging.warning(
+                    "[%s] stage %d: budget exhausted after %d of %d requests.",
+                    self.method.name,
+                    stage,
+                    sent,
+                    len(requests),
+                )
             _write_jsonl(os.path.join(out, "dropped.jsonl"), dropped)
             _write_jsonl(os.path.join(out, "purchased.jsonl"), rows)
             logging.info(
@@ -423,14 +275,14 @@ class MethodRun:
                 spend.stage_line(self.ledger, stage),
                 len(rows),
                 len(dropped),
-                _count(d["reason"] for d in dropped),
+                dict(sorted(collections.Counter(d["reason"] for d in dropped).items())),
             )
 
     # ---------------------------------------------------------------------------- prepare/train
 
     def _prepare(self, stage: int) -> None:
         inputs = [os.path.join(self._stage_dir(j), "purchased.jsonl") for j in range(stage + 1)]
-        if _is_main():
+        if multihost.is_main():
             options = dataclasses.replace(PrepareOptions.from_config(self.cfg), mapping=FieldMapping(), progress=False)
             prepare_corpus(inputs, os.path.join(self._stage_dir(stage), "train_data"), options, overwrite=True)
 
@@ -447,11 +299,9 @@ class MethodRun:
         cfg.data.train_dir = data_dir
         cfg.data.eval_dir = self.s.eval_dir
         cfg.data.domains = ",".join(self.s.domains)
-        present = set()
-        manifest_path = os.path.join(data_dir, "manifest.json")
-        if os.path.exists(manifest_path):
-            with open(manifest_path, encoding="utf-8") as f:
-                present = set(json.load(f)["domains"])
+        # A stage whose purchases all failed has no shards yet: nothing of it is present.
+        manifest = os.path.join(data_dir, shards.MANIFEST_FILE)
+        present = set(shards.load_manifest(data_dir)["domains"]) if os.path.exists(manifest) else set()
         cfg.data.mixture = "explicit"
         # Quota, not rows: a domain whose purchases fell short of its quota is sampled more often.
         cfg.data.domain_weights = ml_collections.ConfigDict(
@@ -468,7 +318,6 @@ class MethodRun:
         if not cfg.data.domain_weights:
             logging.warning("[%s] stage %d: nothing to train on yet; skipping training.", self.method.name, stage)
             return {}
-        cfg = stage_kd.with_stage_logits(cfg, self._stage_dir(stage))  # distill.loss=kd: the teacher's top-k too
         logging.info(
             "[%s] stage %d: training to step %d on %s",
             self.method.name,
@@ -483,40 +332,14 @@ class MethodRun:
         result = trainer.train(trainer_cfg, self._run_dir(stage), extra_meta={"scheduler": self.state})
         if result.preempted:
             raise Preempted(f"[{self.method.name}] stage {stage}: preempted at step {result.step}")
-        per_domain = self._evaluate(stage, cfg)
-        self._log_stage_scalars(stage, result.step, per_domain)
-        return dict(step=result.step, per_domain=per_domain)
-
-    def _evaluate(self, stage: int, cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-        """Per-domain metrics of the stage's student; every decoded row goes to stage_i/eval_predictions.jsonl."""
-        run = setup_run(cfg)
-        params, step = trainer.restore_params(run, self._run_dir(stage))
-        per_domain, records = build_evaluator(run, self.s.eval_dir).run_with_records(params)
-        records = multihost.gather_rows(records)
-        _write_jsonl(os.path.join(self._stage_dir(stage), "eval_predictions.jsonl"), records)
-        logging.info(
-            "[%s] stage %d: student of step %d answers %d of %d eval rows; predictions in %s",
-            self.method.name,
-            stage,
-            step,
-            sum(r["correct"] for r in records),
-            len(records),
-            os.path.join(self._stage_dir(stage), "eval_predictions.jsonl"),
+        label = f"[{self.method.name}] stage {stage}"
+        per_domain = stage_eval.evaluate(cfg, self._run_dir(stage), self._stage_dir(stage), label)
+        quotas = self.state["stages"][stage]["quotas"]
+        scalars = stage_eval.stage_scalars(
+            stage, self.ledger.spent, quotas, self._cumulative_quotas(stage), per_domain, self.s.pool_sizes, cfg
         )
-        return per_domain
-
-    def _log_stage_scalars(self, stage: int, step: int, per_domain: dict[str, Any]) -> None:
-        st = self.state["stages"][stage]
-        weights = self._cumulative_quotas(stage)
-        total = max(sum(weights.values()), 1)
-        scalars = {"distill/stage": stage, "distill/budget_spent": self.ledger.spent}
-        scalars.update({f"distill/quota/{d}": n for d, n in st["quotas"].items()})
-        scalars.update({f"distill/mixture_weight/{d}": n / total for d, n in weights.items()})
-        head, tail = metrics.split_head_tail(self.s.pool_sizes, self.cfg.eval.head_fraction)
-        scalars.update(summary_scalars(per_domain, head, tail, prefix="distill_eval"))
-        writer = MetricsWriter(self._run_dir(stage))
-        writer.write(step, scalars)
-        writer.close()
+        stage_eval.write_scalars(self._run_dir(stage), result.step, scalars)
+        return dict(step=result.step, per_domain=per_domain)
 
     # ------------------------------------------------------------------------------------- loop
 
@@ -549,24 +372,16 @@ class MethodRun:
         self.ledger.close()
 
 
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return dict(sorted(out.items()))
-
-
 def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs every configured method at the same budget, then writes the comparison report.
 
     Returns the report (see distill.report). Raises Preempted when training stopped on SIGTERM.
     """
-    methods = [balancing.get_method(m) for m in _split(config.distill.methods)]
+    methods = [balancing.get_method(m) for m in parse_list(config.distill.methods)]
     if not methods:
-        raise ValueError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
-    stage_kd.kd_teacher(config)  # A kd stage's teacher is refused here, before anything is bought.
+        raise ConfigError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
     setting = prepare_setting(config, workdir)
-    if _is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
+    if multihost.is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
         spend.preflight(config, setting.teacher)
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     states: dict[str, dict[str, Any]] = {}
@@ -577,9 +392,9 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
                 states[method.name] = run.run()
             finally:
                 run.close()
-            if _is_main():  # After each method, so a long comparison shows its finished methods early.
+            if multihost.is_main():  # After each method, so a long comparison shows its finished methods early.
                 result = report.write_report(workdir, states, setting.pool_sizes, config)
     finally:
         setting.teacher.close()
-    _barrier("distill-report")
-    return result if _is_main() else {}
+    multihost.barrier("distill-report")
+    return result if multihost.is_main() else {}

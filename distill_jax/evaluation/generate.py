@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from distill_jax import atomic, multihost
+from distill_jax import atomic, job_output, multihost
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions
 from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examples
@@ -41,7 +40,7 @@ from distill_jax.models import decoding
 from distill_jax.models.family import Model
 from distill_jax.training import partitioning
 
-PLAN_FILE, SUMMARY_FILE, PREDICTIONS_FILE, CHUNKS_DIR = "plan.json", "summary.json", "predictions.jsonl", "chunks"
+SUMMARY_FILE, PREDICTIONS_FILE, CHUNKS_DIR = "summary.json", "predictions.jsonl", "chunks"
 DECODE_METHODS = ("greedy", "beam", "sample")
 _PLAN_FORMAT = 1
 
@@ -171,55 +170,9 @@ def _write_chunk(path: str, rows: list[dict[str, Any]]) -> None:
     atomic.write_jsonl(path, rows)
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _plan_differences(saved: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{k}: {saved.get(k)!r} -> {plan.get(k)!r}"
-        for k in sorted(set(saved) | set(plan))
-        if saved.get(k) != plan.get(k)
-    ]
-
-
-def _start_output(output_dir: str, plan: dict[str, Any], num_chunks: int, overwrite: bool) -> list[bool]:
-    """Process 0: checks or writes plan.json and lists finished chunks; broadcast so every process agrees.
-
-    Returns one flag per chunk (True = already written). A different plan in the directory is an
-    error (unless ``overwrite``), since its chunks would mix two jobs.
-    """
-    status = np.zeros((num_chunks + 1,), np.int32)
-    if jax.process_index() == 0:
-        plan_path = os.path.join(output_dir, PLAN_FILE)
-        if overwrite:
-            for name in (CHUNKS_DIR, PLAN_FILE, PREDICTIONS_FILE, SUMMARY_FILE):
-                target = os.path.join(output_dir, name)
-                shutil.rmtree(target) if os.path.isdir(target) else Path(target).unlink(missing_ok=True)
-        os.makedirs(os.path.join(output_dir, CHUNKS_DIR), exist_ok=True)
-        if os.path.exists(plan_path):
-            with open(plan_path, encoding="utf-8") as f:
-                differences = _plan_differences(json.load(f), plan)
-            if differences:
-                logging.error("%s holds another job: %s", output_dir, "; ".join(differences))
-                status[0] = 1
-        else:
-            atomic.write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
-        status[1:] = [os.path.exists(_chunk_path(output_dir, c)) for c in range(num_chunks)]
-    if jax.process_count() > 1:
-        status = np.asarray(multihost_utils.broadcast_one_to_all(status))
-    if status[0]:
-        raise ValueError(
-            f"{output_dir} holds predictions of a different job (see {PLAN_FILE} and the error logged on process 0); "
-            "use another --output_dir, or --overwrite to start over"
-        )
-    return [bool(x) for x in status[1:]]
-
-
 def merge_chunks(output_dir: str, num_chunks: int, num_examples: int) -> str:
     """Joins the chunk files into predictions.jsonl ordered by id; checks every example is there once."""
-    rows = [row for c in range(num_chunks) for row in _read_jsonl(_chunk_path(output_dir, c))]
+    rows = [row for c in range(num_chunks) for row in atomic.read_jsonl(_chunk_path(output_dir, c))]
     ids = [row["id"] for row in rows]
     if len(ids) != num_examples or len(set(ids)) != len(ids):
         raise RuntimeError(
@@ -300,7 +253,16 @@ def generate(
         "global_batch": global_batch,
         "chunk_size": chunk_size,
     }
-    done = _start_output(output_dir, plan, num_chunks, overwrite)
+    done = job_output.start(
+        output_dir,
+        plan,
+        num_chunks,
+        chunks_dir=CHUNKS_DIR,
+        finished_chunks=lambda: {c for c in range(num_chunks) if os.path.exists(_chunk_path(output_dir, c))},
+        outputs=(PREDICTIONS_FILE, SUMMARY_FILE),
+        overwrite=overwrite,
+        what="predictions",
+    )
 
     decoder = make_decoder(run.model, settings, max_decode_len)
     in_sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)

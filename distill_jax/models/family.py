@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from distill_jax.config import ConfigError
 from distill_jax.models import bart, bart_config, hf_bart, hf_t5, t5, t5_config
 from distill_jax.models.bart import BartTransformer
 from distill_jax.models.bart_config import BartConfig
@@ -119,7 +120,7 @@ def preset_config(size: str, **overrides: Any) -> ModelConfig:
         return bart_config.get_config(size, **overrides)
     if size in t5_config.SIZES:
         return t5_config.get_config(size, **overrides)
-    raise ValueError(f"unknown model size {size!r}; known: {sorted(t5_config.SIZES) + sorted(bart_config.SIZES)}")
+    raise ConfigError(f"unknown model size {size!r}; known: {sorted(t5_config.SIZES) + sorted(bart_config.SIZES)}")
 
 
 def num_params(config: ModelConfig) -> int:

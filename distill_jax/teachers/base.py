@@ -16,6 +16,8 @@ import json
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from distill_jax.config import ConfigError
+
 RequestKind = Literal["annotate", "synthesize", "paraphrase"]
 # ok: usable output. failed: the teacher was asked but gave nothing usable (after retries; `error`
 # says why) -- it may have been paid for. unavailable: there was nothing to ask (e.g. a stored pool
@@ -24,7 +26,7 @@ RequestKind = Literal["annotate", "synthesize", "paraphrase"]
 Status = Literal["ok", "failed", "unavailable", "skipped"]
 
 
-class TeacherConfigError(RuntimeError):
+class TeacherConfigError(ConfigError):
     """A setting is wrong (key, model, URL, parameter) or the endpoint is unreachable: no request can
     succeed, so the run stops before its next request. The message names the setting to fix."""
 

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 
 from distill_jax import atomic
+from distill_jax.config import ConfigError
 from distill_jax.evaluation.generate import DecodeSettings, generate
 from distill_jax.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response
@@ -103,9 +104,12 @@ class LocalTeacher:
         pass
 
 
-def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> LocalTeacher:
+def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> LocalTeacher:
+    """A LocalTeacher decoding with the run `config.teacher.checkpoint` names."""
+    del purpose  # Only BalDistill asks a local teacher (the registry checks).
+    cfg_teacher = config.teacher
     if not cfg_teacher.checkpoint:
-        raise ValueError("teacher.kind=local needs --config.teacher.checkpoint=WORKDIR of a trained or imported run")
+        raise ConfigError("teacher.kind=local needs --config.teacher.checkpoint=WORKDIR of a trained or imported run")
     return LocalTeacher(
         cfg_teacher.checkpoint,
         workdir,

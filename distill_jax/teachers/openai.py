@@ -396,11 +396,13 @@ class OpenAITeacher:
         }
 
 
-def from_config(cfg_teacher: ml_collections.ConfigDict, workdir: str) -> OpenAITeacher:
-    """An OpenAITeacher from the `c.teacher` knobs; the key comes from the `api_key_env` variable."""
+def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> OpenAITeacher:
+    """An OpenAITeacher from the `config.teacher` knobs; the key comes from the `api_key_env` variable."""
+    del purpose  # One endpoint annotates, synthesizes and paraphrases.
+    cfg_teacher = config.teacher
     api_key = os.environ.get(cfg_teacher.api_key_env, "")
     if not api_key:
-        raise ValueError(
+        raise TeacherConfigError(
             f"teacher.kind=openai reads its API key from the environment variable {cfg_teacher.api_key_env!r}, "
             "which is unset or empty"
         )

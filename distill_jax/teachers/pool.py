@@ -16,13 +16,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ml_collections
 from absl import logging
 
 from distill_jax import atomic
 from distill_jax.data.corpus import FieldMapping, Reject, read_rows
 from distill_jax.data.paraphrase_sources import ReadProblem, load_table
 from distill_jax.metrics import extract_answer
-from distill_jax.teachers.base import Request, Response
+from distill_jax.teachers.base import Request, Response, TeacherConfigError
 from distill_jax.teachers.paraphrase_list import clean_items
 
 
@@ -201,3 +202,29 @@ class PoolTeacher:
 
     def close(self) -> None:
         pass
+
+
+def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> PoolTeacher:
+    """The stored teacher outputs `config.teacher.pool_*` name: annotations and synthetic examples, or paraphrases."""
+    t = config.teacher
+    rejects_path = os.path.join(workdir, "teacher_pool_rejects.jsonl")
+    if purpose == "paraphrase":
+        if not t.pool_paraphrases:
+            raise TeacherConfigError("teacher.kind=pool needs --config.teacher.pool_paraphrases files to paraphrase")
+        return PoolTeacher(
+            "",
+            paraphrases=t.pool_paraphrases,
+            paraphrase_fields=dict(t.pool_paraphrase_fields),
+            rejects_path=rejects_path,
+        )
+    if not t.pool_outputs and not t.pool_synthetic:
+        raise TeacherConfigError(
+            "teacher.kind=pool needs --config.teacher.pool_outputs and/or teacher.pool_synthetic files"
+        )
+    return PoolTeacher(
+        t.pool_outputs,
+        t.pool_synthetic,
+        fields=dict(t.pool_fields),
+        synthetic_answer=t.pool_synthetic_answer,
+        rejects_path=rejects_path,
+    )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_collections
+
 from distill_jax.data import demo_corpus
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.pool import PoolTeacher, estimate_tokens
@@ -56,3 +58,10 @@ class ProgramTeacher:
 
     def close(self) -> None:
         pass
+
+
+def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> ProgramTeacher:
+    """The generated pool and test files carry the true rationales; synthesis avoids all their inputs."""
+    del workdir, purpose  # Keeps nothing on disk; only BalDistill asks it (the registry checks).
+    files = config.teacher.pool_outputs or ",".join(p for p in (config.distill.pool, config.distill.eval_data) if p)
+    return ProgramTeacher(files, seed=config.seed)

@@ -25,6 +25,7 @@ from typing import Any
 
 from absl import logging
 
+from distill_jax.config import ConfigError
 from distill_jax.teachers.base import Request, Response
 from distill_jax.teachers.ledger import Ledger
 
@@ -35,7 +36,7 @@ MIN_OBSERVATIONS = 8
 COMPLETION_WINDOW = 1000
 
 
-class BudgetConfigError(ValueError):
+class BudgetConfigError(ConfigError):
     """The budget settings cannot work (bad unit, unknown model price): nothing was sent."""
 
 

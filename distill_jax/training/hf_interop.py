@@ -9,16 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
+from typing import Any
 
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from distill_jax import storage
+from distill_jax.data.tokenizers import load_tokenizer
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import unstack_layers
+from distill_jax.models.hf_files import TOKENIZER_FILES
 from distill_jax.models.lora import merge_lora, strip_adapters
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
@@ -29,8 +29,10 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     """Writes `workdir`'s config.json and a step-0 checkpoint holding `hf_dir`'s weights.
 
     The result is an ordinary run: `eval` evaluates it, and `train` with the same config continues
-    from it. `config` must name the prepared training data (the run's domains and tokenizer are part
-    of the checkpoint); its `model.hf_dir` is set to `hf_dir`, so the run takes the HF architecture.
+    from it. Converting needs no data: with `data.train_dir` set, the run records that data's domains
+    and tokenizer (and checks the tokenizer fits the model); without, the tokenizer is `config.tokenizer`
+    when it names an "hf" directory, else `hf_dir`'s own files, and the first `train` adopts its data's
+    domains. Its `model.hf_dir` is set to `hf_dir`, so the run takes the HF architecture.
     The optimizer state is freshly initialised from `config.optimizer`, exactly as `train` does from
     `model.hf_dir`. Refuses a workdir that already holds checkpoints.
     """
@@ -42,7 +44,7 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     try:
         if checkpointer.latest_step() is not None:
             raise FileExistsError(f"{checkpointer_dir(workdir)} already holds checkpoints; import into a fresh workdir")
-        run = setup_run(cfg)
+        run = setup_run(cfg, manifest=None if cfg.data.train_dir else _model_only_manifest(cfg, hf_dir))
         meta = {
             "config": json.loads(cfg.to_json_best_effort()),
             "domain_names": run.domain_names,
@@ -61,6 +63,17 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
             f.write(cfg.to_json_best_effort(indent=2))
 
 
+def _model_only_manifest(cfg: ml_collections.ConfigDict, hf_dir: str) -> dict[str, Any]:
+    """What setup_run needs from a manifest when no data is given: the tokenizer, and no domains yet."""
+    if cfg.tokenizer.kind == "hf" and cfg.tokenizer.path:
+        tokenizer = load_tokenizer("hf", cfg.tokenizer.path)
+    elif any(os.path.exists(os.path.join(hf_dir, name)) for name in TOKENIZER_FILES):
+        tokenizer = load_tokenizer("hf", hf_dir)
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.path)
+    return {"tokenizer": tokenizer.to_dict(), "domains": {}}
+
+
 def export_hf(
     workdir: str, out_dir: str, step: int | None = None, overwrite: bool = False, lora_format: str = "merged"
 ) -> int:
@@ -74,19 +87,24 @@ def export_hf(
     """
     if lora_format not in ("merged", "peft"):
         raise ValueError(f"lora_format={lora_format!r}: use merged or peft")
-    config_path = storage.join(workdir, "config.json")
-    if not storage.exists(config_path):
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
         raise FileNotFoundError(
             f"{config_path} not found: the workdir must be written by `distill-jax train` or `import-hf`"
         )
-    cfg = ml_collections.ConfigDict(json.loads(storage.read_text(config_path)))
-    out_url = storage.check(out_dir)
-    if storage.is_remote(out_url):
-        if storage.exists(storage.join(out_url, "config.json")) and not overwrite:
-            raise FileExistsError(f"{out_url} holds a model; choose another --out or pass overwrite")
-        # Written locally as usual, then uploaded with config.json (what from_pretrained opens first) last.
-        out_dir = os.path.join(tempfile.mkdtemp(dir=storage.staging_dir(out_url, "export")), "out")
-    run = setup_run(cfg, eval_dir="")  # Eval data is not needed to export.
+    with open(config_path, encoding="utf-8") as f:
+        cfg = ml_collections.ConfigDict(json.load(f))
+    # The checkpoint records its domains and tokenizer: exporting needs neither the training nor the eval data.
+    checkpointer = Checkpointer(checkpointer_dir(workdir))
+    try:
+        chosen = checkpointer.latest_step() if step is None else step
+        if chosen is None:
+            raise FileNotFoundError(f"{checkpointer_dir(workdir)} holds no checkpoint to export")
+        meta = checkpointer.restore_meta(chosen)
+    finally:
+        checkpointer.close()
+    manifest = {"tokenizer": meta["tokenizer"], "domains": dict.fromkeys(meta["domain_names"], {"num_examples": 0})}
+    run = setup_run(cfg, eval_dir="", manifest=manifest)
     params, step = restore_params(run, workdir, step)
     host_params = multihost_utils.process_allgather(params, tiled=True)
     config = run.model_config
@@ -105,10 +123,6 @@ def export_hf(
         else:
             family.save_hf(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
             family.save_peft_adapter(
-                os.path.join(out_dir, "lora_adapter"), config, host_params, out_url
+                os.path.join(out_dir, "lora_adapter"), config, host_params, os.path.abspath(out_dir)
             )
-        if storage.is_remote(out_url):
-            storage.remove_tree(out_url)
-            storage.upload_tree(out_dir, out_url, last="config.json")
-            shutil.rmtree(os.path.dirname(out_dir), ignore_errors=True)
     return step

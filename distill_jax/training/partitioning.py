@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from distill_jax.config import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LogicalRules = Sequence[tuple[str, Any]]
@@ -25,19 +27,19 @@ def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int
     """Resolves -1 (at most one axis) to the devices left over, and checks the product."""
     sizes = [data, fsdp, tensor]
     if sizes.count(-1) > 1:
-        raise ValueError(f"mesh: at most one of data/fsdp/tensor may be -1, got {sizes}")
+        raise ConfigError(f"mesh: at most one of data/fsdp/tensor may be -1, got {sizes}")
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh: axis sizes must be positive or -1, got data={data} fsdp={fsdp} tensor={tensor}")
+        raise ConfigError(f"mesh: axis sizes must be positive or -1, got data={data} fsdp={fsdp} tensor={tensor}")
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if num_devices % known:
-            raise ValueError(
+            raise ConfigError(
                 f"mesh: {num_devices} devices are not divisible by fsdp*tensor*... = {known}; "
                 "set --config.mesh.* so the product divides the device count"
             )
         sizes[sizes.index(-1)] = num_devices // known
     if int(np.prod(sizes)) != num_devices:
-        raise ValueError(
+        raise ConfigError(
             f"mesh: data*fsdp*tensor = {sizes[0]}*{sizes[1]}*{sizes[2]} = {int(np.prod(sizes))} but there are "
             f"{num_devices} devices; set one axis to -1 or make the product match"
         )

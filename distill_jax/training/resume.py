@@ -7,6 +7,7 @@ through `restore_params`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from distill_jax import storage
 from distill_jax.models import family, lora
 from distill_jax.training.checkpoints import Checkpointer, Restored, local_data_state
 from distill_jax.training.run_setup import RunSetup
@@ -23,7 +23,7 @@ from distill_jax.training.train_state import TrainState
 
 
 def checkpointer_dir(workdir: str) -> str:
-    return storage.join(workdir, "checkpoints")
+    return os.path.join(workdir, "checkpoints")
 
 
 def _meta_checker(run: RunSetup, workdir: str):
@@ -37,7 +37,9 @@ def _meta_checker(run: RunSetup, workdir: str):
                 "use the config it was trained with (e.g. the same --config.model.size or --config.model.hf_dir) "
                 "or a fresh --workdir"
             )
-        if meta["domain_names"] != run.domain_names:
+        # An import-hf checkpoint made without data has seen no domains yet: the first data decides them.
+        adopts = meta.get("imported_from") and not meta["domain_names"] and step == 0
+        if meta["domain_names"] != run.domain_names and not adopts:
             raise ValueError(
                 f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
                 f"{run.domain_names}; use a fresh --workdir for different data"
@@ -81,7 +83,7 @@ def resume(
 def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
     """The params of a workdir's checkpoint (the newest readable one by default), sharded for `run`'s mesh."""
     directory = checkpointer_dir(workdir)
-    if not storage.isdir(directory):
+    if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoint in {directory}: train first (distill-jax train --workdir=...)")
     checkpointer = Checkpointer(directory)
     try:

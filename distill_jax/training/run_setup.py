@@ -17,6 +17,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
+from distill_jax.config import ConfigError
 from distill_jax.data import shards
 from distill_jax.data.pipeline import build_eval_batches
 from distill_jax.data.tokenizers import Tokenizer, tokenizer_from_dict
@@ -99,14 +100,25 @@ def _check_tokenizer_fits(tok: Mapping[str, Any], model_config: ModelConfig, hf_
 
 
 def setup_run(
-    config: ml_collections.ConfigDict, *, train_dir: str | None = None, eval_dir: str | None = None
+    config: ml_collections.ConfigDict,
+    *,
+    train_dir: str | None = None,
+    eval_dir: str | None = None,
+    manifest: Mapping[str, Any] | None = None,
 ) -> RunSetup:
-    """Builds everything static about a run. Directories default to config.data.*_dir."""
+    """Builds everything static about a run. Directories default to config.data.*_dir.
+
+    ``manifest`` stands in for the training data's manifest where no data is needed (importing or
+    exporting a checkpoint): ``{"tokenizer": Tokenizer.to_dict(), "domains": {name: {...}}}``.
+    """
     train_dir = train_dir or config.data.train_dir
     eval_dir = config.data.eval_dir if eval_dir is None else eval_dir
-    if not train_dir:
-        raise ValueError("no training data: set --config.data.train_dir to a `distill-jax prepare` output directory")
-    manifest = shards.load_manifest(train_dir)
+    if manifest is None:
+        if not train_dir:
+            raise ConfigError(
+                "no training data: set --config.data.train_dir to a `distill-jax prepare` output directory"
+            )
+        manifest = shards.load_manifest(train_dir)
     eval_manifest = shards.load_manifest(eval_dir) if eval_dir else None
     if eval_manifest is not None:
         _check_same_tokenizer(manifest, eval_manifest, eval_dir)

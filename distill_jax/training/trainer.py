@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import time
 from typing import Any
@@ -26,10 +27,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import atomic, metrics, storage
+from distill_jax import metrics
 from distill_jax.data import pipeline, shards
 from distill_jax.models import family, lora
-from distill_jax.training import guard, memory, partitioning
+from distill_jax.training import guard, interval_scalars, partitioning
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
 from distill_jax.training.config_checks import ConfigError, mesh_problems, validate_train_config
@@ -41,32 +42,10 @@ from distill_jax.training.resume import checkpointer_dir, hf_initial_state, rest
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
 from distill_jax.training.train_state import TrainState, count_params, create_train_state
 
-# What stops a run on purpose with a one-line reason (the CLI prints it and exits 1, no traceback).
-STOP_ERRORS = (guard.TrainingStopped, CheckpointSaveError, CorruptCheckpointError, ConfigError)
+# What stops a run on purpose with a one-line reason (the CLI prints it and exits 1, no traceback); a
+# ConfigError (a setting to fix before anything runs) is a usage error instead: one line, exit 2.
+STOP_ERRORS = (guard.TrainingStopped, CheckpointSaveError, CorruptCheckpointError)
 __all__ = ["STOP_ERRORS", "TrainResult", "checkpointer_dir", "hf_initial_state", "restore_params", "train"]
-
-# Dense bf16 peak FLOP/s per device, from the vendors' datasheets, for the MFU estimate.
-PEAK_FLOPS_BY_DEVICE_KIND = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "A100": 312e12,
-    "L4": 121e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-}
-
-
-def peak_flops_per_device(configured: float) -> float | None:
-    if configured > 0:
-        return configured
-    kind = jax.devices()[0].device_kind
-    for name, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():
-        if name.lower() in kind.lower():
-            return flops
-    return None
 
 
 @dataclasses.dataclass
@@ -99,39 +78,6 @@ class _PreemptionFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def _train_scalars(
-    sums: dict[str, np.ndarray],
-    domain_names: list[str],
-    seconds: float,
-    num_devices: int,
-    flops_per_example: float,
-    peak_flops: float | None,
-) -> dict[str, float]:
-    steps = max(float(sums["steps"]), 1.0)
-    tokens = float(sums["token_count"].sum())
-    examples = float(sums["example_count"].sum())
-    out = {
-        "train/loss": float(sums["loss_sum"]) / steps,
-        "train/ce": float(sums["ce_sum"].sum()) / max(tokens, 1.0),
-        "train/token_accuracy": float(sums["correct_sum"].sum()) / max(tokens, 1.0),
-        "train/grad_norm": float(sums["grad_norm_sum"]) / steps,
-        "perf/step_time_s": seconds / steps,
-        "perf/tokens_per_s": (tokens + float(sums["input_token_count"])) / seconds,
-        "perf/examples_per_s": examples / seconds,
-    }
-    kd_tokens = float(sums["kd_token_count"].sum())
-    if kd_tokens > 0:  # KD runs: the divergence on tokens with teacher logits, and their share of all tokens
-        out["train/kd"] = float(sums["kd_sum"].sum()) / kd_tokens
-        out["train/kd_token_fraction"] = kd_tokens / max(tokens, 1.0)
-    if peak_flops:
-        out["perf/mfu"] = flops_per_example * examples / seconds / (peak_flops * num_devices)
-    for i, d in enumerate(domain_names):
-        if sums["token_count"][i] > 0:
-            out[f"train/ce/{d}"] = float(sums["ce_sum"][i] / sums["token_count"][i])
-            out[f"train/token_accuracy/{d}"] = float(sums["correct_sum"][i] / sums["token_count"][i])
-    return out
 
 
 def _meta(run: RunSetup, weights: dict[str, float], extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -192,7 +138,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     value, a failed save, or a damaged checkpoint with train.on_corrupt_checkpoint=fail.
     """
     cfg = config
-    workdir = storage.check(workdir)  # local, gs:// or s3://; any other scheme:// is refused here
     validate_train_config(cfg)
     run = setup_run(cfg)
     is_main = jax.process_index() == 0
@@ -204,7 +149,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     sources = shards.open_domain_sources(cfg.data.train_dir)
     weights = pipeline.mixture_weights(run.train_domain_counts, cfg.data.mixture, dict(cfg.data.domain_weights))
     local_batch = per_process_batch_size(cfg.train.batch_size, run, "train.batch_size")
-    kd = open_kd(cfg, run.model_config.vocab_size, run.mesh)
+    kd_store, kd = open_kd(cfg, run.model_config.vocab_size)
     dataset = pipeline.build_train_dataset(
         sources,
         weights,
@@ -218,8 +163,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         worker_threads=cfg.data.worker_threads,
         prefetch_batches=cfg.data.prefetch_batches,
         pack=cfg.data.pack,
-        kd=kd.store,
-        kd_k=kd.stored_k,
+        kd=kd_store,
+        kd_k=kd.top_k if kd else 0,
     )
     data_iter = iter(dataset)
 
@@ -228,7 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     checkpointer = None
     restored = None
     skip_cap = int(cfg.train.get("skip_nonfinite_batches", 0))
-    if storage.isdir(checkpointer_dir(workdir)):
+    if os.path.isdir(checkpointer_dir(workdir)):
         checkpointer = _checkpointer(cfg, workdir)
         restored = resume(checkpointer, run, weights, data_iter, workdir)
     if restored is not None:
@@ -256,8 +201,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         z_loss=cfg.train.z_loss,
         grad_accum_steps=cfg.train.grad_accum_steps,
         skip_nonfinite=skip_cap > 0,
-        kd=kd.settings,
-        teacher=kd.teacher,
+        kd=kd,
     )
     # Compiled ahead of time so the memory it needs is known before the first step; the loop runs
     # this very executable (no second compile), which also refuses any batch of another shape.
@@ -266,19 +210,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         cfg.data.max_input_len,
         cfg.data.max_target_len,
         run.batch_shardings,
-        kd.stored_k,
+        kd.top_k if kd else 0,
     )
     train_step = train_step.compile(run.abstract_state, batch_shapes)
-    logging.info("%s", memory.memory_line(memory.memory_footprint(train_step)))
-    teacher_bytes = kd.teacher.bytes_per_device() if kd.teacher else None
-    logging.info("%s", memory.resident_line(memory.per_device_bytes(run.abstract_state), teacher_bytes))
+    logging.info("%s", step_lib.memory_line(step_lib.memory_footprint(train_step)))
     evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
 
     # --- Everything could start: only now does the workdir get written.
-    storage.makedirs(workdir)
+    os.makedirs(workdir, exist_ok=True)
     if is_main:
-        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
     if checkpointer is None:
         checkpointer = _checkpointer(cfg, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step)
@@ -287,9 +230,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         family.flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len)
         * cfg.data.max_target_len
     )
-    if kd.teacher:  # online KD: the devices also run the teacher's forward on every example
-        flops_per_example += kd.teacher.forward_flops_per_example(cfg.data.max_input_len, cfg.data.max_target_len)
-    peak = peak_flops_per_device(cfg.train.peak_flops_per_device)
+    peak = interval_scalars.peak_flops_per_device(cfg.train.peak_flops_per_device)
 
     def evaluate(step: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         per_domain, samples = evaluator.run(state.params, num_samples_to_log=3)
@@ -344,7 +285,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
                     seconds = time.perf_counter() - interval_start
                     steps_done, synced_step = step - synced_step, step
                     check_finite(host_sums)
-                    last_scalars = _train_scalars(
+                    last_scalars = interval_scalars.train_scalars(
                         host_sums, run.domain_names, seconds, jax.device_count(), flops_per_example, peak
                     )
                     if skip_cap > 0:

@@ -6,18 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO, cli
 
+from distill_jax.cli.main import SUBCOMMANDS
 from distill_jax.distill.evaluate_runs import evaluate_workdir
 from distill_jax.training.trainer import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def cli(*args, **kw):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    return subprocess.run(
-        [sys.executable, "-m", "distill_jax.cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True, **kw
-    )
 
 
 def test_usage_and_unknown_subcommand():
@@ -25,6 +18,55 @@ def test_usage_and_unknown_subcommand():
     assert out.returncode == 2 and "prepare" in out.stdout and "demo" in out.stdout
     out = cli("bogus")
     assert out.returncode == 2 and "unknown subcommand 'bogus'" in out.stderr
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_help_exits_0_with_its_own_flags(name):
+    out = cli(name, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc, own = _doc_and_own_flags(SUBCOMMANDS[name][0])
+    assert out.stdout.startswith(doc.strip().splitlines()[0])
+    shown = out.stdout.replace("--[no]", "--")  # absl writes a boolean flag as --[no]name
+    assert own and all(f"--{flag}:" in shown for flag in own), (own, out.stdout[-2000:])
+    assert "dispatches to one subcommand module" not in out.stdout
+
+
+def _doc_and_own_flags(module_name):
+    """The docstring and the flags a fresh import of the subcommand module defines in that module."""
+    code = (
+        "import importlib, json, sys; from absl import flags; m = importlib.import_module(sys.argv[1]); "
+        "print(json.dumps([m.__doc__, [n for n in flags.FLAGS if flags.FLAGS.find_module_defining_flag(n) == m.__name__]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, module_name], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return json.loads(out.stdout)
+
+
+def test_helpfull_exits_0_and_lists_absl_flags_too():
+    out = cli("train", "--helpfull")
+    assert out.returncode == 0 and "--workdir" in out.stdout and "--verbosity" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--config.train.stesp=5", "--config.train.stesp: no config field 'stesp'. Did you mean \"steps\""),
+        ("--config.train.steps=abc", "--config.train.steps=abc: invalid literal for int()"),
+        ("--config=configs/no_such_file.py", "--config=configs/no_such_file.py: "),
+        ("--config.mesh.data=3", "mesh: data*fsdp*tensor = 3*1*1 = 3 but there are 1 devices"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_field_exit_2(demo_prepared, tmp_path, flag, expected):
+    workdir = tmp_path / "w"
+    args = ("train", flag, f"--workdir={workdir}", f"--config.data.train_dir={demo_prepared['train']}")
+    out = cli(*args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert lines[-1].startswith("distill-jax train: ") and expected in lines[-1], lines[-1]
+    assert not workdir.exists()
+    verbose = cli(*args, "--verbosity=1")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr and expected in verbose.stderr
 
 
 def test_prepare_reports_counts_and_rejects_and_fails_when_nothing_is_usable(tmp_path):
@@ -95,7 +137,7 @@ def test_train_refuses_a_bad_config_in_one_line_and_creates_nothing(demo_prepare
         f"--config.data.train_dir={demo_prepared['train']}",
         "--config.train.steps=-5",
     )
-    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith("distill-jax train: invalid train config: train.steps=-5")
     assert not workdir.exists()
 

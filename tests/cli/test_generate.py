@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from distill_jax.evaluation import generate as generate_lib
 from distill_jax.evaluation.compare import compare_predictions
@@ -19,7 +20,6 @@ from distill_jax.evaluation.generate import DecodeSettings, generate
 from distill_jax.evaluation.scoring import ScoringOptions
 from distill_jax.training.trainer import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE = DecodeSettings(method="sample", temperature=0.9, top_k=20, num_return_sequences=2, seed=3)
 _TRAINED: dict[str, str] = {}
 

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
+from helpers import cli
 
 from distill_jax.distill.evaluate_runs import evaluate_workdir
 from distill_jax.models.hf_t5 import load_hf_t5
@@ -19,7 +18,6 @@ from distill_jax.training.hf_interop import export_hf, import_hf
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.trainer import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # v1.1 style (gated GELU, untied head) over ByT5's 384 ids, so the byte-level demo corpus fits it.
 HF_SHAPE = dict(
     vocab_size=384,
@@ -34,13 +32,6 @@ HF_SHAPE = dict(
     tie_word_embeddings=False,
     decoder_start_token_id=0,
 )
-
-
-def cli(*args):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    return subprocess.run(
-        [sys.executable, "-m", "distill_jax.cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
 
 
 def save_random_hf_t5(path, seed=0, **changes):
@@ -103,6 +94,26 @@ def test_training_continues_from_an_imported_checkpoint(small_train_config, tmp_
     result = train(cfg, imported)
     assert result.step == 2 and np.isfinite(result.final_metrics["train/loss"])
     assert Checkpointer(os.path.join(imported, "checkpoints")).all_steps() == [0, 2]
+
+
+def test_import_and_export_need_no_data_and_training_adopts_its_data(small_train_config, tmp_path):
+    # Converting is not training: no --config.data.* at all, from the command line.
+    hf_dir = tmp_path / "hf"
+    save_random_hf_t5(hf_dir, seed=2)
+    run = tmp_path / "run"
+    out = cli("import-hf", f"--hf_dir={hf_dir}", f"--workdir={run}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = cli("export-hf", f"--workdir={run}", f"--out={tmp_path / 'out'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    exported = safetensors.numpy.load_file(str(tmp_path / "out" / "model.safetensors"))
+    original = safetensors.numpy.load_file(str(hf_dir / "model.safetensors"))
+    assert exported.keys() == original.keys()
+    for name, value in original.items():
+        np.testing.assert_array_equal(exported[name], value, err_msg=name)
+    # The first train on prepared data adopts its domains (an imported step 0 has seen none).
+    cfg = small_train_config(model__hf_dir=str(hf_dir), train__steps=2, train__log_every=2, train__checkpoint_every=2)
+    result = train(cfg, str(run))
+    assert result.step == 2 and np.isfinite(result.final_metrics["train/loss"])
 
 
 @pytest.mark.slow

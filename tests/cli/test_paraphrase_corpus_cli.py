@@ -8,11 +8,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import REPO
 
 from distill_jax.config import default_config
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEY = "sk-cli-test-0123"
 
 

@@ -8,18 +8,12 @@ Then `eval --workdir=DEMO_DIR` re-evaluates every method's student from the demo
 """
 
 import json
-import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers import cli
 
 
 def _cli(*args):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "distill_jax.cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    out = cli(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 

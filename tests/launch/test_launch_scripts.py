@@ -14,8 +14,8 @@ import sys
 
 import pytest
 import yaml
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TPU_VM = os.path.join(REPO, "launch", "tpu_vm.sh")
 SLURM = os.path.join(REPO, "launch", "slurm.sbatch")
 GKE = os.path.join(REPO, "launch", "gke", "render.sh")

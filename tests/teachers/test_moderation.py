@@ -10,6 +10,7 @@ from distill_jax.config import default_config
 from distill_jax.data.paraphrase_filters import FilterSettings, apply_filters
 from distill_jax.data.paraphrase_sources import Candidate
 from distill_jax.teachers import moderation
+from distill_jax.teachers.base import TeacherConfigError
 from distill_jax.teachers.moderation import ModerationClient
 
 KEY = "sk-moderation-SECRET-42"
@@ -112,7 +113,7 @@ def test_gives_up_or_refuses_with_a_clear_error_and_never_leaks_the_key(server, 
         client(server, sleeps).flag(["x"])
     assert KEY not in str(error.value) and "[redacted]" in str(error.value)
     server.script = [status(401)]
-    with pytest.raises(RuntimeError, match="refused the request: HTTP 401"):
+    with pytest.raises(TeacherConfigError, match="refused the request: HTTP 401"):
         client(server, sleeps).flag(["x"])
 
 

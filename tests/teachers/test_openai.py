@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from distill_jax.config import default_config
-from distill_jax.teachers.base import Example, Request
+from distill_jax.teachers.base import Example, Request, TeacherConfigError
 from distill_jax.teachers.openai import OpenAITeacher, from_config, parse_synthesis
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -398,7 +398,8 @@ def test_api_key_never_leaks(endpoint, make_teacher, tmp_path, caplog):
         handler, prompt
     )
     with pytest.raises(
-        RuntimeError, match="refused the request: HTTP 401: Incorrect API key Bearer \\[redacted\\]. Fix the API key"
+        TeacherConfigError,
+        match="refused the request: HTTP 401: Incorrect API key Bearer \\[redacted\\]. Fix the API key",
     ) as e:
         teacher.complete([annotate(4)])
     teacher.close()
@@ -411,9 +412,9 @@ def test_api_key_never_leaks(endpoint, make_teacher, tmp_path, caplog):
 
 
 def test_from_config_reads_the_key_from_the_environment(endpoint, tmp_path, monkeypatch):
-    cfg = default_config().teacher
-    cfg.base_url = endpoint.base_url
-    cfg.api_key_env = "DISTILL_TEST_TEACHER_KEY"
+    cfg = default_config()
+    cfg.teacher.base_url = endpoint.base_url
+    cfg.teacher.api_key_env = "DISTILL_TEST_TEACHER_KEY"
     monkeypatch.delenv("DISTILL_TEST_TEACHER_KEY", raising=False)
     with pytest.raises(ValueError, match="DISTILL_TEST_TEACHER_KEY"):
         from_config(cfg, str(tmp_path))

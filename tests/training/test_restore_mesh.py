@@ -8,12 +8,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.trainer import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def losses(workdir):

@@ -18,7 +18,7 @@ K = 8
 
 def _reference_logp(run, params, example: dict) -> np.ndarray:
     """The teacher's full log-softmax for one example, one row, unjitted, no padding: [len(targets), V]."""
-    from distill_jax.models.t5 import shift_right
+    from distill_jax.models.encoder_decoder import shift_right
 
     inputs = np.asarray(example["inputs"], np.int32)[None]
     targets = np.asarray(example["targets"], np.int32)[None]

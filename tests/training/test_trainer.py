@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
@@ -95,9 +96,6 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=240):
             return
         time.sleep(0.2)
     pytest.fail(f"no checkpoint {step} within {timeout}s")
-
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.slow
