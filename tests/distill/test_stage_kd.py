@@ -66,3 +66,25 @@ def test_kd_stage_trains_on_its_teachers_top_k(hf_teacher, demo_prepared, tmp_pa
     again = stage_kd.with_stage_logits(cfg, str(tmp_path))
     meta = json.loads(open(os.path.join(again.kd.logits_dir, kd_logits.META_FILE)).read())
     assert meta["run"]["chunks_written"] == 0 and again.kd.logits_dir == stage.kd.logits_dir
+
+
+@pytest.mark.slow  # two stages of a distill run (purchases, prepare, teacher logits, training, eval)
+def test_distill_run_with_kd_stages(hf_teacher, tmp_path):
+    from distill_jax.data.demo_corpus import write_demo_corpus
+    from distill_jax.distill.scheduler import run_distillation
+    from tests.distill.test_scheduler import _config
+
+    corpus = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=800, num_test_per_domain=6)
+    cfg = _config(corpus, methods="random", budget=60, loss="kd", kd_teacher=hf_teacher)
+    workdir = str(tmp_path / "run")
+    report = run_distillation(cfg, workdir)
+    assert report["methods"]["random"]["phase"] == "done"
+    for stage in range(2):
+        stage_dir = os.path.join(workdir, "random", f"stage_{stage}")
+        prepared = shards.load_manifest(os.path.join(stage_dir, "train_data"))["domains"].values()
+        meta = json.loads(open(os.path.join(stage_dir, "kd_logits", kd_logits.META_FILE)).read())
+        # The stage's cumulative data, every row with its teacher's top-k.
+        assert meta["num_examples"] == sum(d["num_examples"] for d in prepared) > 0
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "random", "train", "metrics.jsonl"))]
+    kd_rows = [r for r in rows if "train/kd" in r]
+    assert kd_rows and all(r["train/kd_token_fraction"] == pytest.approx(1.0) for r in kd_rows)

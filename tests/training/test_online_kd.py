@@ -11,8 +11,8 @@ import pytest
 
 from distill_jax.config import DEFAULT_LOGICAL_AXIS_RULES, ConfigError
 from distill_jax.models import family
-from distill_jax.training import trainer
-from distill_jax.training.kd_setup import kd_mode
+from distill_jax.training import memory, trainer
+from distill_jax.training.kd_setup import kd_mode, open_kd
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.train_state import create_train_state
 
@@ -46,6 +46,16 @@ def test_teacher_equal_to_the_students_init_gives_zero_kd_and_mfu_counts_its_for
     flops_per_example = rows[-1]["perf/mfu"] * 1e12 * jax.device_count() / rows[-1]["perf/examples_per_s"]
     assert flops_per_example == pytest.approx(per_token * cfg.data.max_target_len * 4 / 3, rel=1e-3)
     assert result.step == 4
+    # Its own sharding: every device holds an eighth of the teacher's matrices, while the student's are whole.
+    teacher = open_kd(cfg, run.model_config.vocab_size, run.mesh).teacher
+    whole = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(teacher.params))
+    assert teacher.bytes_per_device() < whole / 4
+    assert memory.per_device_bytes(run.abstract_state.params) == sum(
+        x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract_state.params)
+    )
+    assert memory.resident_line(10 * 2**20, teacher.bytes_per_device()).endswith(
+        "(frozen: no gradients, no optimizer state)"
+    )
 
 
 def test_logits_dir_and_teacher_dir_are_exclusive(small_train_config, tmp_path):
