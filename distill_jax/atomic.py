@@ -1,4 +1,8 @@
-"""Writes that never leave a half-written result behind: build beside the target, then rename."""
+"""Writes that never leave a half-written result behind: build beside the target, then rename.
+
+On object storage (gs://, s3://) a file is one object and one PUT, which is atomic by itself; see
+distill_jax/storage.py for what atomic means for results made of several objects.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from typing import Any
+
+from distill_jax import storage
 
 # mkstemp/mkdtemp create owner-only (0600/0700) entries; results should get the usual permissions.
 # Read once at import (os.umask can only be read by setting it).
@@ -58,8 +64,11 @@ def _share_owner_only_entries(root: str) -> None:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it into place."""
-    path = os.fspath(path)
+    """Writes `text` to a temporary file beside `path`, then renames it into place (one PUT on object storage)."""
+    path = storage.check(path)
+    if storage.is_remote(path):
+        storage.put_bytes(path, text.encode("utf-8"))
+        return
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".tmp-{os.path.basename(path)}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

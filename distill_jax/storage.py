@@ -25,10 +25,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import fsspec
 from etils import epath
 
 REMOTE_SCHEMES = ("gs", "s3")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+# s3fs and gcsfs cache directory listings for the life of the process by default: a reader would
+# never see steps that other processes (the other hosts, a resumed run) wrote after its first
+# listing (a test caught Orbax reporting step 9 as the newest when 11 was there). Every listing asks
+# the store; set before any filesystem instance exists (fsspec applies this config at creation).
+for _protocol in ("s3", "gs", "gcs"):
+    fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 
 class UnsupportedStorageError(ValueError):
@@ -133,8 +141,6 @@ def download_tree(remote_dir: str | os.PathLike, local_dir: str | os.PathLike) -
         shutil.copytree(remote, local_dir, dirs_exist_ok=True)
         return
     # fsspec directly: epath's walk passes s3fs an argument it does not take (etils 1.15, s3fs 2026.7).
-    import fsspec
-
     fs, root = fsspec.core.url_to_fs(remote)
     for key in fs.find(root):
         target = local_dir / os.path.relpath(key, root)

@@ -17,7 +17,8 @@
 #   --dry-run                print the commands instead of running them (or DRY_RUN=1).
 # Every worker runs the same command with DISTILL_JAX_DISTRIBUTED=1, so jax.distributed.initialize()
 # finds the coordinator, process count and index from the TPU metadata. Data and --workdir must be
-# paths every worker sees (a Filestore/NFS or gcsfuse mount): Orbax writes checkpoints from all hosts.
+# paths every worker reaches: gs://BUCKET/... (no mount needed; the VM's service account via ADC), or a
+# Filestore/NFS mount. Orbax writes checkpoints from all hosts.
 # Needs: gcloud (authenticated), and git unless --install is given.
 set -euo pipefail
 

@@ -96,3 +96,22 @@ def s3_bucket(s3_server, monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DISTILL_JAX_STAGING_DIR", str(tmp_path / "staging"))
     return s3_server.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """One gcp-storage-emulator for the session (tests/object_store.py); tests take fresh buckets from it."""
+    from object_store import GcsEmulator
+
+    server = GcsEmulator(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, monkeypatch, tmp_path):
+    """A fresh bucket on the session's GCS emulator, with STORAGE_EMULATOR_HOST pointing at it."""
+    for key, value in gcs_emulator.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DISTILL_JAX_STAGING_DIR", str(tmp_path / "staging"))
+    return gcs_emulator.new_bucket()

@@ -1,37 +1,88 @@
-"""A real S3-compatible server for tests: moto's server mode on 127.0.0.1, stopped by its own PID.
+"""Real object-store servers for tests, on 127.0.0.1, stopped by their own PIDs, started with bounded waits.
 
-Clients (boto3, s3fs, tensorstore through training/orbax_s3.py, CLI subprocesses) find it through
-the standard AWS variables that `S3Server.env` holds.
+S3Server: moto's server mode. Clients (boto3, s3fs, tensorstore through training/orbax_s3.py, CLI
+subprocesses) find it through the standard AWS variables that `S3Server.env` holds.
+GcsEmulator: gcp-storage-emulator. gcsfs (so epath and distill_jax.storage) finds it through
+STORAGE_EMULATOR_HOST. tensorstore's gcs driver (Orbax's arrays) does not work against it: writes fail
+with "Malformed StorageGeneration" (BUILD_NOTES.md, issue 20), so gs:// checkpoints are untested.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class S3Server:
+def _executable(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+class _Server:
+    def _start(self, command: list[str], log: Path) -> None:
+        self._log = open(log, "wb")
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:  # Bounded: at most 30 s of 0.1 s polls.
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # Listening (an error page is an answer).
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{command[0]} did not start on {self.endpoint}; see {log}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            os.kill(self._process.pid, 15)
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self._process.pid, 9)
+                self._process.wait(10)
+        self._log.close()
+
+
+class GcsEmulator(_Server):
     def __init__(self, log_dir: Path):
-        exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-        self.port = _free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_dir / "moto_server.log", "wb")
-        self._process = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT
+        self.endpoint = f"http://127.0.0.1:{free_port()}"
+        self.env = {"STORAGE_EMULATOR_HOST": self.endpoint, "GOOGLE_CLOUD_PROJECT": "test"}
+        port = self.endpoint.rsplit(":", 1)[1]
+        command = [_executable("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", port]
+        self._start([*command, "--in-memory", "-q"], log_dir / "gcs_emulator.log")
+
+    def new_bucket(self) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        request = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project=test",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
         )
+        urllib.request.urlopen(request, timeout=10).close()
+        return name
+
+
+class S3Server(_Server):
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
         self.env = {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -39,16 +90,7 @@ class S3Server:
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        deadline = time.monotonic() + 30
-        while True:  # Bounded: at most 30 s of 0.1 s polls.
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1).close()
-                return
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto_server did not start on {self.endpoint}; see {self._log.name}") from None
-                time.sleep(0.1)
+        self._start([_executable("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], log_dir / "moto_server.log")
 
     def client(self):
         import boto3
@@ -63,13 +105,3 @@ class S3Server:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            os.kill(self._process.pid, 15)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self._process.pid, 9)
-                self._process.wait(10)
-        self._log.close()

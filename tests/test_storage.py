@@ -1,4 +1,5 @@
-"""The path layer (distill_jax/storage.py, atomic.py on object storage) against a real S3 server (moto)."""
+"""The path layer (distill_jax/storage.py, atomic.py on object storage) against real servers: moto (s3://) and
+gcp-storage-emulator (gs://, through gcsfs and STORAGE_EMULATOR_HOST)."""
 
 import os
 
@@ -79,3 +80,28 @@ def test_a_local_mirror_starts_from_the_object_and_uploads_the_whole_file(s3_buc
     assert storage.read_text(url) == "1\n2\n"
     mirror.discard()
     assert not os.path.exists(mirror.local)
+
+
+def test_listings_show_objects_other_processes_wrote_since(s3_server, s3_bucket):
+    """s3fs caches listings forever by default: a resumed run's new steps stayed invisible to a reader."""
+    s3_server.client().put_object(Bucket=s3_bucket, Key="ckpt/1/x", Body=b"1")
+    assert [p.name for p in storage.path(f"s3://{s3_bucket}/ckpt").iterdir()] == ["1"]
+    s3_server.client().put_object(Bucket=s3_bucket, Key="ckpt/2/x", Body=b"2")
+    assert sorted(p.name for p in storage.path(f"s3://{s3_bucket}/ckpt").iterdir()) == ["1", "2"]
+
+
+def test_the_same_layer_on_gs_through_a_gcs_emulator(gcs_bucket, tmp_path):
+    url = f"gs://{gcs_bucket}/run"
+    atomic.write_text(f"{url}/config.json", '{"a": 1}\n')
+    assert storage.read_text(f"{url}/config.json") == '{"a": 1}\n' and storage.isdir(url)
+    (tmp_path / "built" / "sub").mkdir(parents=True)
+    (tmp_path / "built" / "sub" / "z.bin").write_bytes(b"z" * 1000)
+    (tmp_path / "built" / "manifest.json").write_text("{}")
+    storage.upload_tree(tmp_path / "built", f"{url}/data", last="manifest.json")
+    storage.download_tree(f"{url}/data", tmp_path / "copy")
+    assert (tmp_path / "copy" / "sub" / "z.bin").read_bytes() == b"z" * 1000
+    mirror = storage.LocalMirror(f"{url}/metrics.jsonl", "test")
+    with open(mirror.local, "a") as f:
+        f.write("1\n")
+    mirror.sync()
+    assert storage.read_text(f"{url}/metrics.jsonl") == "1\n"

@@ -42,8 +42,9 @@ def config_errors() -> tuple[type[Exception], ...]:
     """A setting to fix before anything can run: a usage error (exit 2), not a stopped run (exit 1)."""
     from distill_jax.config import ConfigError  # teachers' and budgets' config errors are subclasses
     from distill_jax.data.corpus_schema import CorpusError
+    from distill_jax.storage import UnsupportedStorageError  # e.g. --workdir=hdfs://...
 
-    return (ConfigError, CorpusError)
+    return (ConfigError, CorpusError, UnsupportedStorageError)
 
 
 def subcommand_help(module, full: bool = False) -> str:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 from absl import logging
 
+from distill_jax import storage
 from distill_jax.metrics import extract_answer
 from distill_jax.teachers.base import Request, Response, TeacherConfigError
 from distill_jax.teachers.chat_format import billed_usage, check_template, completion, render_prompt
@@ -416,7 +417,7 @@ def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = 
         timeout_s=cfg_teacher.timeout_s,
         max_retries=cfg_teacher.max_retries,
         backoff_s=cfg_teacher.backoff_s,
-        cache_path=cfg_teacher.cache_path or os.path.join(workdir, "teacher_cache.sqlite"),
+        cache_path=cfg_teacher.cache_path or storage.join(workdir, "teacher_cache.sqlite"),
         annotate_prompt=cfg_teacher.annotate_prompt,
         synthesize_prompt=cfg_teacher.synthesize_prompt,
         paraphrase_prompt=cfg_teacher.paraphrase_prompt,

@@ -1,5 +1,11 @@
 """Usable teacher answers by request content, in one SQLite file (WAL, a commit per write: survives kill -9).
 
+On object storage (a gs:// or s3:// path) SQLite still needs a local file: the cache is a local
+working copy of the object (storage.LocalMirror), checkpointed and uploaded whole at most every
+SYNC_SECONDS after a write and at close, so a kill loses at most that window's answers (they are
+bought again, not wrongly reused). One writer per cache object: two hosts syncing the same one would
+overwrite each other's answers (the trainer's teacher calls run on one process).
+
 The key is a hash of what the model is asked (model, prompt, sampling settings), so identical
 requests share one answer across runs. Rows written before content keys (keyed by request key +
 prompt) are still found through `legacy_key`. The billed usage is kept with each answer: a cache
@@ -11,7 +17,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from typing import NamedTuple
+
+from distill_jax import storage
+
+SYNC_SECONDS = 60.0
 
 
 class CachedAnswer(NamedTuple):
@@ -25,9 +36,11 @@ class CachedAnswer(NamedTuple):
 
 class ResponseCache:
     def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._mirror = storage.LocalMirror(path, "response_cache")
+        self._synced_at = time.monotonic()
+        os.makedirs(os.path.dirname(self._mirror.local), exist_ok=True)
         # Worker threads write through this one connection, serialised by the lock.
-        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self._mirror.local, timeout=30.0, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -63,7 +76,18 @@ class ResponseCache:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, *answer),
             )
+            if self._mirror.remote and time.monotonic() - self._synced_at > SYNC_SECONDS:
+                self._sync()
+
+    def _sync(self) -> None:
+        """Uploads the database (WAL folded in first, so the one file is the whole cache). Under the lock."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._mirror.sync()
+        self._synced_at = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
+            if self._mirror.remote:
+                self._sync()
             self._db.close()
+        self._mirror.discard()

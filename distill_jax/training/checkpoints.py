@@ -9,9 +9,11 @@ With LoRA adapters in the params, the frozen base weights never change, so they 
 (``frozen_base/`` beside the step directories) and each step's ``state/`` holds the adapters, their
 optimizer state and the step only: a step of a LoRA run costs the size of its adapters, not of the
 model. Restoring reassembles the full params from both.
-Saves are asynchronous (the step loop continues while bytes go to disk) and atomic (Orbax writes
-to a temporary directory and renames it when complete), so a kill -9 at any moment leaves the last
-finished checkpoint intact.
+Saves are asynchronous (the step loop continues while bytes go to disk) and atomic (locally Orbax
+writes to a temporary directory and renames it when complete; on gs:// and s3://, where a rename is
+a copy, it writes in place and a step counts only once its commit_success.txt is written, last), so a
+kill -9 at any moment leaves the last finished checkpoint intact. The directory may be local, gs://
+or s3:// (distill_jax/storage.py; s3 arrays through training/orbax_s3.py).
 
 Robustness (issue 15): which steps are deleted is decided here, not by Orbax, from a record kept in
 the directory (training/retention.py), so the best and the newest known-good steps survive resumes.
@@ -25,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +36,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from distill_jax import storage
 from distill_jax.models import lora
-from distill_jax.training import retention
+from distill_jax.training import orbax_s3, retention
 
 FROZEN_BASE = "frozen_base"
 CORRUPT_DIR = "corrupt"  # Damaged steps are moved here (kept for inspection, out of Orbax's step list).
@@ -128,20 +129,26 @@ class Checkpointer:
         best_metric: str = "eval/loss",
         async_save: bool = True,
     ):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.check(directory)
         self.best_metric = best_metric
         self.keep_last, self.keep_best = keep_last, keep_best
         self._async = async_save
+        orbax_s3.enable()
         # No Orbax preservation policy: it would keep everything, and _apply_retention deletes by the record.
-        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        # On s3 a step is final when its commit_success.txt is there (orbax_s3.atomicity_options).
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            atomicity_options=orbax_s3.atomicity_options(self.directory),
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._record = retention.RetentionRecord(self.directory, best_metric)
         self._pending: tuple[int, float | None] | None = None  # (step, metric) of a save not yet confirmed
         self._saved = False  # Retention runs only in a Checkpointer that saved: readers never delete.
         self._failed = False
         # Orbax writes it to a temporary name and renames it when complete: present means whole.
-        self._frozen_base_dir = os.path.join(self.directory, FROZEN_BASE)
-        self._frozen_base_written = os.path.isdir(self._frozen_base_dir)
+        self._frozen_base_dir = storage.join(self.directory, FROZEN_BASE)
+        self._frozen_base_written = storage.isdir(self._frozen_base_dir)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -219,7 +226,7 @@ class Checkpointer:
     def _failure_line(self, step: int, err: BaseException) -> str:
         kept = [s for s in self.all_steps() if s != step]
         return (
-            f"checkpoint save of step {step} to {os.path.join(self.directory, str(step))} failed ({_one_line(err)}); "
+            f"checkpoint save of step {step} to {storage.join(self.directory, str(step))} failed ({_one_line(err)}); "
             f"stopping. Checkpoints intact: {kept or 'none'}"
         )
 
@@ -307,14 +314,14 @@ class Checkpointer:
             if on_corrupt == "fail":
                 raise CorruptCheckpointError(
                     f"{line}; refusing to fall back (train.on_corrupt_checkpoint=fail): move "
-                    f"{os.path.join(self.directory, str(step))} away, or set train.on_corrupt_checkpoint=fallback"
+                    f"{storage.join(self.directory, str(step))} away, or set train.on_corrupt_checkpoint=fallback"
                 ) from problem
             older = steps[i + 1] if i + 1 < len(steps) else None
             logging.warning(
                 "%s; %s%s",
                 line,
                 f"falling back to step {older}" if older is not None else "no older checkpoint: starting from step 0",
-                f" (moved to {os.path.join(self.directory, CORRUPT_DIR)})" if quarantine else "",
+                f" (moved to {storage.join(self.directory, CORRUPT_DIR)})" if quarantine else "",
             )
             if quarantine:
                 self._quarantine(step)
@@ -322,13 +329,14 @@ class Checkpointer:
 
     def _quarantine(self, step: int) -> None:
         if jax.process_index() == 0:
-            target_dir = os.path.join(self.directory, CORRUPT_DIR)
-            os.makedirs(target_dir, exist_ok=True)
-            target, n = os.path.join(target_dir, str(step)), 1
-            while os.path.exists(target):
+            target_dir = storage.join(self.directory, CORRUPT_DIR)
+            storage.makedirs(target_dir)
+            target, n = storage.join(target_dir, str(step)), 1
+            while storage.exists(target):
                 n += 1
-                target = os.path.join(target_dir, f"{step}.{n}")
-            shutil.move(os.path.join(self.directory, str(step)), target)
+                target = storage.join(target_dir, f"{step}.{n}")
+            # On object storage a rename is copy + delete: a kill in between leaves a copy to delete by hand.
+            storage.path(storage.join(self.directory, str(step))).rename(target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"distill_jax_quarantine_{step}")
         self._record.forget([step])

@@ -10,6 +10,7 @@ import os
 
 import ml_collections
 
+from distill_jax import storage
 from distill_jax.config import ConfigError
 from distill_jax.data import shards
 from distill_jax.training.checkpoints import ON_CORRUPT_CHOICES
@@ -50,8 +51,8 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
         problems.append("data.train_dir is not set: point it at a `distill-jax prepare` output directory")
     for name in ("data.train_dir", "data.eval_dir"):
         path = cfg.data[name.split(".")[1]]
-        if path and not os.path.isfile(os.path.join(path, shards.MANIFEST_FILE)):
-            what = "does not exist" if not os.path.exists(path) else f"holds no {shards.MANIFEST_FILE}"
+        if path and not storage.isfile(storage.join(path, shards.MANIFEST_FILE)):
+            what = "does not exist" if not storage.exists(path) else f"holds no {shards.MANIFEST_FILE}"
             problems.append(f"{name}={path!r} {what}: it must be a `distill-jax prepare` output directory")
     hf_dir = cfg.model.get("hf_dir")
     if hf_dir and not os.path.isfile(os.path.join(hf_dir, "config.json")):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from distill_jax import atomic, storage
 from distill_jax.data.tokenizers import load_tokenizer
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import unstack_layers
@@ -59,8 +62,7 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     finally:
         checkpointer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
 
 
 def _model_only_manifest(cfg: ml_collections.ConfigDict, hf_dir: str) -> dict[str, Any]:
@@ -87,13 +89,18 @@ def export_hf(
     """
     if lora_format not in ("merged", "peft"):
         raise ValueError(f"lora_format={lora_format!r}: use merged or peft")
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
+    config_path = storage.join(workdir, "config.json")
+    if not storage.exists(config_path):
         raise FileNotFoundError(
             f"{config_path} not found: the workdir must be written by `distill-jax train` or `import-hf`"
         )
-    with open(config_path, encoding="utf-8") as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
+    cfg = ml_collections.ConfigDict(json.loads(storage.read_text(config_path)))
+    out_url = storage.check(out_dir)
+    if storage.is_remote(out_url):
+        if storage.exists(storage.join(out_url, "config.json")) and not overwrite:
+            raise FileExistsError(f"{out_url} holds a model; choose another --out or pass overwrite")
+        # Written locally as usual, then uploaded with config.json (what from_pretrained opens first) last.
+        out_dir = os.path.join(tempfile.mkdtemp(dir=storage.staging_dir(out_url, "export")), "out")
     # The checkpoint records its domains and tokenizer: exporting needs neither the training nor the eval data.
     checkpointer = Checkpointer(checkpointer_dir(workdir))
     try:
@@ -123,6 +130,10 @@ def export_hf(
         else:
             family.save_hf(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
             family.save_peft_adapter(
-                os.path.join(out_dir, "lora_adapter"), config, host_params, os.path.abspath(out_dir)
+                os.path.join(out_dir, "lora_adapter"), config, host_params, out_url
             )
+        if storage.is_remote(out_url):
+            storage.remove_tree(out_url)
+            storage.upload_tree(out_dir, out_url, last="config.json")
+            shutil.rmtree(os.path.dirname(out_dir), ignore_errors=True)
     return step

@@ -7,7 +7,6 @@ through `restore_params`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from distill_jax import storage
 from distill_jax.models import family, lora
 from distill_jax.training.checkpoints import Checkpointer, Restored, local_data_state
 from distill_jax.training.run_setup import RunSetup
@@ -23,7 +23,7 @@ from distill_jax.training.train_state import TrainState
 
 
 def checkpointer_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+    return storage.join(workdir, "checkpoints")
 
 
 def _meta_checker(run: RunSetup, workdir: str):
@@ -83,7 +83,7 @@ def resume(
 def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
     """The params of a workdir's checkpoint (the newest readable one by default), sharded for `run`'s mesh."""
     directory = checkpointer_dir(workdir)
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
         raise FileNotFoundError(f"no checkpoint in {directory}: train first (distill-jax train --workdir=...)")
     checkpointer = Checkpointer(directory)
     try:

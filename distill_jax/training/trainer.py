@@ -6,7 +6,8 @@ Invariants worth keeping:
 - Everything that decides the future of the run (params, optimizer, step, data-iterator position)
   is in the checkpoint; dropout keys derive from the step. Resuming after a kill therefore gives
   the same parameters as never having stopped.
-- SIGTERM (preemption) is turned into "save at the next step boundary and exit cleanly".
+- SIGTERM (preemption) is turned into "save at the next step boundary and exit cleanly"; on several
+  processes at a step they all agree on, whichever host got the signal (preemption.py).
 - Nothing non-finite is saved: the step counts non-finite losses/grad norms/params on device and the
   loop reads those counters at the log interval and before every save or eval (guard.py).
 - The config is checked and the state built before the workdir is created, so a run that cannot
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import metrics
+from distill_jax import atomic, metrics, storage
 from distill_jax.data import pipeline, shards
 from distill_jax.models import family, lora
 from distill_jax.training import guard, interval_scalars, partitioning
@@ -37,6 +36,7 @@ from distill_jax.training.config_checks import ConfigError, mesh_problems, valid
 from distill_jax.training.evaluator import summary_scalars
 from distill_jax.training.kd_setup import open_kd
 from distill_jax.training.metrics_writer import MetricsWriter
+from distill_jax.training.preemption import Preemption
 from distill_jax.training.progress import Progress
 from distill_jax.training.resume import checkpointer_dir, hf_initial_state, restore_params, resume
 from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
@@ -55,29 +55,6 @@ class TrainResult:
     preempted: bool
     final_metrics: dict[str, float]
     eval_per_domain: dict[str, dict[str, float]]
-
-
-class _PreemptionFlag:
-    """Set by SIGTERM; the loop checks it between steps (a Python bool read, no device sync)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # Not the main thread (e.g. called from a worker thread in tests): no handler.
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint at the next step and exiting.")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _meta(run: RunSetup, weights: dict[str, float], extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -138,6 +115,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     value, a failed save, or a damaged checkpoint with train.on_corrupt_checkpoint=fail.
     """
     cfg = config
+    workdir = storage.check(workdir)  # local, gs:// or s3://; any other scheme:// is refused here
     validate_train_config(cfg)
     run = setup_run(cfg)
     is_main = jax.process_index() == 0
@@ -173,7 +151,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     checkpointer = None
     restored = None
     skip_cap = int(cfg.train.get("skip_nonfinite_batches", 0))
-    if os.path.isdir(checkpointer_dir(workdir)):
+    if storage.isdir(checkpointer_dir(workdir)):
         checkpointer = _checkpointer(cfg, workdir)
         restored = resume(checkpointer, run, weights, data_iter, workdir)
     if restored is not None:
@@ -218,10 +196,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
 
     # --- Everything could start: only now does the workdir get written.
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
+        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
     if checkpointer is None:
         checkpointer = _checkpointer(cfg, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step)
@@ -275,10 +252,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
 
     completed = False
     try:
-        with _PreemptionFlag() as preemption:
+        with Preemption() as preemption:
             while step < cfg.train.steps:
                 state, sums = train_step(state, sums, next(prefetcher))
                 step += 1
+                preempt = preemption.reached(step)  # the same answer on every process at this step
                 checkpointer.poll()  # A failed background save stops the run here, one step later.
                 if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                     host_sums = jax.tree.map(np.asarray, sums)  # The only host sync of the interval.
@@ -303,7 +281,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
                     eval_per_domain, eval_scalars = evaluate(step)
                     eval_step = step
                     interval_start = time.perf_counter()
-                if step % cfg.train.checkpoint_every == 0 or is_last or preemption.requested:
+                if step % cfg.train.checkpoint_every == 0 or is_last or preempt:
                     check_before_use()
                     checkpointer.save(
                         step,
@@ -315,7 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
                             **_fresh_scalars(eval_scalars, eval_step, step),
                         },
                     )
-                if preemption.requested:
+                if preempt:
                     preempted = True
                     break
         if evaluator is not None and not eval_per_domain and not preempted:

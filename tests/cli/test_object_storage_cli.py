@@ -56,7 +56,7 @@ def _params(cfg, checkpoints):
 
 
 @pytest.mark.slow  # ~2-3 min on 2 cores: prepare x2, train x3, eval, export-hf as processes
-def test_prepare_train_resume_eval_export_all_on_s3_equal_a_local_run(s3_server, s3_bucket, tmp_path, monkeypatch):
+def test_prepare_train_resume_eval_export_all_on_s3_equal_a_local_run(s3_server, s3_bucket, tmp_path):
     from distill_jax.data.demo_corpus import write_demo_corpus
 
     env = {**s3_server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
@@ -88,8 +88,6 @@ def test_prepare_train_resume_eval_export_all_on_s3_equal_a_local_run(s3_server,
         env=env,
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
-    for key, value in s3_server.env.items():
-        monkeypatch.setenv(key, value)
     cfg = __import__("ml_collections").ConfigDict(json.loads(storage.read_text(f"{run}/config.json")))
     jax.tree.map(
         np.testing.assert_array_equal,
