@@ -127,16 +127,25 @@ def default_config() -> ml_collections.ConfigDict:
     # and resumes from the previous one; "fail" refuses to start.
     c.train.on_corrupt_checkpoint = "fallback"
 
-    # Word-level knowledge distillation from stored teacher top-k (`distill-jax teacher-logits`); see
-    # distill_jax/training/kd_losses.py for the divergences and missing-mass policies.
+    # Word-level knowledge distillation, from stored teacher top-k (`distill-jax teacher-logits`, offline) or from a
+    # teacher in the train step (online); see distill_jax/training/kd_losses.py for the divergences and
+    # missing-mass policies. kd.logits_dir and kd.teacher_dir are exclusive; neither = plain CE training.
     c.kd = ml_collections.ConfigDict()
-    c.kd.logits_dir = ""  # A teacher-logits output over data.train_dir; "" = plain CE training (no KD).
+    c.kd.logits_dir = ""  # A teacher-logits output over data.train_dir.
+    # Online KD: a training workdir (latest checkpoint) or HF T5/BART dir over the student's tokenizer, loaded
+    # frozen onto the student's mesh (no optimizer state, never checkpointed); its forward runs in every step.
+    c.kd.teacher_dir = ""
+    # The online teacher's logical-axis rules (as mesh.logical_axis_rules); () = the student's. E.g.
+    # (("embed", "data"),) + DEFAULT_LOGICAL_AXIS_RULES shards a big teacher's weights over the data axis.
+    c.kd.teacher_logical_axis_rules = ()
     c.kd.loss = "forward_kl"  # forward_kl (mean-seeking, classic KD) | reverse_kl (mode-seeking) | jsd.
     c.kd.jsd_beta = 0.5  # Generalized JSD's mixture weight (TRL's GKD beta); 0.5 = symmetric JS divergence.
     # What the teacher's mass outside its stored top-k becomes: renormalize (MaxText) | tail_bucket (TRL's
     # loss_add_tail) | uniform_rest (DistillKit's symmetric_uniform).
     c.kd.missing_mass = "renormalize"
-    c.kd.top_k = 0  # Use the first k of the stored top-k (the rest joins the residual); 0 = all stored.
+    # Stored: use the first k of the stored top-k (the rest joins the residual), 0 = all stored. Online: 0 = dense
+    # KD over the whole vocabulary, k = the teacher's top-k taken on device, with kd.missing_mass.
+    c.kd.top_k = 0
     # Loss per token with logits = alpha * T^2 * KD + (1 - alpha) * CE; tokens without logits get CE alone.
     c.kd.alpha = 0.5
     c.kd.alpha_end = 0.5  # alpha at kd.schedule_steps (ignored by the constant schedule).
@@ -215,6 +224,12 @@ def default_config() -> ml_collections.ConfigDict:
     # run); "restart" starts every stage from the initial weights on all data bought so far.
     c.distill.stage_init = "continue"
     c.distill.request_chunk = 256  # Requests per teacher round trip; the ledger is settled after each.
+    # Each stage's loss: "ce" on the teacher's text, or "kd": alpha * KD + (1 - alpha) * CE (the kd section's
+    # settings) with the teacher's top-k (kd.top_k, 0 = 128) over the stage's data, computed per stage from
+    # distill.kd_teacher (a local seq2seq workdir or HF dir over the student's tokenizer; "" = teacher.checkpoint
+    # when teacher.kind=local). See distill_jax/distill/stage_kd.py.
+    c.distill.loss = "ce"
+    c.distill.kd_teacher = ""
 
     # Who answers the stage scheduler's annotate/synthesize requests (distill_jax.teachers).
     c.teacher = ml_collections.ConfigDict()

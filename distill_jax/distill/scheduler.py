@@ -42,7 +42,7 @@ from distill_jax.config import ConfigError
 from distill_jax.data import shards
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
-from distill_jax.distill import balancing, ifd, purchase, report, stage_eval
+from distill_jax.distill import balancing, ifd, purchase, report, stage_eval, stage_kd
 from distill_jax.distill.setting import Setting, parse_list, prepare_setting
 from distill_jax.teachers import spend
 from distill_jax.teachers.base import Example, Request
@@ -318,6 +318,7 @@ class MethodRun:
         if not cfg.data.domain_weights:
             logging.warning("[%s] stage %d: nothing to train on yet; skipping training.", self.method.name, stage)
             return {}
+        cfg = stage_kd.with_stage_logits(cfg, self._stage_dir(stage))  # distill.loss=kd: the teacher's top-k too
         logging.info(
             "[%s] stage %d: training to step %d on %s",
             self.method.name,
@@ -380,6 +381,7 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     methods = [balancing.get_method(m) for m in parse_list(config.distill.methods)]
     if not methods:
         raise ConfigError("distill.methods is empty: name at least one of " + ", ".join(balancing.METHODS))
+    stage_kd.kd_teacher(config)  # A kd stage's teacher is refused here, before anything is bought.
     setting = prepare_setting(config, workdir)
     if multihost.is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
         spend.preflight(config, setting.teacher)

@@ -20,18 +20,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
 from distill_jax import atomic, job_output
-from distill_jax.config import default_config
+from distill_jax.config import ConfigError, default_config
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import PadToModelFeatures, ToExample
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.training import partitioning
 from distill_jax.training.checkpoints import Checkpointer
-from distill_jax.training.resume import checkpointer_dir, hf_initial_state
+from distill_jax.training.resume import checkpointer_dir
 from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size, setup_run
 
 _PLAN_FORMAT = 1
@@ -44,24 +45,43 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
-def load_teacher(teacher: str, data: str, step: int | None = None) -> tuple[RunSetup, Any, dict[str, Any]]:
+def _with_mesh(cfg: ml_collections.ConfigDict, mesh: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    """The teacher's config on another run's mesh section (the devices it shares with that run's student)."""
+    if mesh is not None:
+        cfg.mesh = ml_collections.ConfigDict(mesh.to_dict())
+    return cfg
+
+
+def _hf_params(run: RunSetup) -> Any:
+    """``model.hf_dir``'s weights on ``run``'s mesh, each device receiving only its slices; no optimizer state."""
+    host = family.load_hf_params(run.config.model.hf_dir, run.model_config)
+    return jax.tree.map(
+        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
+        host,
+        run.shardings.params,
+    )
+
+
+def load_teacher(
+    teacher: str, data: str, step: int | None = None, mesh: ml_collections.ConfigDict | None = None
+) -> tuple[RunSetup, Any, dict[str, Any]]:
     """(run set up over ``data``, teacher params on its mesh, a description) from a training workdir or an HF dir.
 
     The teacher must share the data's tokenizer: its logits index the student's vocabulary. A workdir's
-    checkpoint records the tokenizer it was trained with, which is compared with the data's.
+    checkpoint records the tokenizer it was trained with, which is compared with the data's. ``mesh`` (a
+    config's mesh section) replaces the teacher's own: an online teacher lives on its student's devices, with
+    the logical rules that section names.
     """
     path = Path(teacher)
     if _is_hf_dir(path):
-        cfg = default_config()
+        cfg = _with_mesh(default_config(), mesh)
         cfg.model.hf_dir = os.fspath(path)  # setup_run refuses data whose tokenizer does not fit the model
         run = setup_run(cfg, train_dir=data, eval_dir="")
-        return run, hf_initial_state(run).params, {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
+        return run, _hf_params(run), {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--teacher={teacher}: neither a training workdir nor a Hugging Face model directory")
+        raise ConfigError(f"{teacher}: neither a training workdir (config.json) nor a Hugging Face model directory")
     with open(path / "config.json", encoding="utf-8") as f:
-        import ml_collections
-
-        cfg = ml_collections.ConfigDict(json.load(f))
+        cfg = _with_mesh(ml_collections.ConfigDict(json.load(f)), mesh)
     run = setup_run(cfg, train_dir=data, eval_dir="")
     checkpointer = Checkpointer(checkpointer_dir(os.fspath(path)))
     try:
@@ -72,7 +92,7 @@ def load_teacher(teacher: str, data: str, step: int | None = None) -> tuple[RunS
         if meta["tokenizer"]["fingerprint"] != run.manifest["tokenizer"]["fingerprint"]:
             raise ValueError(
                 f"the teacher {teacher} was trained with tokenizer {meta['tokenizer'].get('name')!r} but {data} was "
-                f"prepared with {run.manifest['tokenizer'].get('name')!r}: stored logits must index the student's "
+                f"prepared with {run.manifest['tokenizer'].get('name')!r}: its logits must index the student's "
                 "vocabulary; prepare the data with the teacher's tokenizer"
             )
         changed = family.architecture_changes(meta["model"], run.model_config)

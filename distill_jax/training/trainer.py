@@ -29,7 +29,7 @@ from absl import logging
 from distill_jax import atomic, metrics, storage
 from distill_jax.data import pipeline, shards
 from distill_jax.models import family, lora
-from distill_jax.training import guard, interval_scalars, partitioning
+from distill_jax.training import guard, interval_scalars, memory, partitioning
 from distill_jax.training import step as step_lib
 from distill_jax.training.checkpoints import Checkpointer, CheckpointSaveError, CorruptCheckpointError
 from distill_jax.training.config_checks import ConfigError, mesh_problems, validate_train_config
@@ -127,7 +127,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     sources = shards.open_domain_sources(cfg.data.train_dir)
     weights = pipeline.mixture_weights(run.train_domain_counts, cfg.data.mixture, dict(cfg.data.domain_weights))
     local_batch = per_process_batch_size(cfg.train.batch_size, run, "train.batch_size")
-    kd_store, kd = open_kd(cfg, run.model_config.vocab_size)
+    kd = open_kd(cfg, run.model_config.vocab_size, run.mesh)
     dataset = pipeline.build_train_dataset(
         sources,
         weights,
@@ -141,8 +141,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         worker_threads=cfg.data.worker_threads,
         prefetch_batches=cfg.data.prefetch_batches,
         pack=cfg.data.pack,
-        kd=kd_store,
-        kd_k=kd.top_k if kd else 0,
+        kd=kd.store,
+        kd_k=kd.stored_k,
     )
     data_iter = iter(dataset)
 
@@ -179,7 +179,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         z_loss=cfg.train.z_loss,
         grad_accum_steps=cfg.train.grad_accum_steps,
         skip_nonfinite=skip_cap > 0,
-        kd=kd,
+        kd=kd.settings,
+        teacher=kd.teacher,
     )
     # Compiled ahead of time so the memory it needs is known before the first step; the loop runs
     # this very executable (no second compile), which also refuses any batch of another shape.
@@ -188,10 +189,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         cfg.data.max_input_len,
         cfg.data.max_target_len,
         run.batch_shardings,
-        kd.top_k if kd else 0,
+        kd.stored_k,
     )
     train_step = train_step.compile(run.abstract_state, batch_shapes)
-    logging.info("%s", step_lib.memory_line(step_lib.memory_footprint(train_step)))
+    logging.info("%s", memory.memory_line(memory.memory_footprint(train_step)))
+    teacher_bytes = kd.teacher.bytes_per_device() if kd.teacher else None
+    logging.info("%s", memory.resident_line(memory.per_device_bytes(run.abstract_state), teacher_bytes))
     evaluator = build_evaluator(run, cfg.data.eval_dir) if cfg.data.eval_dir else None
     head, tail = metrics.split_head_tail(run.train_domain_counts, cfg.eval.head_fraction)
 
@@ -207,6 +210,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         family.flops_per_token(run.model_config, cfg.data.max_input_len, cfg.data.max_target_len)
         * cfg.data.max_target_len
     )
+    if kd.teacher:  # online KD: the devices also run the teacher's forward on every example
+        flops_per_example += kd.teacher.forward_flops_per_example(cfg.data.max_input_len, cfg.data.max_target_len)
     peak = interval_scalars.peak_flops_per_device(cfg.train.peak_flops_per_device)
 
     def evaluate(step: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
