@@ -10,7 +10,10 @@ once locally and once to s3://, then measures
   by construction, printed to show staging costs nothing after the download);
 - a checkpoint save + restore of the tiny preset's train state to s3 vs local disk.
 
-    python benchmarks/object_storage.py [--num_train 20000] [--json OUT.json]
+    python benchmarks/object_storage.py [--num_train 20000] [--copies 10] [--json OUT.json]
+
+--copies repeats the generated rows under new ids and a suffixed input (the demo generator runs out
+of distinct inputs past ~20000 rows), for a corpus large enough to time transfers.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def _size_mb(directory: str) -> float:
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file()) / 1e6
 
 
+def _shard_mb(directory: str) -> float:
+    return sum(p.stat().st_size for p in Path(directory).rglob("*.array_record*") if p.is_file()) / 1e6
+
+
 def _iterate(prepared: str) -> tuple[int, float]:
     from distill_jax.data import shards
 
@@ -43,6 +50,7 @@ def _iterate(prepared: str) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num_train", type=int, default=20000)
+    parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="object_storage_bench_"))
@@ -58,7 +66,16 @@ def main() -> None:
         from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 
         bucket = server.new_bucket()
-        corpus = write_demo_corpus(str(root / "corpus"), seed=0, num_train=args.num_train)["train"]
+        generated = write_demo_corpus(str(root / "corpus"), seed=0, num_train=args.num_train)["train"]
+        rows = [json.loads(line) for line in Path(generated).read_text().splitlines()]
+        corpus = str(root / "corpus" / "copies.jsonl")
+        with open(corpus, "w") as f:
+            for k in range(args.copies):
+                # A suffix keeps copies distinct (prepare drops repeated input/target pairs as duplicates).
+                f.writelines(
+                    json.dumps({**row, "id": f"{row['id']}-{k}", "input": f"{row['input']} #{k}"}) + "\n"
+                    for row in rows
+                )
         options = PrepareOptions.from_config(demo_config())
         start = time.perf_counter()
         prepare_corpus([corpus], str(root / "local"), options)
@@ -93,6 +110,7 @@ def main() -> None:
 
         from distill_jax.training.checkpoints import Checkpointer
         from distill_jax.training.run_setup import setup_run
+
         cfg = demo_config()
         cfg.data.train_dir = str(root / "local")
         run = setup_run(cfg)
@@ -112,8 +130,9 @@ def main() -> None:
             Checkpointer(directory).restore(1, run.abstract_state)
             checkpoint[name] = {"save_s": save_s, "restore_s": time.perf_counter() - start}
         result = {
-            "num_train": args.num_train,
+            "rows": args.num_train * args.copies,
             "corpus_mb": mb,
+            "shards_mb": _shard_mb(str(root / "local")),
             "prepare_local_s": local_s,
             "prepare_s3_s": remote_s,
             "staging_s": staging_s,
