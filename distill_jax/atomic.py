@@ -87,5 +87,5 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any], **dumps_kwargs: An
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     """The JSON values of a JSONL file, blank lines skipped (the reader of what `write_jsonl` writes)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    # split("\n"), not splitlines(): rows written with ensure_ascii=False may hold a raw U+2028.
+    return [json.loads(line) for line in storage.read_text(path).split("\n") if line.strip()]

@@ -8,10 +8,7 @@ than mixed in. Process 0 reads the directory and every process gets its verdict,
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,7 +16,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 
 PLAN_FILE = "plan.json"
 
@@ -51,15 +48,13 @@ def start(
     """
     status = np.zeros((num_chunks + 1,), np.int32)
     if jax.process_index() == 0:
-        plan_path = os.path.join(output_dir, PLAN_FILE)
+        plan_path = storage.join(output_dir, PLAN_FILE)
         if overwrite:
             for name in (chunks_dir, PLAN_FILE, *outputs):
-                target = Path(output_dir) / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        os.makedirs(os.path.join(output_dir, chunks_dir), exist_ok=True)
-        if os.path.exists(plan_path):
-            with open(plan_path, encoding="utf-8") as f:
-                differences = plan_differences(json.load(f), plan)
+                storage.remove_tree(storage.join(output_dir, name))
+        storage.makedirs(storage.join(output_dir, chunks_dir))
+        if storage.exists(plan_path):
+            differences = plan_differences(json.loads(storage.read_text(plan_path)), plan)
             if differences:
                 logging.error("%s holds another %s job: %s", output_dir, what, "; ".join(differences))
                 status[0] = 1

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 
 import numpy as np
 
+from distill_jax import storage
 from distill_jax.data import shards
 from distill_jax.data.corpus import Reject, read_rows
 from distill_jax.data.prepare import PrepareOptions
@@ -31,7 +31,7 @@ class Example:
 
 
 def is_prepared_dir(data: str) -> bool:
-    return os.path.isdir(data) and os.path.isfile(os.path.join(data, shards.MANIFEST_FILE))
+    return storage.isfile(storage.join(data, shards.MANIFEST_FILE))
 
 
 def load_examples(data: str, options: PrepareOptions) -> tuple[list[Example], dict[str, int]]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,7 +30,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from distill_jax import atomic, job_output, multihost
+from distill_jax import atomic, job_output, multihost, storage
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions
 from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examples
@@ -83,13 +81,14 @@ class DecodeSettings:
 
 def resolve_checkpoint(path: str, step: int | None = None) -> tuple[str, int | None]:
     """A training workdir, or one of its step directories WORKDIR/checkpoints/STEP -> (workdir, step)."""
-    p = Path(path)
-    if (p / "config.json").is_file():
-        return str(p), step
-    if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").is_file():
-        if step is not None and step != int(p.name):
-            raise ValueError(f"--checkpoint={path} is step {p.name} but --step={step}")
-        return str(p.parent.parent), int(p.name)
+    p = storage.check(path)
+    if storage.isfile(storage.join(p, "config.json")):
+        return p, step
+    workdir, checkpoints, name = ([""] * 2 + p.rsplit("/", 2))[-3:]
+    if name.isdigit() and checkpoints == "checkpoints" and storage.isfile(storage.join(workdir, "config.json")):
+        if step is not None and step != int(name):
+            raise ValueError(f"--checkpoint={path} is step {name} but --step={step}")
+        return workdir, int(name)
     raise FileNotFoundError(
         f"{path}: not a training workdir (no config.json) nor a WORKDIR/checkpoints/STEP directory; "
         "give the --workdir of `distill-jax train`"
@@ -97,8 +96,7 @@ def resolve_checkpoint(path: str, step: int | None = None) -> tuple[str, int | N
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(storage.read_text(storage.join(workdir, "config.json"))))
 
 
 def prepare_options(cfg: ml_collections.ConfigDict, fields: Mapping[str, str] | None = None) -> PrepareOptions:
@@ -163,7 +161,7 @@ def generated_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
 
 
 def _chunk_path(output_dir: str, chunk: int) -> str:
-    return os.path.join(output_dir, CHUNKS_DIR, f"chunk_{chunk:06d}.jsonl")
+    return storage.join(output_dir, CHUNKS_DIR, f"chunk_{chunk:06d}.jsonl")
 
 
 def _write_chunk(path: str, rows: list[dict[str, Any]]) -> None:
@@ -180,7 +178,7 @@ def merge_chunks(output_dir: str, num_chunks: int, num_examples: int) -> str:
             f"for {num_examples} examples; rerun with --overwrite"
         )
     rows.sort(key=lambda r: r["id"])
-    path = os.path.join(output_dir, PREDICTIONS_FILE)
+    path = storage.join(output_dir, PREDICTIONS_FILE)
     atomic.write_jsonl(path, rows)
     return path
 
@@ -242,9 +240,9 @@ def generate(
     num_chunks = -(-len(examples) // chunk_size)
     plan = {
         "format": _PLAN_FORMAT,
-        "checkpoint": os.path.abspath(workdir),
+        "checkpoint": storage.check(workdir),
         "step": step,
-        "data": os.path.abspath(data),
+        "data": storage.check(data),
         "num_examples": len(examples),
         "ids_sha256": _ids_digest(examples),
         "decoding": settings.described(),
@@ -258,7 +256,7 @@ def generate(
         plan,
         num_chunks,
         chunks_dir=CHUNKS_DIR,
-        finished_chunks=lambda: {c for c in range(num_chunks) if os.path.exists(_chunk_path(output_dir, c))},
+        finished_chunks=lambda: {c for c in range(num_chunks) if storage.exists(_chunk_path(output_dir, c))},
         outputs=(PREDICTIONS_FILE, SUMMARY_FILE),
         overwrite=overwrite,
         what="predictions",
@@ -331,11 +329,11 @@ def generate(
     decoded_examples, generated_tokens = (sum(c[k] for c in counts) for k in ("examples", "tokens"))
 
     summary = {
-        "checkpoint": os.path.abspath(workdir),
+        "checkpoint": storage.check(workdir),
         "step": step,
         "params": count_params(params),
-        "data": os.path.abspath(data),
-        "output_dir": os.path.abspath(output_dir),
+        "data": storage.check(data),
+        "output_dir": storage.check(output_dir),
         "num_examples": len(examples),
         "skipped": skipped,
         "decoding": {**settings.described(), "max_decode_len": max_decode_len, "input_len": input_len},
@@ -357,7 +355,7 @@ def generate(
     }
     if jax.process_index() == 0:
         summary["predictions"] = merge_chunks(output_dir, num_chunks, len(examples))
-        atomic.write_text(os.path.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic.write_text(storage.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 

@@ -1,4 +1,5 @@
-"""The command line on object storage (a real moto S3 server): refused schemes, and a run's whole life on s3://."""
+"""The command line on object storage (a real moto S3 server): refused schemes, and a run's whole life on s3://
+(prepare, train, resume, eval, generate, export-hf)."""
 
 import json
 import os
@@ -56,7 +57,7 @@ def _params(cfg, checkpoints):
 
 
 @pytest.mark.slow  # ~2-3 min on 2 cores: prepare x2, train x3, eval, export-hf as processes
-def test_prepare_train_resume_eval_export_all_on_s3_equal_a_local_run(s3_server, s3_bucket, tmp_path):
+def test_prepare_train_resume_eval_generate_export_all_on_s3_equal_a_local_run(s3_server, s3_bucket, tmp_path):
     from distill_jax.data.demo_corpus import write_demo_corpus
 
     env = {**s3_server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
@@ -102,6 +103,14 @@ def test_prepare_train_resume_eval_export_all_on_s3_equal_a_local_run(s3_server,
     report = json.loads(storage.read_text(f"{run}/eval/step_12/report.json"))
     assert report["step"] == 12 and report["workdir"] == run
     assert storage.exists(f"{run}/eval/step_12/predictions.jsonl")
+
+    gen = f"s3://{s3_bucket}/generate/r1"
+    generated = cli(
+        "generate", f"--checkpoint={run}", f"--data={data}/test", f"--output_dir={gen}", env=env, cwd=str(tmp_path)
+    )
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    predictions = [json.loads(line) for line in storage.read_text(f"{gen}/predictions.jsonl").splitlines()]
+    assert len(predictions) == 80 and json.loads(storage.read_text(f"{gen}/summary.json"))["output_dir"] == gen
 
     exported = cli("export-hf", f"--workdir={run}", f"--out=s3://{s3_bucket}/export/r1", env=env, cwd=str(tmp_path))
     assert exported.returncode == 0, exported.stderr[-3000:]
