@@ -12,10 +12,11 @@ together hold most of the training data are called *head* and the rest *tail*
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -135,6 +136,33 @@ def token_f1(prediction: str, reference: str) -> float:
     precision = overlap / len(pred_tokens)
     recall = overlap / len(ref_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """One decoded example: its texts and the answers extracted from them."""
+
+    prediction: str
+    reference: str
+    answer: str
+    reference_answer: str
+
+
+# Per-example answer metrics by name, each in [0, 1]. The train-time evaluator, the stage evals and
+# `eval --predictions` average every one of them per domain: adding a metric is one entry here.
+ANSWER_METRICS: dict[str, Callable[[Scored], float]] = {
+    "exact_match": lambda s: exact_match(s.prediction, s.reference),  # the whole output
+    "answer_accuracy": lambda s: exact_match(s.answer, s.reference_answer),
+    "answer_f1": lambda s: token_f1(s.answer, s.reference_answer),  # BalDistill's QA metric
+}
+
+
+def score_answer(
+    prediction: str, reference: str, patterns: Sequence[str] = DEFAULT_ANSWER_PATTERNS
+) -> tuple[Scored, dict[str, float]]:
+    """The extracted answers of one example and its ANSWER_METRICS."""
+    scored = Scored(prediction, reference, extract_answer(prediction, patterns), extract_answer(reference, patterns))
+    return scored, {name: float(metric(scored)) for name, metric in ANSWER_METRICS.items()}
 
 
 def split_head_tail(domain_counts: Mapping[str, int], head_fraction: float = 0.5) -> tuple[list[str], list[str]]:

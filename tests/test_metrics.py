@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from distill_jax import metrics
 from distill_jax.metrics import (
     aggregate,
     exact_match,
@@ -170,3 +171,15 @@ def test_named_label_reads_the_label_a_classification_rationale_concludes_with()
     assert named_label("So the answer is interest.", labels) == "interest"  # A stated answer wins.
     assert named_label("Nothing here names a label.", labels) is None
     assert named_label("the money supply grew", ["money", "money supply"]) == "money supply"  # Longest at the same end.
+
+
+def test_a_metric_registered_once_is_scored_by_every_answer_path(monkeypatch):
+    from distill_jax.evaluation.scoring import ScoringOptions, score_domain
+
+    # Adding a metric is one entry in metrics.ANSWER_METRICS (see BUILD_NOTES "Adding a teacher or a metric").
+    monkeypatch.setitem(metrics.ANSWER_METRICS, "answer_is_short", lambda s: float(len(s.answer) <= 2))
+    scored, values = metrics.score_answer("So the answer is 42.", "The answer is 42")
+    assert (scored.answer, scored.reference_answer) == ("42", "42")
+    assert values == {"exact_match": 0.0, "answer_accuracy": 1.0, "answer_f1": 1.0, "answer_is_short": 1.0}
+    out = score_domain(["q1", "q2"], [["The answer is 42."], ["The answer is 1234."]], ["42", "1234"], ScoringOptions())
+    assert out["answer_is_short"] == 0.5 and out["answer_accuracy"] == 1.0

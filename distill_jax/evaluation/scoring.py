@@ -85,15 +85,14 @@ def score_domain(
     best = [p[0] if p else "" for p in predictions]
     out: dict[str, float] = {}
     if "answer" in options.groups:
-        patterns = options.answer_patterns
-        answers = [metrics.extract_answer(p, patterns) for p in best]
-        gold = [metrics.extract_answer(r, patterns) for r in references]
-        out["exact_match"] = float(np.mean([metrics.exact_match(p, r) for p, r in zip(best, references)]))
-        out["answer_accuracy"] = float(np.mean([metrics.exact_match(p, r) for p, r in zip(answers, gold)]))
-        out["answer_f1"] = float(np.mean([metrics.token_f1(p, r) for p, r in zip(answers, gold)]))
-        labels = [metrics.normalize_answer(r) for r in gold]
+        scored = [metrics.score_answer(p, r, options.answer_patterns) for p, r in zip(best, references)]
+        for name in metrics.ANSWER_METRICS:
+            out[name] = float(np.mean([values[name] for _, values in scored]))
+        labels = [metrics.normalize_answer(s.reference_answer) for s, _ in scored]
         if classification.is_classification(labels, options.max_labels):
-            out["label_macro_f1"] = classification.macro_f1([metrics.normalize_answer(a) for a in answers], labels)
+            out["label_macro_f1"] = classification.macro_f1(
+                [metrics.normalize_answer(s.answer) for s, _ in scored], labels
+            )
     if "overlap" in options.groups:
         out.update(overlap.overlap_metrics(best, references))
     if "paraphrase" in options.groups:

@@ -102,7 +102,8 @@ class Evaluator:
         answer token-F1, loss and forced exactness on these rows) and one record per decoded row of
         this process (id, domain, input, prediction, reference, answers, correct).
         """
-        names = ("exact_match", "answer_accuracy", "answer_f1", "count", "ce", "tokens", "forced_exact")
+        names = (*metrics.ANSWER_METRICS, "count", "ce", "tokens", "forced_exact")
+        column = {name: i for i, name in enumerate(names)}
         sums = np.zeros((len(self.domain_names), len(names)), np.float64)
         records: list[dict[str, Any]] = []
         batch_spec = partitioning.batch_sharding(self.mesh, self.rules, 2).spec
@@ -122,17 +123,8 @@ class Evaluator:
                 prediction = self.decode_text(local_tokens[row])
                 reference = self.decode_text(batch["decoder_target_tokens"][row])
                 d = int(batch["decoder_domain_ids"][row, 0])
-                answer, reference_answer = metrics.extract_answer(prediction), metrics.extract_answer(reference)
-                correct = metrics.exact_match(answer, reference_answer)
-                sums[d] += (
-                    metrics.exact_match(prediction, reference),
-                    correct,
-                    metrics.token_f1(answer, reference_answer),  # BalDistill's QA metric.
-                    1,
-                    ce[row],
-                    count[row],
-                    float(forced[row]),
-                )
+                scored, values = metrics.score_answer(prediction, reference)
+                sums[d] += (*values.values(), 1, ce[row], count[row], float(forced[row]))
                 records.append(
                     {
                         "id": ids[row] if row < len(ids) else None,
@@ -140,25 +132,23 @@ class Evaluator:
                         "input": self.decode_text(batch["encoder_input_tokens"][row]),
                         "prediction": prediction,
                         "reference": reference,
-                        "answer": answer,
-                        "reference_answer": reference_answer,
-                        "correct": bool(correct),
+                        "answer": scored.answer,
+                        "reference_answer": scored.reference_answer,
+                        "correct": bool(values["answer_accuracy"]),
                         "loss": float(ce[row] / max(count[row], 1.0)),
                     }
                 )
         sums = multihost.sum_over_processes(sums)
         result = {}
         for i, d in enumerate(self.domain_names):
-            n = sums[i, 3]
+            n = sums[i, column["count"]]
             if n > 0:
-                result[d] = {
-                    "exact_match": sums[i, 0] / n,
-                    "answer_accuracy": sums[i, 1] / n,
-                    "answer_f1": sums[i, 2] / n,
-                    "decoded": int(n),
-                    "loss_on_decoded": sums[i, 4] / max(sums[i, 5], 1.0),
-                    "forced_exact": sums[i, 6] / n,
-                }
+                result[d] = {name: sums[i, column[name]] / n for name in metrics.ANSWER_METRICS}
+                result[d].update(
+                    decoded=int(n),
+                    loss_on_decoded=sums[i, column["ce"]] / max(sums[i, column["tokens"]], 1.0),
+                    forced_exact=sums[i, column["forced_exact"]] / n,
+                )
         return result, records
 
     def run_with_records(self, params: Any) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
