@@ -9,7 +9,9 @@
 #   ACCELERATOR, one of:
 #     --tpu=TYPE --topology=AxB[xC] [--chips=4]   e.g. --tpu=tpu-v5-lite-podslice --topology=4x4 (4 hosts x 4 chips)
 #     --gpu=TYPE [--gpus=8]                       e.g. --gpu=nvidia-h100-80gb
-#   --pvc=CLAIM [--mount=/shared]   a ReadWriteMany volume claim mounted in every pod, for data and --workdir.
+#   --pvc=CLAIM [--mount=/shared]   a ReadWriteMany volume claim mounted in every pod, for data and --workdir;
+#                         not needed with --workdir=gs://BUCKET/... and gs:// data (workload identity gives
+#                         the pods their credentials through ADC; no key in the YAML).
 #   --port=8482           jax.distributed coordinator port.   --max-restarts=3  JobSet restarts on failure.
 #   --out=FILE            write the YAML to FILE instead of stdout.
 #   --apply               submit with `kubectl apply -f -` (needs kubectl and a cluster context).
