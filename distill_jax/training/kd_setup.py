@@ -32,7 +32,7 @@ class KDRun:
 
 
 def kd_mode(cfg: ml_collections.ConfigDict) -> str:
-    """ "stored", "online" or "" (no KD), refusing both sources at once in one line."""
+    """The KD source of a run: "stored", "online" or "" (none); both at once is refused in one line."""
     kd_cfg = cfg.get("kd")  # .get: workdir configs saved before the section existed lack it
     if kd_cfg is None:
         return ""
