@@ -136,10 +136,11 @@ class Checkpointer:
         orbax_s3.enable()
         # No Orbax preservation policy: it would keep everything, and _apply_retention deletes by the record.
         # On s3 a step is final when its commit_success.txt is there (orbax_s3.atomicity_options).
+        self._atomicity = orbax_s3.atomicity_options(self.directory)
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
-            atomicity_options=orbax_s3.atomicity_options(self.directory),
+            atomicity_options=self._atomicity,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._record = retention.RetentionRecord(self.directory, best_metric)
@@ -195,7 +196,7 @@ class Checkpointer:
             metric = float(metrics[self.best_metric])
         try:
             if frozen_base is not None and not self._frozen_base_written:
-                with ocp.StandardCheckpointer() as writer:
+                with ocp.StandardCheckpointer(atomicity_options=self._atomicity) as writer:
                     writer.save(self._frozen_base_dir, frozen_base)
                 self._frozen_base_written = True
             self._manager.save(
@@ -361,7 +362,7 @@ class Checkpointer:
                 f"{self._frozen_base_dir} is missing: the LoRA checkpoint of step {step} holds only the "
                 "adapters and needs the frozen base weights written beside it at the run's first save"
             )
-        with ocp.StandardCheckpointer() as reader:
+        with ocp.StandardCheckpointer(atomicity_options=self._atomicity) as reader:
             base = reader.restore(self._frozen_base_dir, abstract_base)
         return state.replace(params=lora.with_adapters(base, state.params))
 

@@ -23,3 +23,17 @@ def test_a_run_on_s3_keeps_its_whole_workdir_in_the_bucket(
     assert list((tmp_path / "cwd").iterdir()) == []  # Nothing written to a local `s3:` directory.
     rows = [json.loads(line) for line in storage.read_text(f"{workdir}/metrics.jsonl").splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [4, 8]
+
+
+def test_a_lora_run_on_s3_writes_its_frozen_base_once_with_a_marker_and_resumes(
+    s3_server, s3_bucket, small_train_config, tmp_path
+):
+    def lora(steps):
+        cfg = small_train_config(train__steps=steps, train__checkpoint_every=2)
+        cfg.model.lora_rank, cfg.model.lora_targets, cfg.model.lora_dropout = 4, "q,v,wo", 0.0
+        return cfg
+
+    workdir = f"s3://{s3_bucket}/runs/lora"
+    train(lora(2), workdir)
+    assert "runs/lora/checkpoints/frozen_base/commit_success.txt" in s3_server.keys(s3_bucket)
+    assert train(lora(4), workdir).step == 4  # restores adapters + the frozen base from the bucket
