@@ -63,11 +63,6 @@ def _write_json(path: str, obj: Any) -> None:
         atomic.write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
-    if multihost.is_main():
-        atomic.write_jsonl(path, rows, sort_keys=True)
-
-
 class MethodRun:
     """One method's stages under WORKDIR/<method>."""
 
@@ -267,8 +262,8 @@ class MethodRun:
                     sent,
                     len(requests),
                 )
-            _write_jsonl(os.path.join(out, "dropped.jsonl"), dropped)
-            _write_jsonl(os.path.join(out, "purchased.jsonl"), rows)
+            atomic.write_jsonl(os.path.join(out, "dropped.jsonl"), dropped, sort_keys=True)
+            atomic.write_jsonl(os.path.join(out, "purchased.jsonl"), rows, sort_keys=True)
             logging.info(
                 "[%s] %s; %d rows kept, %d dropped %s.",
                 self.method.name,
