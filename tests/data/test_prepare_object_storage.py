@@ -1,4 +1,5 @@
-"""prepare into s3:// and reading shards back from it (a real moto server): staged once per host, marker last."""
+"""prepare into s3:// (a real moto server) and gs:// (gcp-storage-emulator) and reading the shards back:
+staged once per host, manifest last."""
 
 import json
 
@@ -42,3 +43,10 @@ def test_a_corpus_whose_upload_did_not_finish_is_refused(s3_server, s3_bucket, t
     s3_server.client().delete_object(Bucket=s3_bucket, Key="data/train/manifest.json")
     with pytest.raises(CorpusError, match="no manifest.json; it is not a prepared corpus"):
         shards.open_domain_sources(url)
+
+
+def test_prepare_into_gs_and_read_back_through_the_gcs_emulator(gcs_bucket, tmp_path):
+    url = f"gs://{gcs_bucket}/data/train"
+    assert prepare_corpus([_corpus(tmp_path / "c.jsonl")], url, PrepareOptions.from_config(demo_config())).written == 40
+    sources = shards.open_domain_sources(url)
+    assert sum(len(s) for s in sources.values()) == 40
