@@ -106,10 +106,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = []
     for variant in args.variants.split(","):
         row = measure(args.size, variant, args.batch_size, args.input_len, args.target_len, mesh_axes)
-        memory = row["memory_bytes"]
+        footprint = row["memory_bytes"]
         print(
             f"{args.size:6s} {variant:24s} trace+lower {row['trace_lower_s']:6.1f} s  compile {row['compile_s']:6.1f} s  "
-            f"total {memory.human_bytes(memory.get('total', 0)):>10s}  temp {memory.human_bytes(memory.get('temp', 0)):>10s}",
+            f"total {memory.human_bytes(footprint.get('total', 0)):>10s}  temp {memory.human_bytes(footprint.get('temp', 0)):>10s}",
             flush=True,
         )
         rows.append(row)
