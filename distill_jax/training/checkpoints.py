@@ -278,6 +278,7 @@ class Checkpointer:
         on_corrupt: str = "fallback",
         check_meta: Callable[[int, dict[str, Any]], None] | None = None,
         quarantine: bool = False,
+        params_only: bool = False,
     ) -> Restored | None:
         """The newest step that reads back completely, or None when there is none.
 
@@ -287,6 +288,7 @@ class Checkpointer:
         instead. ``check_meta(step, meta)`` runs before the state is read, so its errors (e.g. a
         different architecture) propagate as they are: they are not damage. ``quarantine`` moves
         damaged steps into ``corrupt/`` so that the resumed run can save those step numbers again.
+        ``params_only`` reads the params alone (see `restore`).
         """
         if on_corrupt not in ON_CORRUPT_CHOICES:
             raise ValueError(f"on_corrupt_checkpoint={on_corrupt!r}: must be one of {ON_CORRUPT_CHOICES}")
@@ -305,7 +307,7 @@ class Checkpointer:
                 if check_meta is not None:
                     check_meta(step, meta)
                 try:
-                    state, data = self._restore_state_and_data(step, abstract_state)
+                    state, data = self._read(step, abstract_state, params_only)
                 except Exception as err:
                     problem = err
                 problem = _any_process_failed(problem)
@@ -343,6 +345,27 @@ class Checkpointer:
         self._record.forget([step])
         self._manager.reload()
 
+    def _read(self, step: int, abstract_state: Any, params_only: bool) -> tuple[Any, dict[str, Any]]:
+        return (
+            self._restore_params(step, abstract_state)
+            if params_only
+            else self._restore_state_and_data(step, abstract_state)
+        )
+
+    def _restore_params(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """The state with its params read and `opt_state=None`: the optimizer's moments (2x the params
+        under Adam) are never read, for jobs that only run the model (eval, generate, IFD, teachers)."""
+        adapters_abstract, _ = _split_frozen_base(abstract_state)
+        item = {"params": adapters_abstract.params}
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(
+                storage.join(self.directory, str(step), "state"),
+                args=ocp.args.PyTreeRestore(
+                    item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+                ),
+            )
+        return abstract_state.replace(params=restored["params"], opt_state=None), {}
+
     def _restore_state_and_data(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         adapters_abstract, _ = _split_frozen_base(abstract_state)
         restored = self._manager.restore(
@@ -366,9 +389,15 @@ class Checkpointer:
             base = reader.restore(self._frozen_base_dir, abstract_base)
         return state.replace(params=lora.with_adapters(base, state.params))
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed."""
-        state, data = self._restore_state_and_data(step, abstract_state)
+    def restore(
+        self, step: int, abstract_state: Any, *, params_only: bool = False
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs), resharding if needed.
+
+        With ``params_only`` only the params are read (the returned state has ``opt_state=None`` and
+        the data item is ``{}``).
+        """
+        state, data = self._read(step, abstract_state, params_only)
         return self._with_frozen_base(step, state, abstract_state), data, self.restore_meta(step)
 
     def restore_meta(self, step: int) -> dict[str, Any]:

@@ -81,17 +81,23 @@ def resume(
 
 
 def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
-    """The params of a workdir's checkpoint (the newest readable one by default), sharded for `run`'s mesh."""
+    """The params of a workdir's checkpoint (the newest readable one by default), sharded for `run`'s mesh.
+
+    Only the params are read: jobs that run the model (eval, generate, IFD, teachers, export-hf) never
+    load the optimizer's moments (issue 19: load time and host memory).
+    """
     directory = checkpointer_dir(workdir)
     if not storage.isdir(directory):
         raise FileNotFoundError(f"no checkpoint in {directory}: train first (distill-jax train --workdir=...)")
     checkpointer = Checkpointer(directory)
     try:
         if step is not None:
-            state, _, _ = checkpointer.restore(step, run.abstract_state)
+            state, _, _ = checkpointer.restore(step, run.abstract_state, params_only=True)
             return state.params, step
         # A reader never moves damaged steps (a training job may own the directory); it just skips them.
-        restored = checkpointer.restore_latest(run.abstract_state, check_meta=_meta_checker(run, workdir))
+        restored = checkpointer.restore_latest(
+            run.abstract_state, check_meta=_meta_checker(run, workdir), params_only=True
+        )
         if restored is None:
             raise FileNotFoundError(
                 f"no readable checkpoint in {directory}: train first (distill-jax train --workdir=...)"

@@ -98,7 +98,7 @@ def load_teacher(
         changed = family.architecture_changes(meta["model"], run.model_config)
         if changed:
             raise ValueError(f"{teacher}: its checkpoint's model differs from its config: {changed}")
-        state, _, _ = checkpointer.restore(step, run.abstract_state)
+        state, _, _ = checkpointer.restore(step, run.abstract_state, params_only=True)
     finally:
         checkpointer.close()
     return run, state.params, {"teacher": os.path.abspath(teacher), "kind": "run", "step": int(step)}

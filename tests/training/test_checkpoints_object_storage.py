@@ -38,6 +38,9 @@ def test_checkpoints_save_restore_and_retain_on_s3(s3_server, s3_bucket):
     assert restored.step == 3
     np.testing.assert_array_equal(restored.state.params["w"], _state_at(3).params["w"])
     assert restored.data == {"per_process": [{"next_index": 3}]}
+    params_only = Checkpointer(url).restore_latest(_abstract(), params_only=True)
+    assert params_only.step == 3 and params_only.state.opt_state is None
+    np.testing.assert_array_equal(params_only.state.params["w"], _state_at(3).params["w"])
 
 
 _WRITER = textwrap.dedent(
