@@ -260,6 +260,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Completion cap per call. Under a tokens/usd budget an attempt's bound is its prompt's bytes + this cap,
     # lowered to what is left near the end of the budget (never below the run's p95 completion length).
     c.teacher.max_tokens = 512
+    # distill.loss=kd without distill.kd_teacher: annotations also buy the teacher's top-k log-probs per token
+    # (logprobs/top_logprobs; needs a teacher over the student's tokenizer). At most the server's max_logprobs (20 at
+    # OpenAI and vLLM's default).
+    c.teacher.top_logprobs = 20
     c.teacher.concurrency = 8  # Requests in flight at once.
     c.teacher.timeout_s = 60.0  # Per HTTP attempt: the longest wait to connect or for the reply's next bytes.
     # Retries on 408/409/429/5xx, timeouts, resets and malformed/truncated/empty bodies, with exponential backoff +

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from distill_jax.config import ConfigError
 
@@ -29,6 +29,11 @@ Status = Literal["ok", "failed", "unavailable", "skipped"]
 class TeacherConfigError(ConfigError):
     """A setting is wrong (key, model, URL, parameter) or the endpoint is unreachable: no request can
     succeed, so the run stops before its next request. The message names the setting to fix."""
+
+
+class TeacherTokenizerError(TeacherConfigError):
+    """The teacher's log-probs cannot teach the student: its tokens are not the student's tokenizer's, or it
+    gives none (or fewer than asked). Raised on its first reply, before anything else is bought."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +107,8 @@ class Response:
     dropped: tuple[tuple[str, str], ...] = ()
     input_tokens: int = 0
     output_tokens: int = 0
+    # annotate with an OpenAI teacher asked for log-probs: teachers.logprobs.TeacherTopK over the rationale's tokens.
+    topk: Any = None
 
 
 class Teacher(Protocol):

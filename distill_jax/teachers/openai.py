@@ -14,6 +14,12 @@ identical requests in a run are asked once (`dedup`), and an interrupted run nev
 answer twice. A request already paid for and failed in an earlier run (same ledger) is not
 bought again. A paraphrase reply is cached raw and parsed on every read.
 
+With `top_logprobs=k` (distill.loss=kd without distill.kd_teacher), annotate requests also ask for
+`logprobs`/`top_logprobs`; the reply's tokens are mapped to the student's ids (teachers.logprobs) and come
+back as `Response.topk`, and the cache keeps the raw entries. The first reply with log-probs (a cached one,
+or the first purchase, sent alone before the rest) must round-trip through the student's tokenizer and carry
+k alternatives; otherwise the run stops with TeacherTokenizerError before anything else is bought.
+
 The API key lives only in memory: it is never logged, cached, put in a `repr` or in an error.
 """
 
@@ -35,7 +41,8 @@ from absl import logging
 
 from distill_jax import storage
 from distill_jax.metrics import extract_answer
-from distill_jax.teachers.base import Request, Response, TeacherConfigError
+from distill_jax.teachers import logprobs as lp
+from distill_jax.teachers.base import Request, Response, TeacherConfigError, TeacherTokenizerError
 from distill_jax.teachers.chat_format import billed_usage, check_template, completion, render_prompt
 from distill_jax.teachers.http_json import Rejected, Retryable, backoff, request_json, snippet
 from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
@@ -58,6 +65,7 @@ class _Outcome:
     error: str = ""
     fatal: str = ""  # A TeacherConfigError message: stop the run.
     skipped: bool = False
+    logprobs: list | None = None  # teachers.logprobs entries of the completion, when asked for and given
 
 
 class OpenAITeacher:
@@ -81,6 +89,8 @@ class OpenAITeacher:
         paraphrase_prompt: str,
         api_key_env: str = "",
         sleep: Callable[[float], None] = time.sleep,
+        top_logprobs: int = 0,
+        tokenizer=None,
     ):
         if not api_key:
             raise ValueError("OpenAITeacher needs a non-empty API key")
@@ -94,7 +104,13 @@ class OpenAITeacher:
         check_template("annotate_prompt", annotate_prompt, input="", answer="", domain="")
         check_template("synthesize_prompt", synthesize_prompt, domain="", examples="")
         check_template("paraphrase_prompt", paraphrase_prompt, input="", k="", domain="")
+        if top_logprobs < 0 or (top_logprobs and tokenizer is None):
+            raise ValueError(f"top_logprobs={top_logprobs} needs to be >= 0, and > 0 only with the student's tokenizer")
         self.name = f"openai:{model}"
+        self.top_logprobs = int(top_logprobs)  # 0: no log-probs asked for
+        self._tokenizer = tokenizer
+        self._tokmap: lp.TokenMap | None = None
+        self._verified = False  # a reply's log-probs have round-tripped through the student's tokenizer
         self.metered = True  # complete() takes a distill.spend.Budget and meters every attempt.
         self.model = model
         self.max_tokens = int(max_tokens)
@@ -154,6 +170,25 @@ class OpenAITeacher:
         stop, exhausted = threading.Event(), threading.Event()
         outcomes: dict[int, _Outcome] = {}
         firsts = [idxs[0] for idxs in groups.values()]
+        fatal_probe = ""
+        if self.top_logprobs and not self._verified:
+            for i, response in enumerate(responses):  # a cached reply with log-probs checks for free
+                row = response is not None and source[i] == "cache" and self._cache.get(keys[i])
+                if row and row.logprobs and requests[i].kind == "annotate":
+                    fatal_probe = self._verify(lp.loads(row.logprobs), row.rationale)
+                    break
+            probe = next((i for i in firsts if requests[i].kind == "annotate"), None)
+            if not self._verified and not fatal_probe and probe is not None:
+                # The first purchase goes alone: a teacher whose tokens are not the student's costs one request.
+                responses[probe], outcomes[probe] = self._answer(
+                    requests[probe], prompts[probe], keys[probe], budget, stop, exhausted
+                )
+                firsts.remove(probe)
+                o = outcomes[probe]
+                if not o.fatal and not o.error and not o.skipped:
+                    fatal_probe = self._verify(o.logprobs, o.content)
+            if fatal_probe:
+                stop.set()  # the rest are not asked
         if firsts:
             with concurrent.futures.ThreadPoolExecutor(min(self._concurrency, len(firsts))) as pool:
                 futures = {
@@ -172,10 +207,49 @@ class OpenAITeacher:
                 if response.status != "skipped" and src != "ledger":
                     budget.finish(request, response, src)
         self._log(requests, responses, source, outcomes)
+        if fatal_probe:
+            raise TeacherTokenizerError(fatal_probe)
         fatal = next((o.fatal for o in outcomes.values() if o.fatal), "")
         if fatal:
             raise TeacherConfigError(fatal)
         return responses
+
+    def _verify(self, entries: list | None, content: str) -> str:
+        """ "" when a reply's log-probs can teach the student (and marks the teacher verified), else the refusal."""
+        fix = (
+            "set distill.kd_teacher to a local teacher over the student's tokenizer, or distill.loss=ce; "
+            "nothing else was bought"
+        )
+        if not entries:
+            return (
+                f"teacher {self.name} at {self._base} returned no logprobs for logprobs=true, "
+                f"top_logprobs={self.top_logprobs}: this server does not give them; {fix}"
+            )
+        most = max(len(alts) for _, _, alts in entries)
+        if most < self.top_logprobs:
+            return (
+                f"teacher {self.name} at {self._base} returned at most {most} top_logprobs per token of the "
+                f"{self.top_logprobs} asked: set teacher.top_logprobs={most} (or raise the server's max_logprobs)"
+            )
+        why = lp.round_trip(entries, content, self._token_map())
+        if why:
+            return (
+                f"teacher {self.name}'s tokenizer is not the student's ({why}): its logprobs cannot teach this "
+                f"student; {fix}"
+            )
+        self._verified = True
+        logging.info("teacher %s: logprobs round-trip through the student's tokenizer", self.name)
+        return ""
+
+    def _token_map(self) -> lp.TokenMap:
+        if self._tokmap is None:
+            self._tokmap = lp.TokenMap(self._tokenizer)
+        return self._tokmap
+
+    def _topk(self, request: Request, entries: list | None):
+        if not (self.top_logprobs and entries and request.kind == "annotate"):
+            return None
+        return lp.to_student(entries, self._token_map(), self.top_logprobs)
 
     def _log(self, requests, responses, source, outcomes) -> None:
         reasons = collections.Counter(r for o in outcomes.values() for r in o.reasons)
@@ -241,7 +315,12 @@ class OpenAITeacher:
             "key": f"the API key (environment variable {self._api_key_env or 'teacher.api_key_env'!s})",
             "model": f"teacher.model={self.model!r}",
             "url_or_model": f"teacher.base_url={self._base!r} or teacher.model={self.model!r}",
-            "parameter": f"teacher.temperature={self._temperature} / teacher.max_tokens={self.max_tokens}",
+            "parameter": f"teacher.temperature={self._temperature} / teacher.max_tokens={self.max_tokens}"
+            + (
+                f" / teacher.top_logprobs={self.top_logprobs} (at most the server's max_logprobs)"
+                if self.top_logprobs
+                else ""
+            ),
         }[e.setting]
         return (
             f"teacher {self.name} at {self._base} refused the request: {e}. Fix {fix}; the run stopped before "
@@ -276,6 +355,7 @@ class OpenAITeacher:
             cached=True,
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
+            topk=self._topk(request, lp.loads(row.logprobs)),
         )
         return _with_list(response, parse_paraphrase_list(row.rationale)) if request.kind == "paraphrase" else response
 
@@ -304,9 +384,19 @@ class OpenAITeacher:
         except ValueError as e:
             # The reply was well-formed and billed; at a fixed prompt asking again rarely helps.
             return Response(request.key, "failed", tokens=tokens, error=str(e), **usage), outcome
-        response = Response(request.key, "ok", input_, rationale, answer, tokens, **usage)
+        topk = self._topk(request, outcome.logprobs)
+        response = Response(request.key, "ok", input_, rationale, answer, tokens, topk=topk, **usage)
         self._cache.put(
-            key, CachedAnswer(input_, rationale, answer, tokens, outcome.input_tokens, outcome.output_tokens)
+            key,
+            CachedAnswer(
+                input_,
+                rationale,
+                answer,
+                tokens,
+                outcome.input_tokens,
+                outcome.output_tokens,
+                lp.dumps(outcome.logprobs) if outcome.logprobs else "",
+            ),
         )
         return (_with_list(response, parsed) if parsed else response), outcome
 
@@ -329,7 +419,7 @@ class OpenAITeacher:
             cap = ticket.cap if ticket is not None else self.max_tokens
             out.attempts += 1
             try:
-                body = request_json(self._url, self._payload(prompt, cap), self._api_key, self._timeout_s)
+                body = request_json(self._url, self._payload(prompt, cap, request.kind), self._api_key, self._timeout_s)
             except Retryable as e:
                 if ticket is not None:
                     budget.settle(ticket, e.billing, reason=e.reason)
@@ -379,6 +469,8 @@ class OpenAITeacher:
                 out.error = f"completion cut off at {cap} tokens"
                 return out
             out.content = content
+            if self.top_logprobs and request.kind == "annotate":
+                out.logprobs = lp.parse(body)
             return out
         if out.reasons and all(r == "connect" for r in out.reasons):
             stop.set()  # Nothing was ever sent: no request can succeed, and none was charged.
@@ -388,19 +480,21 @@ class OpenAITeacher:
         out.error = f"gave up after {self._max_retries + 1} attempts: {last}"
         return out
 
-    def _payload(self, prompt: str, cap: int) -> dict:
-        return {
+    def _payload(self, prompt: str, cap: int, kind: str = "annotate") -> dict:
+        payload = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self._temperature,
             "max_tokens": cap,
         }
+        if self.top_logprobs and kind == "annotate":  # only annotations become KD targets
+            payload.update(logprobs=True, top_logprobs=self.top_logprobs)
+        return payload
 
 
 def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> OpenAITeacher:
     """An OpenAITeacher from the `config.teacher` knobs; the key comes from the `api_key_env` variable."""
-    del purpose  # One endpoint annotates, synthesizes and paraphrases.
-    cfg_teacher = config.teacher
+    cfg_teacher = config.teacher  # One endpoint annotates, synthesizes and paraphrases.
     api_key = os.environ.get(cfg_teacher.api_key_env, "")
     if not api_key:
         raise TeacherConfigError(
@@ -422,7 +516,24 @@ def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = 
         synthesize_prompt=cfg_teacher.synthesize_prompt,
         paraphrase_prompt=cfg_teacher.paraphrase_prompt,
         api_key_env=cfg_teacher.api_key_env,
+        **_kd_settings(config, purpose),
     )
+
+
+def _kd_settings(config: ml_collections.ConfigDict, purpose: str) -> dict:
+    """top_logprobs and the student's tokenizer when BalDistill stages learn from this teacher's log-probs."""
+    distill = config.get("distill") or {}
+    if purpose != "distill" or distill.get("loss", "ce") != "kd" or distill.get("kd_teacher"):
+        return {}
+    k = int(config.teacher.get("top_logprobs", lp.SERVER_CAP))
+    if k < 1:
+        raise TeacherConfigError(
+            f"teacher.top_logprobs={k}: distill.loss=kd with teacher.kind=openai needs 1..{lp.SERVER_CAP} "
+            "(more only where the server's max_logprobs allows), or set distill.kd_teacher"
+        )
+    from distill_jax.data.tokenizers import load_tokenizer
+
+    return {"top_logprobs": k, "tokenizer": load_tokenizer(config.tokenizer.kind, config.tokenizer.path)}
 
 
 def _usage_of(row: CachedAnswer) -> Usage:

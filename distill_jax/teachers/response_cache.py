@@ -32,6 +32,7 @@ class CachedAnswer(NamedTuple):
     tokens: int
     input_tokens: int
     output_tokens: int
+    logprobs: str = ""  # teachers.logprobs.dumps of the reply's per-token log-probs, when they were asked for
 
 
 class ResponseCache:
@@ -53,27 +54,33 @@ class ResponseCache:
             for column in ("input_tokens", "output_tokens"):
                 if column not in columns:  # A cache from before usage was split: old rows read as output.
                     self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} INTEGER")
+            if "logprobs" not in columns:  # A cache from before KD logprobs: its rows have none.
+                self._db.execute("ALTER TABLE responses ADD COLUMN logprobs TEXT")
 
     def get(self, *keys: str) -> CachedAnswer | None:
         """The answer under the first of `keys` that has one."""
         with self._lock:
             for key in keys:
                 row = self._db.execute(
-                    "SELECT input, rationale, answer, tokens, input_tokens, output_tokens FROM responses WHERE key = ?",
+                    "SELECT input, rationale, answer, tokens, input_tokens, output_tokens, logprobs FROM responses "
+                    "WHERE key = ?",
                     (key,),
                 ).fetchone()
                 if row is not None:
-                    input_, rationale, answer, tokens, tin, tout = row
+                    input_, rationale, answer, tokens, tin, tout, logprobs = row
                     if tin is None or tout is None:
                         tin, tout = 0, int(tokens or 0)
-                    return CachedAnswer(input_, rationale, answer, int(tokens or 0), int(tin), int(tout))
+                    return CachedAnswer(
+                        input_, rationale, answer, int(tokens or 0), int(tin), int(tout), logprobs or ""
+                    )
         return None
 
     def put(self, key: str, answer: CachedAnswer) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses (key, input, rationale, answer, tokens, input_tokens, output_tokens) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses "
+                "(key, input, rationale, answer, tokens, input_tokens, output_tokens, logprobs) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, *answer),
             )
             if self._mirror.remote and time.monotonic() - self._synced_at > SYNC_SECONDS:

@@ -80,6 +80,8 @@ class _MockHandler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": len(prompt) // 4 + 7, "completion_tokens": out, "total_tokens": 0},
         }
         body["usage"]["total_tokens"] = body["usage"]["prompt_tokens"] + out
+        if payload.get("logprobs") and s.logprobs is not None:  # OpenAI's format: choices[0].logprobs.content
+            body["choices"][0]["logprobs"] = {"content": s.logprobs(content, int(payload.get("top_logprobs") or 0))}
         _send(self, 200, json.dumps(body).encode())
 
     def log_message(self, *args):
@@ -98,8 +100,11 @@ def default_reply(prompt: str) -> str:
 
 
 class MockOpenAI:
-    def __init__(self, key: str, models=("mock-teacher",), reply=default_reply):
-        self.server = _start(_MockHandler, key=key, models=list(models), reply=reply, calls=[], lock=threading.Lock())
+    def __init__(self, key: str, models=("mock-teacher",), reply=default_reply, logprobs=None):
+        # logprobs(content, top_logprobs) -> the reply's choices[0].logprobs.content list, when asked for.
+        self.server = _start(
+            _MockHandler, key=key, models=list(models), reply=reply, logprobs=logprobs, calls=[], lock=threading.Lock()
+        )
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     @property
