@@ -65,14 +65,19 @@ def _share_owner_only_entries(root: str) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, then renames it into place (one PUT on object storage)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path`, then renames it into place (one PUT on object storage)."""
     path = storage.check(path)
     if storage.is_remote(path):
-        storage.put_bytes(path, text.encode("utf-8"))
+        storage.put_bytes(path, data)
         return
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".tmp-{os.path.basename(path)}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:

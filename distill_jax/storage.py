@@ -183,3 +183,60 @@ class LocalMirror:
     def discard(self) -> None:
         if self.remote:
             shutil.rmtree(os.path.dirname(self.local), ignore_errors=True)
+
+
+def local_file(p: str | os.PathLike, purpose: str) -> str:
+    """`p` itself when local; for gs:// / s3:// a fresh local copy of the object, for readers that open
+    local files only (ArrayRecord, csv, pyarrow). The copy lives in its own temp directory under
+    `staging_dir`; the caller removes it (`os.path.dirname` of the result) when done."""
+    p = check(p)
+    if not is_remote(p):
+        return p
+    directory = tempfile.mkdtemp(dir=staging_dir(p.rsplit("/", 1)[0], purpose))
+    local = os.path.join(directory, p.rsplit("/", 1)[1])
+    Path(local).write_bytes(path(p).read_bytes())
+    return local
+
+
+class SegmentLog:
+    """An append-only log on object storage, where nothing can be appended to: the base object `target`
+    plus write-once segment objects under `target.d/`, one per `append` (one small PUT, so the cost of
+    an append does not grow with the log, and each is atomic). `read` returns the base, then the
+    segments in order; `compact(everything)` writes the whole log as the new base, then deletes the
+    segments it read, so a kill between the two replays some records twice: readers must treat a
+    repeated record as a no-op (the ledger's records are idempotent). One writer per log."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = check(target)
+        if not is_remote(self.target):
+            raise ValueError(f"{self.target}: SegmentLog is for object storage; append to a local file directly")
+        self._segments = f"{self.target}.d"
+        self._fs, self._root = fsspec.core.url_to_fs(self._segments)
+        self._read: list[str] = []
+        self._next = 0
+
+    def read(self) -> bytes:
+        try:
+            base = path(self.target).read_bytes()
+        except FileNotFoundError:
+            base = b""
+        try:
+            keys = sorted(self._fs.find(self._root))  # zero-padded names: sorted = written order
+        except FileNotFoundError:
+            keys = []
+        parts = self._fs.cat(keys) if keys else {}  # fetched concurrently
+        self._read = keys
+        self._next = max([self._next, *(int(k.rsplit("/", 1)[1].split(".")[0]) + 1 for k in keys)])
+        return base + b"".join(parts[k] for k in keys)
+
+    def append(self, data: bytes) -> None:
+        put_bytes(f"{self._segments}/{self._next:012d}.jsonl", data)
+        self._next += 1
+
+    def compact(self, everything: bytes) -> None:
+        """`everything` (the base and every record appended since) becomes the base; segments go."""
+        put_bytes(self.target, everything)
+        keys = sorted(self._fs.find(self._root)) if self._fs.exists(self._root) else []
+        if keys:
+            self._fs.rm(keys)
+        self._read = []

@@ -9,10 +9,9 @@ message and a non-zero exit; what was bought before is in the ledger and the res
 
 from __future__ import annotations
 
-import os
-
 from absl import flags, logging
 
+from distill_jax import storage
 from distill_jax.cli import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the pool split, stages, ledger, checkpoints, report.")
@@ -48,4 +47,4 @@ def main(argv):
         raise SystemExit(f"distill: {err}") from None
     if result:
         print(report.markdown(result))
-        print(f"Report: {os.path.join(workdir, 'report.md')}   Plot: {os.path.join(workdir, 'distill_curves.png')}")
+        print(f"Report: {storage.join(workdir, 'report.md')}   Plot: {storage.join(workdir, 'distill_curves.png')}")

@@ -15,22 +15,35 @@ resumable chunks), and each ArrayRecord record would be a serialised example to 
 are memory-mapped by readers (a row is a slice, zero-copy; grain workers only pickle paths), and their
 bytes are exactly the payload, so bytes/token is the encoding's size: k * (2 + 2) + 2 bytes at uint16 ids.
 Rows are keyed by example id (unique across a prepared corpus), so the shards never have to be rewritten.
+
+On object storage (OUT is gs:// or s3://, distill_jax/storage.py) nothing renames atomically: a chunk's
+arrays are uploaded under their final names and example_ids.json last, so a chunk is finished exactly when
+its example_ids.json exists (a killed upload leaves a chunk without it, which a rerun writes again). Readers
+memory-map a local copy, downloaded once per host and meta.json (`StoredLogits.open`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
+from absl import logging
+
+from distill_jax import storage
 
 CHUNKS_DIR, META_FILE, PLAN_FILE = "chunks", "meta.json", "plan.json"
+IDS_FILE = "example_ids.json"  # written last: on object storage, the chunk's completion marker
 ARRAYS = ("ids", "logp", "residual", "offsets")
 FORMAT_VERSION = 1
 
@@ -51,10 +64,8 @@ def write_chunk(
     rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     vocab_size: int,
 ) -> int:
-    """Writes one chunk (rows of (ids [n, k], logp [n, k], residual [n])) beside-then-rename; returns its bytes."""
-    final = chunk_dir(output_dir, chunk)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    """Writes one chunk (rows of (ids [n, k], logp [n, k], residual [n])) beside-then-rename (object storage:
+    example_ids.json last); returns its bytes."""
     lengths = [len(r[2]) for r in rows]
     arrays = {
         "ids": np.concatenate([r[0] for r in rows]).astype(ids_dtype(vocab_size)),
@@ -62,18 +73,35 @@ def write_chunk(
         "residual": np.concatenate([r[2] for r in rows]).astype(np.float16),
         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
     }
+    payload = sum(a.nbytes for k, a in arrays.items() if k != "offsets")
+    if storage.is_remote(output_dir):
+        final_url = storage.join(output_dir, CHUNKS_DIR, f"chunk_{chunk:06d}")
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            storage.put_bytes(f"{final_url}/{name}.npy", buffer.getvalue())
+        storage.put_bytes(f"{final_url}/{IDS_FILE}", json.dumps(list(example_ids)).encode("utf-8"))  # the marker
+        return payload
+    final = chunk_dir(output_dir, chunk)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
     for name, array in arrays.items():
         np.save(tmp / f"{name}.npy", array)
-    (tmp / "example_ids.json").write_text(json.dumps(list(example_ids)), encoding="utf-8")
+    (tmp / IDS_FILE).write_text(json.dumps(list(example_ids)), encoding="utf-8")
     for f in tmp.iterdir():  # durable before it becomes visible
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     os.rename(tmp, final)
-    return sum(a.nbytes for k, a in arrays.items() if k != "offsets")
+    return payload
 
 
 def finished_chunks(output_dir: str | os.PathLike) -> set[int]:
-    """Chunk numbers fully written; leftovers of a killed write (.tmp-*) are removed, never read."""
+    """Chunk numbers fully written; leftovers of a killed write (.tmp-*) are removed, never read (on object
+    storage: the chunks with their example_ids.json; one without it is written again)."""
+    if storage.is_remote(output_dir):
+        fs, root = fsspec.core.url_to_fs(storage.join(output_dir, CHUNKS_DIR))
+        markers = fs.glob(f"{root}/chunk_*/{IDS_FILE}")
+        return {int(m.rsplit("/", 2)[1].split("_")[1]) for m in markers}
     root = Path(output_dir) / CHUNKS_DIR
     if not root.is_dir():
         return set()
@@ -84,6 +112,27 @@ def finished_chunks(output_dir: str | os.PathLike) -> set[int]:
         elif entry.name.startswith("chunk_") and entry.is_dir():
             done.add(int(entry.name.split("_")[1]))
     return done
+
+
+def _local_copy(output_dir: str, meta_text: str) -> str:
+    """`output_dir` when local; for gs:// / s3:// a complete local copy (np.load memory-maps local files only),
+    downloaded once per host and meta.json (a job rerun under the same URL gets a new copy)."""
+    if not storage.is_remote(output_dir):
+        return output_dir
+    root = storage.staging_dir(output_dir, "kd_logits")
+    local = os.path.join(root, hashlib.sha256(meta_text.encode("utf-8")).hexdigest()[:16])
+    if os.path.isfile(os.path.join(local, META_FILE)):
+        return local
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
+    try:
+        storage.download_tree(output_dir, tmp)
+        os.rename(tmp, local)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(local, META_FILE)):  # another process on this host won the rename
+            raise
+    logging.info("kd_logits: staged %s into %s", output_dir, local)
+    return local
 
 
 @dataclasses.dataclass
@@ -100,19 +149,22 @@ class StoredLogits:
 
     @classmethod
     def open(cls, output_dir: str | os.PathLike) -> StoredLogits:
-        meta_path = Path(output_dir) / META_FILE
-        if not meta_path.is_file():
+        output_dir = storage.check(output_dir)
+        meta_path = storage.join(output_dir, META_FILE)
+        if not storage.isfile(meta_path):
             raise FileNotFoundError(
                 f"{output_dir}: no {META_FILE}; not a finished `distill-jax teacher-logits` output "
                 "(rerun the job with the same flags to finish it)"
             )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        text = storage.read_text(meta_path)
+        meta = json.loads(text)
+        output_dir = _local_copy(output_dir, text)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{meta_path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
         index: dict[str, tuple[int, int, int]] = {}
         for chunk in range(int(meta["num_chunks"])):
             d = chunk_dir(output_dir, chunk)
-            ids = json.loads((d / "example_ids.json").read_text(encoding="utf-8"))
+            ids = json.loads((d / IDS_FILE).read_text(encoding="utf-8"))
             offsets = np.load(d / "offsets.npy")
             for i, example_id in enumerate(ids):
                 index[example_id] = (chunk, int(offsets[i]), int(offsets[i + 1]))

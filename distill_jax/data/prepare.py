@@ -82,8 +82,34 @@ def prepare_corpus(
         out = Path(storage.staging_dir(out_url, "prepare")) / "out"
     else:
         out = Path(out_url)
+    # gs:// / s3:// inputs (the distill scheduler's purchases on a remote workdir, or a user's corpus) are
+    # read from a local copy (the readers open local files); the manifest names the URL.
+    local: dict[str, str] = {}
+    try:
+        for p in inputs:
+            if storage.is_remote(p):
+                try:
+                    local[p] = storage.local_file(p, "prepare_inputs")
+                except FileNotFoundError:
+                    raise CorpusError(f"{p}: cannot open input (no such object); check the URL") from None
+        return _prepare(inputs, local, out_url, out, options, tok, overwrite)
+    finally:
+        for copy in local.values():
+            shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
+
+
+def _prepare(
+    inputs: Sequence[str],
+    local: dict[str, str],
+    out_url: str,
+    out: Path,
+    options: PrepareOptions,
+    tok: Tokenizer,
+    overwrite: bool,
+) -> PrepareSummary:
     input_infos = [
-        {"path": p if p.startswith(TFDS_PREFIX) else os.path.abspath(p), "sha256": input_sha256(p)} for p in inputs
+        {"path": p if p.startswith(TFDS_PREFIX) else storage.check(p), "sha256": input_sha256(local.get(p, p))}
+        for p in inputs
     ]
     content_hash = _content_hash(input_infos, options, tok)
     if storage.exists(out_url):
@@ -100,7 +126,7 @@ def prepare_corpus(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _CorpusWriter(tmp, options, tok).run(inputs, input_infos, content_hash)
+        manifest = _CorpusWriter(tmp, options, tok).run(inputs, input_infos, content_hash, local)
         if storage.is_remote(out_url):
             _publish(tmp, out_url)
         else:
@@ -165,6 +191,12 @@ def source_labels(inputs: Sequence[str]) -> list[str]:
     return [label(i) for i in range(len(parts))]
 
 
+def _renamed_source(rows: Iterable[Any], copy: str, url: str) -> Iterator[Any]:
+    """Rows and rejects read from a staged copy, naming the input's URL instead."""
+    for row in rows:
+        yield dataclasses.replace(row, source=url) if getattr(row, "source", None) == copy else row
+
+
 def _json_line(obj: dict[str, Any]) -> str:
     """One JSON line, readable (non-ASCII kept) yet safe for readers that split on any Unicode
     line break (str.splitlines): those characters are escaped."""
@@ -196,7 +228,15 @@ class _CorpusWriter:
         # texts can become the same example once cut.
         self.seen_tokens: dict[bytes, tuple[tuple[int, int], bool]] = {}
 
-    def run(self, inputs: Sequence[str], input_infos: list[dict[str, Any]], content_hash: str) -> dict[str, Any]:
+    def run(
+        self,
+        inputs: Sequence[str],
+        input_infos: list[dict[str, Any]],
+        content_hash: str,
+        local: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """`local`: a local copy of each remote input, read in its place (rows and rejects name the URL)."""
+        local = local or {}
         spill = shards.ExampleSpill(self.tmp / "spill.bin")
         blank = 0
         try:
@@ -204,13 +244,15 @@ class _CorpusWriter:
                 for path, label, info in zip(inputs, source_labels(inputs), input_infos):
                     stats = ReadStats()
                     rows = read_rows(
-                        path,
+                        local.get(path, path),
                         self.options.mapping,
                         stats=stats,
                         source_name=label,
                         default_domain=self.options.default_domain,
                         columns=self.options.columns,
                     )
+                    if path in local:
+                        rows = _renamed_source(rows, local[path], path)
                     bar = tqdm(
                         rows,
                         desc=f"prepare {label}",

@@ -9,12 +9,12 @@ the same domains; the scheduler's per-stage head/tail roles are reported separat
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill_jax import atomic, metrics
+from distill_jax import atomic, metrics, storage
 from distill_jax.distill import balancing
 from distill_jax.evaluation import classification
 
@@ -23,7 +23,14 @@ GROUPS = ("macro", "micro", "head", "tail")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    return atomic.read_jsonl(path) if os.path.exists(path) else []
+    return atomic.read_jsonl(path) if storage.exists(path) else []
+
+
+def _save_png(fig: Any, path: str) -> None:
+    """The figure as one PNG written whole (atomic.write_bytes: rename locally, one PUT on object storage)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def stage_counts(stage_dir: str, plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -40,10 +47,10 @@ def stage_counts(stage_dir: str, plan: Mapping[str, Any]) -> dict[str, dict[str,
             else 0,
             dropped={},
         )
-    for row in _read_jsonl(os.path.join(stage_dir, "purchased.jsonl")):
+    for row in _read_jsonl(storage.join(stage_dir, "purchased.jsonl")):
         key = "annotated" if row["meta"]["kind"] == "annotate" else "synthesized"
         out[row["domain"]][key] += 1
-    for row in _read_jsonl(os.path.join(stage_dir, "dropped.jsonl")):
+    for row in _read_jsonl(storage.join(stage_dir, "dropped.jsonl")):
         dropped = out[row["domain"]]["dropped"]
         dropped[row["reason"]] = dropped.get(row["reason"], 0) + 1
     return out
@@ -63,7 +70,7 @@ def method_report(
             selection=plan["selection"],
             budget=plan["budget"],
             spent_after=plan.get("spent_after"),
-            domains=stage_counts(os.path.join(method_dir, f"stage_{plan['stage']}"), plan),
+            domains=stage_counts(storage.join(method_dir, f"stage_{plan['stage']}"), plan),
         )
         evaluation = plan.get("eval") or {}
         if evaluation.get("per_domain"):
@@ -73,7 +80,7 @@ def method_report(
         stages.append(entry)
     out = dict(method=state["method"], phase=state["phase"], ledger=state.get("ledger"), stages=stages)
     if classification and stages:
-        records = _read_jsonl(os.path.join(method_dir, f"stage_{stages[-1]['stage']}", "eval_predictions.jsonl"))
+        records = _read_jsonl(storage.join(method_dir, f"stage_{stages[-1]['stage']}", "eval_predictions.jsonl"))
         if records:
             out["label_f1"] = label_f1(records)
     return out
@@ -281,10 +288,8 @@ def plot_domain_bars(report: Mapping[str, Any], path: str) -> None:
     ax.set_title(f"Per-domain accuracy at {_fmt(report['budget'])} {report['unit']} (pool size in brackets)")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    _save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_curves(report: Mapping[str, Any], path: str) -> None:
@@ -307,10 +312,8 @@ def plot_curves(report: Mapping[str, Any], path: str) -> None:
     axes[0].set_ylabel(SCORE.replace("_", " "))
     axes[0].legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    _save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(
@@ -328,12 +331,12 @@ def write_report(
         head=head,
         tail=tail,
         methods={
-            name: method_report(os.path.join(workdir, name), state, head, tail, bool(config.distill.label_set))
+            name: method_report(storage.join(workdir, name), state, head, tail, bool(config.distill.label_set))
             for name, state in states.items()
         },
     )
-    atomic.write_text(os.path.join(workdir, "report.json"), json.dumps(report, indent=1, sort_keys=True) + "\n")
-    atomic.write_text(os.path.join(workdir, "report.md"), markdown(report))
-    plot_curves(report, os.path.join(workdir, "distill_curves.png"))
-    plot_domain_bars(report, os.path.join(workdir, "domain_accuracy.png"))
+    atomic.write_text(storage.join(workdir, "report.json"), json.dumps(report, indent=1, sort_keys=True) + "\n")
+    atomic.write_text(storage.join(workdir, "report.md"), markdown(report))
+    plot_curves(report, storage.join(workdir, "distill_curves.png"))
+    plot_domain_bars(report, storage.join(workdir, "domain_accuracy.png"))
     return report

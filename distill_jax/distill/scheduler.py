@@ -19,7 +19,8 @@ their stores/caches. The scheduler state is also written into every training che
 
 Multi-host: every process runs this loop (IFD scoring and training are collective); only process
 0 talks to the teacher and writes files, and the others read them after a barrier, so the workdir
-must be on a filesystem all hosts see (as Orbax checkpoints already require).
+must be one all hosts see: a shared filesystem, or gs:// / s3:// (every path goes through
+distill_jax.storage; the ledger on object storage is teachers/ledger.py's write-once segments).
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import pathlib
 from typing import Any
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import atomic, multihost
+from distill_jax import atomic, multihost, storage
 from distill_jax.config import ConfigError
 from distill_jax.data import shards
 from distill_jax.data.corpus import FieldMapping
@@ -70,17 +69,17 @@ class MethodRun:
         self.s = setting
         self.cfg = setting.config
         self.method = method
-        self.dir = os.path.join(setting.workdir, method.name)
-        self.train_dir = os.path.join(self.dir, "train")
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir = storage.join(setting.workdir, method.name)
+        self.train_dir = storage.join(self.dir, "train")
+        storage.makedirs(self.dir)
         d = self.cfg.distill
         self.num_stages = int(d.stages)
         if self.num_stages < 1:
             raise ConfigError(f"distill.stages must be >= 1, got {d.stages}")
-        self.ledger = Ledger(os.path.join(self.dir, "ledger.jsonl"), float(d.budget), d.budget_unit)
-        state_path = os.path.join(self.dir, STATE_FILE)
+        self.ledger = Ledger(storage.join(self.dir, "ledger.jsonl"), float(d.budget), d.budget_unit)
+        state_path = storage.join(self.dir, STATE_FILE)
         fresh = {"method": method.name, "stage": 0, "phase": "plan", "stages": [], "synthetic_next": {}}
-        self.state = json.loads(pathlib.Path(state_path).read_text("utf-8")) if os.path.exists(state_path) else fresh
+        self.state = json.loads(storage.read_text(state_path)) if storage.exists(state_path) else fresh
 
     # ------------------------------------------------------------------------------------ state
 
@@ -89,12 +88,12 @@ class MethodRun:
         if stage is not None:
             self.state["stage"] = stage
         self.state["ledger"] = self.ledger.summary()
-        _write_json(os.path.join(self.dir, STATE_FILE), self.state)
+        _write_json(storage.join(self.dir, STATE_FILE), self.state)
         multihost.barrier(f"distill-{self.method.name}-{self.state['stage']}-{phase}")
 
     def _stage_dir(self, stage: int) -> str:
-        path = os.path.join(self.dir, f"stage_{stage}")
-        os.makedirs(path, exist_ok=True)
+        path = storage.join(self.dir, f"stage_{stage}")
+        storage.makedirs(path)
         return path
 
     def _taken_ids(self) -> set[str]:
@@ -126,7 +125,7 @@ class MethodRun:
 
     def _run_dir(self, stage: int) -> str:
         """The training run holding `stage`'s student: one continuing run, or one run per stage."""
-        return os.path.join(self._stage_dir(stage), "train") if self._restarts else self.train_dir
+        return storage.join(self._stage_dir(stage), "train") if self._restarts else self.train_dir
 
     def _target_step(self, stage: int) -> int:
         """Step at which `stage`'s training ends: each stage trains epochs over its cumulative data
@@ -148,7 +147,7 @@ class MethodRun:
     def _student_ifd(self, stage: int, candidates: list[Example]) -> np.ndarray:
         d = self.cfg.distill
         previous = self._stage_dir(stage - 1)
-        run = setup_run(self._train_config(stage - 1), train_dir=os.path.join(previous, "train_data"))
+        run = setup_run(self._train_config(stage - 1), train_dir=storage.join(previous, "train_data"))
         params, step = trainer.restore_params(run, self._run_dir(stage - 1))
         logging.info(
             "[%s] stage %d: IFD of %d candidates under the student of step %d.",
@@ -232,7 +231,7 @@ class MethodRun:
     def _previous_inputs(self, stage: int) -> set[str]:
         inputs = set()
         for j in range(stage):
-            path = os.path.join(self._stage_dir(j), "purchased.jsonl")
+            path = storage.join(self._stage_dir(j), "purchased.jsonl")
             inputs |= {normalize_input(r["input"]) for r in atomic.read_jsonl(path)}
         return inputs
 
@@ -262,8 +261,8 @@ class MethodRun:
                     sent,
                     len(requests),
                 )
-            atomic.write_jsonl(os.path.join(out, "dropped.jsonl"), dropped, sort_keys=True)
-            atomic.write_jsonl(os.path.join(out, "purchased.jsonl"), rows, sort_keys=True)
+            atomic.write_jsonl(storage.join(out, "dropped.jsonl"), dropped, sort_keys=True)
+            atomic.write_jsonl(storage.join(out, "purchased.jsonl"), rows, sort_keys=True)
             logging.info(
                 "[%s] %s; %d rows kept, %d dropped %s.",
                 self.method.name,
@@ -276,10 +275,10 @@ class MethodRun:
     # ---------------------------------------------------------------------------- prepare/train
 
     def _prepare(self, stage: int) -> None:
-        inputs = [os.path.join(self._stage_dir(j), "purchased.jsonl") for j in range(stage + 1)]
+        inputs = [storage.join(self._stage_dir(j), "purchased.jsonl") for j in range(stage + 1)]
         if multihost.is_main():
             options = dataclasses.replace(PrepareOptions.from_config(self.cfg), mapping=FieldMapping(), progress=False)
-            prepare_corpus(inputs, os.path.join(self._stage_dir(stage), "train_data"), options, overwrite=True)
+            prepare_corpus(inputs, storage.join(self._stage_dir(stage), "train_data"), options, overwrite=True)
 
     def _cumulative_quotas(self, stage: int) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -290,13 +289,13 @@ class MethodRun:
 
     def _train_config(self, stage: int) -> ml_collections.ConfigDict:
         cfg = copy.deepcopy(self.cfg)
-        data_dir = os.path.join(self._stage_dir(stage), "train_data")
+        data_dir = storage.join(self._stage_dir(stage), "train_data")
         cfg.data.train_dir = data_dir
         cfg.data.eval_dir = self.s.eval_dir
         cfg.data.domains = ",".join(self.s.domains)
         # A stage whose purchases all failed has no shards yet: nothing of it is present.
-        manifest = os.path.join(data_dir, shards.MANIFEST_FILE)
-        present = set(shards.load_manifest(data_dir)["domains"]) if os.path.exists(manifest) else set()
+        manifest = storage.join(data_dir, shards.MANIFEST_FILE)
+        present = set(shards.load_manifest(data_dir)["domains"]) if storage.exists(manifest) else set()
         cfg.data.mixture = "explicit"
         # Quota, not rows: a domain whose purchases fell short of its quota is sampled more often.
         cfg.data.domain_weights = ml_collections.ConfigDict(
@@ -380,7 +379,7 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     setting = prepare_setting(config, workdir)
     if multihost.is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
         spend.preflight(config, setting.teacher)
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    _write_json(storage.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     states: dict[str, dict[str, Any]] = {}
     try:
         for method in methods:

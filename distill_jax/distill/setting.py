@@ -7,12 +7,11 @@ shards once, and opens the teacher the config names; the stage loop (scheduler.p
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections
 from absl import logging
 
-from distill_jax import multihost
+from distill_jax import multihost, storage
 from distill_jax.config import ConfigError
 from distill_jax.data.corpus import FieldMapping
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
@@ -51,26 +50,27 @@ class Setting:
 def prepare_setting(config: ml_collections.ConfigDict, workdir: str) -> Setting:
     """Loads the pool, splits/prepares the eval set, opens the teacher. Idempotent."""
     d = config.distill
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.check(workdir)
+    storage.makedirs(workdir)
     fields = dict(d.pool_fields)
     default_domain = config.prepare.default_domain
     pool = load_examples(
         parse_list(d.pool),
         fields,
         default_domain=default_domain,
-        rejects_path=os.path.join(workdir, "pool_rejects.jsonl"),
+        rejects_path=storage.join(workdir, "pool_rejects.jsonl"),
     )
     if d.eval_data:
         held = load_examples(
             parse_list(d.eval_data),
             fields,
             default_domain=default_domain,
-            rejects_path=os.path.join(workdir, "eval_rejects.jsonl"),
+            rejects_path=storage.join(workdir, "eval_rejects.jsonl"),
         )
     else:
         pool, held = split_holdout(pool, d.eval_holdout_per_domain, config.seed)
-    eval_rows = os.path.join(workdir, "eval_rows.jsonl")
-    eval_dir = os.path.join(workdir, "eval_data")
+    eval_rows = storage.join(workdir, "eval_rows.jsonl")
+    eval_dir = storage.join(workdir, "eval_data")
     if multihost.is_main():
         write_eval_rows(eval_rows, held)
         options = dataclasses.replace(PrepareOptions.from_config(config), mapping=FieldMapping(), progress=False)

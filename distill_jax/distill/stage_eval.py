@@ -6,14 +6,13 @@ and the `eval` job use (training.evaluator), so a stage's figures are the figure
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 from absl import logging
 
-from distill_jax import atomic, metrics, multihost
+from distill_jax import atomic, metrics, multihost, storage
 from distill_jax.training import trainer
 from distill_jax.training.evaluator import summary_scalars
 from distill_jax.training.metrics_writer import MetricsWriter
@@ -28,7 +27,7 @@ def evaluate(cfg: ml_collections.ConfigDict, run_dir: str, stage_dir: str, label
     params, step = trainer.restore_params(run, run_dir)
     per_domain, records = build_evaluator(run, cfg.data.eval_dir).run_with_records(params)
     records = multihost.gather_rows(records)
-    path = os.path.join(stage_dir, PREDICTIONS_FILE)
+    path = storage.join(stage_dir, PREDICTIONS_FILE)
     if multihost.is_main():
         atomic.write_jsonl(path, records, sort_keys=True)
     logging.info(

@@ -10,10 +10,10 @@ text only (pool, program) and the HTTP teacher, whose ``logprobs`` are not read 
 from __future__ import annotations
 
 import copy
-import os
 
 import ml_collections
 
+from distill_jax import storage
 from distill_jax.config import ConfigError
 from distill_jax.training.teacher_logits import teacher_logits
 
@@ -51,7 +51,7 @@ def with_stage_logits(cfg: ml_collections.ConfigDict, stage_dir: str) -> ml_coll
     teacher = kd_teacher(cfg)
     if not teacher:
         return cfg
-    out = os.path.join(stage_dir, "kd_logits")
+    out = storage.join(stage_dir, "kd_logits")
     teacher_logits(
         teacher,
         cfg.data.train_dir,

@@ -20,6 +20,12 @@ to re-issue. What the ledger cannot know: whether the provider billed an attempt
 at a kill (it is charged at its bound and counted as `unknown`; re-asking it is billed again by the
 provider, there being no idempotency key in the OpenAI API).
 
+On object storage (a gs:// or s3:// path) nothing can be appended to or fsync'ed: each append is one
+new write-once segment object (storage.SegmentLog: one small PUT, in the bucket before the request
+leaves, so the guarantee above holds across the loss of the host), and opening and closing the ledger
+compacts the segments into ledger.jsonl itself. Replaying a record twice (a kill during compaction) is
+a no-op: every record is keyed by request and attempt and applied once.
+
 Units: calls (one per request that reached the teacher, however many attempts; BalDistill's
 unit), tokens (input + output, as the provider bills) or usd (a per-model price table).
 """
@@ -36,6 +42,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from absl import logging
+
+from distill_jax import storage
 
 Unit = Literal["calls", "tokens", "usd"]
 UNITS = ("calls", "tokens", "usd")
@@ -82,7 +90,10 @@ class Ledger:
             raise ValueError(f"budget unit must be 'calls', 'tokens' or 'usd', got {unit!r}")
         if budget <= 0:
             raise ValueError(f"the teacher budget must be positive, got {budget}")
-        self.path = path
+        self.path = storage.check(path)
+        # Object storage: appends are segment objects, the whole log is kept in memory for compaction.
+        self._log = storage.SegmentLog(self.path) if storage.is_remote(self.path) else None
+        self._content = bytearray()
         self.budget = float(budget)
         self.unit = unit
         self.attempts: dict[tuple[str, int], Attempt] = {}
@@ -93,7 +104,8 @@ class Ledger:
         self._open = 0
         self._lock = threading.Condition()
         self._load()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- held open for appends; closed in close().
+        if self._log is None:  # Held open for appends; closed in close().
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         # Attempts sent by a killed run and never settled: the provider may have billed them.
         stale = [a for a in self.attempts.values() if not a.outcome]
         self.unknown_at_open = len(stale)
@@ -111,12 +123,19 @@ class Ledger:
     # ------------------------------------------------------------------------------- storage
 
     def _load(self) -> None:
-        if not os.path.exists(self.path):
+        if self._log is not None:
+            data = self._log.read()
+        elif not os.path.exists(self.path):
             return
-        with open(self.path, "rb") as f:
-            data = f.read()
+        else:
+            with open(self.path, "rb") as f:
+                data = f.read()
         good = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-        if len(good) != len(data):
+        if self._log is not None:
+            self._content = bytearray(good)
+            if data:
+                self._log.compact(good)
+        elif len(good) != len(data):
             logging.warning(
                 "%s: dropping a torn last line (%d bytes) left by a killed run", self.path, len(data) - len(good)
             )
@@ -169,9 +188,14 @@ class Ledger:
     def _append(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
             return
-        self._file.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        if self._log is not None:
+            self._log.append(text.encode("utf-8"))
+            self._content += text.encode("utf-8")
+        else:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
         for r in records:
             self._apply(r)
 
@@ -347,7 +371,11 @@ class Ledger:
         }
 
     def close(self) -> None:
-        self._file.close()
+        if self._log is None:
+            self._file.close()
+        else:
+            with self._lock:
+                self._log.compact(bytes(self._content))
 
 
 def _settle(

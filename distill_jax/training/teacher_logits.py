@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,7 +22,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from distill_jax import atomic, job_output
+from distill_jax import atomic, job_output, storage
 from distill_jax.config import ConfigError, default_config
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import PadToModelFeatures, ToExample
@@ -38,11 +36,12 @@ from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_pro
 _PLAN_FORMAT = 1
 
 
-def _is_hf_dir(path: Path) -> bool:
+def _config_json(teacher: str) -> dict[str, Any] | None:
+    """The teacher's config.json (a training workdir's or an HF dir's; local, gs:// or s3://), else None."""
     try:
-        return "model_type" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return json.loads(storage.read_text(storage.join(teacher, "config.json")))
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def _with_mesh(cfg: ml_collections.ConfigDict, mesh: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
@@ -72,18 +71,20 @@ def load_teacher(
     config's mesh section) replaces the teacher's own: an online teacher lives on its student's devices, with
     the logical rules that section names.
     """
-    path = Path(teacher)
-    if _is_hf_dir(path):
+    teacher = storage.check(teacher)
+    config = _config_json(teacher)
+    if config is not None and "model_type" in config:
+        if storage.is_remote(teacher):
+            raise ConfigError(f"{teacher}: a Hugging Face model directory must be local (model.hf_dir is read locally)")
         cfg = _with_mesh(default_config(), mesh)
-        cfg.model.hf_dir = os.fspath(path)  # setup_run refuses data whose tokenizer does not fit the model
+        cfg.model.hf_dir = teacher  # setup_run refuses data whose tokenizer does not fit the model
         run = setup_run(cfg, train_dir=data, eval_dir="")
-        return run, _hf_params(run), {"teacher": os.path.abspath(teacher), "kind": "hf", "step": None}
-    if not (path / "config.json").is_file():
+        return run, _hf_params(run), {"teacher": teacher, "kind": "hf", "step": None}
+    if config is None:
         raise ConfigError(f"{teacher}: neither a training workdir (config.json) nor a Hugging Face model directory")
-    with open(path / "config.json", encoding="utf-8") as f:
-        cfg = _with_mesh(ml_collections.ConfigDict(json.load(f)), mesh)
+    cfg = _with_mesh(ml_collections.ConfigDict(config), mesh)
     run = setup_run(cfg, train_dir=data, eval_dir="")
-    checkpointer = Checkpointer(checkpointer_dir(os.fspath(path)))
+    checkpointer = Checkpointer(checkpointer_dir(teacher))
     try:
         step = checkpointer.latest_step() if step is None else step
         if step is None:
@@ -101,7 +102,7 @@ def load_teacher(
         state, _, _ = checkpointer.restore(step, run.abstract_state, params_only=True)
     finally:
         checkpointer.close()
-    return run, state.params, {"teacher": os.path.abspath(teacher), "kind": "run", "step": int(step)}
+    return run, state.params, {"teacher": teacher, "kind": "run", "step": int(step)}
 
 
 def _examples(data: str) -> list[dict[str, Any]]:
@@ -168,7 +169,7 @@ def teacher_logits(
     plan = {
         "format": _PLAN_FORMAT,
         **described,
-        "data": os.path.abspath(data),
+        "data": storage.check(data),
         "num_examples": len(examples),
         "ids_sha256": hashlib.sha256("\n".join(e["id"] for e in examples).encode("utf-8")).hexdigest(),
         "top_k": top_k,
@@ -262,5 +263,7 @@ def teacher_logits(
         },
     }
     if jax.process_index() == 0:
-        atomic.write_text(Path(output_dir) / kd_logits.META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        atomic.write_text(
+            storage.join(output_dir, kd_logits.META_FILE), json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        )
     return meta
