@@ -192,3 +192,20 @@ def test_sampled_rows_stop_at_eos_and_pad(imported):
             assert np.all(row[eos[0] + 1 :] == cfg.pad_token_id)
             stopped += eos[0] < MAX_LEN - 1
     assert stopped > 0, "no row ended before the length limit"
+
+
+@pytest.mark.parametrize("row_axis", [0, 1])
+@pytest.mark.parametrize("filled", [1, 16, 17, 33, 40])
+def test_cache_reorder_moves_the_filled_prefix_like_a_full_gather(row_axis, filled):
+    from distill_jax.models.decoding import _reorder_self_attention_cache
+
+    rows, length = 6, 40
+    shape = (3, rows, length, 2, 4) if row_axis else (rows, length, 2, 4)
+    keys = jax.random.normal(jax.random.key(0), shape)
+    cache = {"decoder": {"self_attention": {"cached_key": keys}, "cross_attention": {"cached_key": keys}}}
+    parents = jnp.array([1, 1, 0, 5, 3, 3])
+    moved = _reorder_self_attention_cache(cache, parents, row_axis, jnp.int32(filled))
+    full = jnp.take(keys, parents, axis=row_axis)
+    prefix = (slice(None),) * (row_axis + 1) + (slice(0, filled),)
+    np.testing.assert_array_equal(moved["decoder"]["self_attention"]["cached_key"][prefix], full[prefix])
+    np.testing.assert_array_equal(moved["decoder"]["cross_attention"]["cached_key"], keys)  # shared: never moved
