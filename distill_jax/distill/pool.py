@@ -9,12 +9,14 @@ evaluation when the data has no test split (BalDistill's multi-choice QA pool).
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 from distill_jax.config import ConfigError
 from distill_jax.data.corpus import FieldMapping, Reject, read_rows
 from distill_jax.teachers.base import Example
@@ -48,14 +50,23 @@ def load_examples(
     seen_inputs: set[tuple[str, str]] = set()
     rejects: list[dict[str, Any]] = []
     for path in paths:
-        for row in read_rows(path, mapping, default_domain=default_domain):
+        # A gs:// / s3:// pool file is read from a local copy (the readers open local files); rejects name the URL.
+        local = storage.local_file(path, "pool") if storage.is_remote(path) else path
+        rows = read_rows(local, mapping, default_domain=default_domain)
+        if local != path:
+            try:
+                rows = list(rows)
+            finally:
+                shutil.rmtree(os.path.dirname(local), ignore_errors=True)
+        for row in rows:
+            source = path if row.source == local else row.source
             if isinstance(row, Reject):
-                rejects.append(dict(file=row.source, line=row.line, reason=row.reason, detail=row.detail))
+                rejects.append(dict(file=source, line=row.line, reason=row.reason, detail=row.detail))
                 continue
             key = (row.domain, normalize_input(row.input))
             if row.id in seen_ids or key in seen_inputs:
                 reason = "duplicate_id" if row.id in seen_ids else "duplicate_example"
-                rejects.append(dict(file=row.source, line=row.line, reason=reason, detail=f"id {row.id!r}"))
+                rejects.append(dict(file=source, line=row.line, reason=reason, detail=f"id {row.id!r}"))
                 continue
             seen_ids.add(row.id)
             seen_inputs.add(key)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 from distill_jax.config import ConfigError
 from distill_jax.evaluation.generate import DecodeSettings, generate
 from distill_jax.metrics import extract_answer
@@ -110,9 +110,11 @@ def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = 
     cfg_teacher = config.teacher
     if not cfg_teacher.checkpoint:
         raise ConfigError("teacher.kind=local needs --config.teacher.checkpoint=WORKDIR of a trained or imported run")
+    # Its requests and decodes are scratch, rewritten per call: on a gs:// / s3:// workdir they stay on local disk.
+    scratch = storage.staging_dir(workdir, "local_teacher") if storage.is_remote(workdir) else workdir
     return LocalTeacher(
         cfg_teacher.checkpoint,
-        workdir,
+        scratch,
         synthesize_prompt=cfg_teacher.synthesize_prompt,
         max_decode_len=int(cfg_teacher.max_tokens),
     )

@@ -1,10 +1,11 @@
-"""`teacher-logits` with its data and output on s3:// (moto's S3 server, tests/conftest.py): chunks land in the
+"""`teacher-logits` with its data and output on s3:// and gs:// (moto's S3 server, the GCS emulator; tests/conftest.py): chunks land in the
 bucket with example_ids.json as each chunk's completion marker, a rerun after a killed upload computes only the
 unfinished chunk, and the stored top-k read back from the bucket equal a local job's."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from distill_jax import storage
 from distill_jax.data import kd_logits, shards
@@ -13,17 +14,18 @@ from distill_jax.training.teacher_logits import teacher_logits
 K = 8
 
 
-def test_chunks_on_s3_resume_and_equal_a_local_job(kd_teacher, demo_prepared, s3_server, s3_bucket, tmp_path):
-    data = f"s3://{s3_bucket}/data/test"
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_chunks_on_object_storage_resume_and_equal_a_local_job(scheme, kd_teacher, demo_prepared, request, tmp_path):
+    bucket = request.getfixturevalue({"s3": "s3_bucket", "gs": "gcs_bucket"}[scheme])
+    data = f"{scheme}://{bucket}/data/test"
     storage.upload_tree(demo_prepared["test"], data, last=shards.MANIFEST_FILE)
-    out = f"s3://{s3_bucket}/logits"
+    out = f"{scheme}://{bucket}/logits"
     meta = teacher_logits(kd_teacher, data, out, top_k=K, batch_size=16, chunk_size=32)
     assert meta["data"] == data and meta["num_chunks"] > 1
-    keys = set(s3_server.keys(s3_bucket, "logits/"))
-    assert {"logits/plan.json", "logits/meta.json"} <= keys
+    assert storage.isfile(f"{out}/plan.json") and storage.isfile(f"{out}/meta.json")
     for c in range(meta["num_chunks"]):
-        names = {*(f"{a}.npy" for a in kd_logits.ARRAYS), kd_logits.IDS_FILE}
-        assert {f"logits/chunks/chunk_{c:06d}/{n}" for n in names} <= keys
+        for name in (*(f"{a}.npy" for a in kd_logits.ARRAYS), kd_logits.IDS_FILE):
+            assert storage.isfile(f"{out}/chunks/chunk_{c:06d}/{name}"), (c, name)
     assert not (tmp_path / "s3:").exists()
 
     # A killed upload of chunk 1: its arrays are there, its marker (written last) is not; meta.json neither.
