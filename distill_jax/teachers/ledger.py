@@ -33,6 +33,7 @@ unit), tokens (input + output, as the provider bills) or usd (a per-model price 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -103,6 +104,7 @@ class Ledger:
         self._by_key: dict[str, list[Attempt]] = collections.defaultdict(list)
         self._open = 0
         self._lock = threading.Condition()
+        self._batch = threading.local()  # .records: this thread's appends inside `batch()`, written at its end
         self._load()
         if self._log is None:  # Held open for appends; closed in close().
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
@@ -185,7 +187,35 @@ class Ledger:
                 if "stage" in r:
                     info.stage = int(r["stage"]) if info.stage < 0 else info.stage
 
+    @contextlib.contextmanager
+    def batch(self):
+        """Records this thread appends inside the block are written together when it ends: one write and fsync,
+        one segment object on object storage (a PUT per record made an offline teacher's chunk of n requests
+        3n PUTs). They count at once (budget checks see them); the caller must act on none of them (send a
+        request) before the block ends. Other threads' appends are written as usual."""
+        if getattr(self._batch, "records", None) is not None:  # nested: the outer block writes
+            yield
+            return
+        self._batch.records = []
+        try:
+            yield
+        finally:
+            records, self._batch.records = self._batch.records, None
+            with self._lock:
+                self._write(records)
+
     def _append(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        pending = getattr(self._batch, "records", None)
+        if pending is not None:
+            pending.extend(records)
+        else:
+            self._write(records)
+        for r in records:
+            self._apply(r)
+
+    def _write(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
             return
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
@@ -196,8 +226,6 @@ class Ledger:
             self._file.write(text)
             self._file.flush()
             os.fsync(self._file.fileno())
-        for r in records:
-            self._apply(r)
 
     # ------------------------------------------------------------------------------- queries
 

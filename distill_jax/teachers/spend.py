@@ -311,25 +311,27 @@ def buy_offline(teacher: Any, requests: Sequence[Request], budget: Budget) -> tu
     """
     allowed: list[Request] = []
     tickets: list[Ticket] = []
-    for request in requests:
-        if budget.ledger.is_done(request.key):
+    with budget.ledger.batch():  # The `sent` records of the chunk: one write, done before anything is asked.
+        for request in requests:
+            if budget.ledger.is_done(request.key):
+                allowed.append(request)
+                tickets.append(None)
+                continue
+            ticket = budget.open(request.key, request.kind, request.domain, "", wait=False)
+            if ticket is None:
+                break
             allowed.append(request)
-            tickets.append(None)
-            continue
-        ticket = budget.open(request.key, request.kind, request.domain, "", wait=False)
-        if ticket is None:
-            break
-        allowed.append(request)
-        tickets.append(ticket)
+            tickets.append(ticket)
     responses = teacher.complete(allowed) if allowed else []
-    for request, response, ticket in zip(allowed, responses, tickets):
-        if ticket is not None:
-            if response.status == "unavailable":
-                budget.settle(ticket, "free", reason="unavailable")
-            else:
-                tokens = min(int(response.tokens), ticket.cap) if response.tokens else ticket.cap
-                budget.settle(ticket, "billed", Usage(0, tokens))
-        budget.finish(request, response, "cache" if response.cached else "paid")
+    with budget.ledger.batch():
+        for request, response, ticket in zip(allowed, responses, tickets):
+            if ticket is not None:
+                if response.status == "unavailable":
+                    budget.settle(ticket, "free", reason="unavailable")
+                else:
+                    tokens = min(int(response.tokens), ticket.cap) if response.tokens else ticket.cap
+                    budget.settle(ticket, "billed", Usage(0, tokens))
+            budget.finish(request, response, "cache" if response.cached else "paid")
     return allowed, responses
 
 

@@ -68,3 +68,14 @@ def _url_of(url, key):
 
 def _segments_url(url):
     return [_url_of(url, k) for k in _segments(url)]
+
+
+def test_a_batch_is_one_segment_written_when_the_block_ends(bucket_url):
+    url = f"{bucket_url}/batched/ledger.jsonl"
+    ledger = Ledger(url, budget=10, unit="calls")
+    with ledger.batch():
+        for key in ("a", "b", "c"):
+            assert ledger.open(key, 0, kind="annotate", domain="d", stage=0, estimate=1, bound=1, wait=False)
+        assert ledger.spent == 3 and _segments(url) == []  # counted at once, written at the end
+    assert len(_segments(url)) == 1
+    assert Ledger(url, budget=10, unit="calls").unknown_at_open == 3  # a reopen (a kill here) sees all three
