@@ -10,7 +10,6 @@ agrees with teacher-forced scoring (evaluation.consistency) and fails when it do
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
@@ -134,19 +133,19 @@ def evaluate_distill_dir(
     check_decoding: bool,
 ) -> tuple[dict, str]:
     """Every method's final student of a distill/demo directory on its eval set (or `data_dir`)."""
-    data_dir = data_dir or os.path.join(workdir, "eval_data")
-    output_dir = output_dir or os.path.join(workdir, "eval")
+    data_dir = data_dir or storage.join(workdir, "eval_data")
+    output_dir = output_dir or storage.join(workdir, "eval")
     reports, tables = {}, []
     for method in methods:
         report, table = evaluate_workdir(
-            os.path.join(workdir, method, "train"),
+            storage.join(workdir, method, "train"),
             data_dir,
             None,
-            os.path.join(output_dir, method),
+            storage.join(output_dir, method),
             decode_examples_per_domain,
             max_examples_per_domain,
             check_decoding,
         )
         reports[method] = report
-        tables.append(f"== {method} ({os.path.join(workdir, method, 'train')}) ==\n{table}")
-    return {"methods": reports, "data": os.path.abspath(data_dir)}, "\n\n".join(tables)
+        tables.append(f"== {method} ({storage.join(workdir, method, 'train')}) ==\n{table}")
+    return {"methods": reports, "data": storage.check(data_dir)}, "\n\n".join(tables)
