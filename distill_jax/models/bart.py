@@ -33,6 +33,7 @@ from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, scan_stack
 from distill_jax.models.layers import (
     ACTIVATIONS,
+    attend,
     compute_dtypes,
     constrain,
     default_positions,
@@ -157,13 +158,10 @@ class Attention(nn.Module):
             if decode:
                 key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
 
-        # Heads-major operands make both products plain batched matmuls (see layers.MultiHeadAttention).
-        query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
-        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
-        scores = scores * query.shape[-1] ** -0.5 + attention_bias
-        weights = jax.nn.softmax(scores, axis=-1)
-        weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=not enable_dropout)
-        out = jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype), value), 1, 2)
+        active = enable_dropout and cfg.attention_dropout
+        dropout = nn.Dropout(cfg.attention_dropout, deterministic=False) if active else None
+        scale = query.shape[-1] ** -0.5
+        out = attend(query, key, value, (attention_bias,), scale=scale, impl=cfg.attention_impl, dropout=dropout)
         out = constrain(out, ("batch", "length", "heads", "kv"))
         shape = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"), (cfg.d_model,), ("embed",))
         return Dense(cfg, *shape, lora_target="o", name="out")(out, enable_dropout)

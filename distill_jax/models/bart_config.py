@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from distill_jax.models.t5_config import BYTE_VOCAB, LORA_TARGETS, REMAT_MODES
+from distill_jax.models.t5_config import ATTENTION_IMPLS, BYTE_VOCAB, LORA_TARGETS, REMAT_MODES
 
 _ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 # transformers' BART builds every LayerNorm with torch's default epsilon; config.json cannot change it.
@@ -85,6 +85,7 @@ class BartConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     scan_layers: bool = False
+    attention_impl: str = "einsum"  # One of ATTENTION_IMPLS, as in T5Config.
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -106,6 +107,8 @@ class BartConfig:
             raise ValueError("LoRA target lm_head needs an untied head (tie_word_embeddings=False) in BART")
         if self.remat not in REMAT_MODES:
             raise ValueError(f"remat={self.remat!r}: expected one of {REMAT_MODES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
 
     @property
     def embedding_init_std(self) -> float:

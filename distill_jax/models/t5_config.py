@@ -13,6 +13,10 @@ from typing import Any, ClassVar
 
 _ACTIVATIONS = ("relu", "gelu", "silu")
 REMAT_MODES = ("none", "full", "dots_saveable")
+# How attention is computed (layers.attend): "einsum", our heads-major products (fastest on XLA CPU,
+# measured); "jax", jax.nn.dot_product_attention, which takes cuDNN's fused kernel on GPU where it
+# applies (bf16/fp16) and XLA's elsewhere.
+ATTENTION_IMPLS = ("einsum", "jax")
 _T5_VOCAB = 32128
 LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "lm_head")
 # ByT5's byte vocabulary (3 specials + 256 bytes + 125 sentinels): transformers.ByT5Tokenizer()
@@ -53,6 +57,7 @@ class T5Config:
     param_dtype: str = "float32"
     remat: str = "none"
     scan_layers: bool = False
+    attention_impl: str = "einsum"  # One of ATTENTION_IMPLS: how, not what; any checkpoint fits either.
     lora_rank: int = 0  # > 0 adds LoRA adapters to lora_targets and trains only them.
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -72,6 +77,8 @@ class T5Config:
             )
         if self.remat not in REMAT_MODES:
             raise ValueError(f"remat={self.remat!r}: expected one of {REMAT_MODES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
         # The log-spaced buckets span [num_buckets // 2, max_distance); a shorter range is degenerate.
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
             raise ValueError(

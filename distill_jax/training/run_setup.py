@@ -132,6 +132,7 @@ def setup_run(
         dropout_rate=config.model.dropout_rate,
         remat=config.model.remat,
         scan_layers=config.model.get("scan_layers", False),  # .get: configs saved before the knob lack it.
+        attention_impl=config.model.get("attention_impl", "einsum"),  # .get: as for scan_layers.
         **lora_overrides(config.model),
     )
     hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
