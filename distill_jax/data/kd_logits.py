@@ -6,6 +6,7 @@
         logp.npy      [tokens, k]     their log-probabilities at the recorded temperature, float16
         residual.npy  [tokens]        1 - sum(top-k probabilities), float16 (computed in float32 on device)
         offsets.npy   [rows + 1]      int64: row i's tokens are [offsets[i], offsets[i + 1])
+        mask.npy      [tokens]        optional uint8: 1 where the top-k is the teacher's (else CE only there)
         example_ids.json              the rows' example ids, in row order
     OUT/meta.json                     k, temperature, vocab, dtypes, counts and bytes/token (written last)
 
@@ -61,7 +62,7 @@ def write_chunk(
     output_dir: str | os.PathLike,
     chunk: int,
     example_ids: Sequence[str],
-    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    rows: Sequence[tuple[np.ndarray, ...]],
     vocab_size: int,
 ) -> int:
     """Writes one chunk (rows of (ids [n, k], logp [n, k], residual [n])) beside-then-rename (object storage:
@@ -73,6 +74,8 @@ def write_chunk(
         "residual": np.concatenate([r[2] for r in rows]).astype(np.float16),
         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
     }
+    if any(len(r) > 3 for r in rows):  # a 4th element: which tokens have the teacher's distribution (mask.npy)
+        arrays["mask"] = np.concatenate([r[3] if len(r) > 3 else np.ones(len(r[2])) for r in rows]).astype(np.uint8)
     payload = sum(a.nbytes for k, a in arrays.items() if k != "offsets")
     if storage.is_remote(output_dir):
         final_url = storage.join(output_dir, CHUNKS_DIR, f"chunk_{chunk:06d}")
@@ -202,3 +205,15 @@ class StoredLogits:
             np.asarray(a["logp"][start:end], np.float32),
             np.asarray(a["residual"][start:end], np.float32),
         )
+
+    def mask(self, example_id: str) -> np.ndarray | None:
+        """float32 [n]: 1 where the stored top-k is the teacher's (mask.npy, written by teachers whose distribution
+        covers only part of a target, e.g. an OpenAI teacher's rationale tokens); None when every token is."""
+        where = self.index.get(example_id)
+        if where is None:
+            return None
+        chunk, start, end = where
+        path = chunk_dir(self.root, chunk) / "mask.npy"
+        if not path.is_file():
+            return None
+        return np.asarray(np.load(path, mmap_mode="r")[start:end], np.float32)

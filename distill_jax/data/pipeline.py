@@ -125,11 +125,12 @@ class ToExample(grain.transforms.Map):
         ids, logp, residual = found
         if k < ids.shape[1]:  # dropping stored entries moves their mass into the residual
             residual = np.maximum(residual + np.exp(logp[:, k:]).sum(-1), 0.0).astype(np.float32)
+        mask = self.kd.mask(row_id) if hasattr(self.kd, "mask") else None  # a partial teacher: its tokens only
         return {
             "kd_ids": ids[:, :k],
             "kd_logp": logp[:, :k],
             "kd_residual": residual,
-            "kd_mask": np.ones((n,), np.float32),
+            "kd_mask": np.ones((n,), np.float32) if mask is None else mask,
         }
 
 

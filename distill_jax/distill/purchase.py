@@ -178,10 +178,12 @@ def buy(
     known_inputs: set[str],
     scores: Mapping[str, float | None],
     labels: Sequence[str] = (),
+    topks: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Sends `requests` in chunks until the budget stops them: (training rows, dropped records, requests sent).
 
     Every attempt is opened in the ledger before it is sent (spend.buy), so a stop never overspends.
+    ``topks``: filled with the kept rows' teacher top-k (Response.topk) by row id, where the teacher gave one.
     """
     rows: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
@@ -204,6 +206,8 @@ def buy(
                 dropped.append(dataclasses.asdict(result))
             else:
                 rows.append(result)
+                if topks is not None and response.topk is not None:
+                    topks[result["id"]] = response.topk
         if len(allowed) < len(batch):
             break
     return rows, dropped, sent

@@ -242,6 +242,7 @@ class MethodRun:
             requests, scores = self._requests(plan)
             known = self.s.known_inputs | self._previous_inputs(stage)
             budget = spend.budget_for(self.cfg, self.ledger, stage, self.s.teacher)
+            topks: dict[str, Any] = {}  # distill.loss=kd with an OpenAI teacher: its top-k, bought with the rows
             rows, dropped, sent = purchase.buy(
                 self.s.teacher,
                 requests,
@@ -252,7 +253,9 @@ class MethodRun:
                 known_inputs=known,
                 scores=scores,
                 labels=self.s.labels,
+                topks=topks,
             )
+            stage_kd.write_purchased(self.cfg, out, rows, topks)
             if sent < len(requests):
                 logging.warning(
                     "[%s] stage %d: budget exhausted after %d of %d requests.",
@@ -312,7 +315,8 @@ class MethodRun:
         if not cfg.data.domain_weights:
             logging.warning("[%s] stage %d: nothing to train on yet; skipping training.", self.method.name, stage)
             return {}
-        cfg = stage_kd.with_stage_logits(cfg, self._stage_dir(stage))  # distill.loss=kd: the teacher's top-k too
+        stage_dirs = [self._stage_dir(j) for j in range(stage + 1)]
+        cfg = stage_kd.with_stage_logits(cfg, self._stage_dir(stage), stage_dirs)  # distill.loss=kd: teacher top-k
         logging.info(
             "[%s] stage %d: training to step %d on %s",
             self.method.name,
