@@ -230,7 +230,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Each stage's loss: "ce" on the teacher's text, or "kd": alpha * KD + (1 - alpha) * CE (the kd section's
     # settings) with the teacher's top-k (kd.top_k, 0 = 128) over the stage's data, computed per stage from
     # distill.kd_teacher (a local seq2seq workdir or HF dir over the student's tokenizer; "" = teacher.checkpoint
-    # when teacher.kind=local). See distill_jax/distill/stage_kd.py.
+    # when teacher.kind=local; with teacher.kind=openai and no kd_teacher: bought with the annotations, see
+    # teacher.top_logprobs). See distill_jax/distill/stage_kd.py.
     c.distill.loss = "ce"
     c.distill.kd_teacher = ""
 
