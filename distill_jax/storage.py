@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import fsspec
+from absl import logging
 from etils import epath
 
 REMOTE_SCHEMES = ("gs", "s3")
@@ -156,6 +157,28 @@ def staging_dir(remote: str | os.PathLike, purpose: str) -> str:
     directory = os.path.join(root, purpose, name)
     os.makedirs(directory, exist_ok=True)
     return directory
+
+
+def staged_tree(remote_dir: str, purpose: str, version: str, marker: str) -> str:
+    """A complete local copy of the tree `remote_dir`, downloaded once per host and `version` (a
+    content hash: a tree rewritten under the same URL gets a new copy), for readers that open or
+    memory-map local files only. `marker` (a file the tree always holds) present means complete: the
+    copy is downloaded into a temporary directory and renamed into place; when several processes of a
+    host race, one rename wins and the others use its copy."""
+    root = staging_dir(remote_dir, purpose)
+    local = os.path.join(root, version)
+    if os.path.isfile(os.path.join(local, marker)):
+        return local
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
+    try:
+        download_tree(remote_dir, tmp)
+        os.rename(tmp, local)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(local, marker)):  # another process on this host won the rename
+            raise
+    logging.info("%s: staged %s into %s", purpose, remote_dir, local)
+    return local
 
 
 class LocalMirror:

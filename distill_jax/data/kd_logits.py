@@ -31,7 +31,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +38,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-from absl import logging
 
 from distill_jax import storage
 
@@ -122,20 +120,8 @@ def _local_copy(output_dir: str, meta_text: str) -> str:
     downloaded once per host and meta.json (a job rerun under the same URL gets a new copy)."""
     if not storage.is_remote(output_dir):
         return output_dir
-    root = storage.staging_dir(output_dir, "kd_logits")
-    local = os.path.join(root, hashlib.sha256(meta_text.encode("utf-8")).hexdigest()[:16])
-    if os.path.isfile(os.path.join(local, META_FILE)):
-        return local
-    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
-    try:
-        storage.download_tree(output_dir, tmp)
-        os.rename(tmp, local)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isfile(os.path.join(local, META_FILE)):  # another process on this host won the rename
-            raise
-    logging.info("kd_logits: staged %s into %s", output_dir, local)
-    return local
+    version = hashlib.sha256(meta_text.encode("utf-8")).hexdigest()[:16]
+    return storage.staged_tree(output_dir, "kd_logits", version, META_FILE)
 
 
 @dataclasses.dataclass

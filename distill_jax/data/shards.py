@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -304,17 +303,4 @@ def local_copy(prepared_dir: str | os.PathLike, manifest: dict[str, Any]) -> str
     host and content hash (a corpus re-prepared under the same URL gets a new copy)."""
     if not storage.is_remote(prepared_dir):
         return os.fspath(prepared_dir)
-    root = storage.staging_dir(prepared_dir, "shards")
-    local = os.path.join(root, manifest["content_hash"][:16])
-    if os.path.isfile(os.path.join(local, MANIFEST_FILE)):
-        return local
-    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
-    try:
-        storage.download_tree(prepared_dir, tmp)
-        os.rename(tmp, local)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isfile(os.path.join(local, MANIFEST_FILE)):  # another process on this host won the rename
-            raise
-    logging.info("shards: staged %s into %s", prepared_dir, local)
-    return local
+    return storage.staged_tree(os.fspath(prepared_dir), "shards", manifest["content_hash"][:16], MANIFEST_FILE)
