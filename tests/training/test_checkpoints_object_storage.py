@@ -1,4 +1,5 @@
-"""Checkpoints on s3:// against a real S3 server (moto): save, resume, retention, and a killed writer."""
+"""Checkpoints on object storage against real servers: save, resume and retention on s3:// (moto) and gs://
+(fake-gcs-server, tensorstore's gcs driver), and a killed writer on s3."""
 
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.retention import RECORD_FILE
@@ -25,15 +27,18 @@ def _abstract(n=1000):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _state_at(0, n))
 
 
-def test_checkpoints_save_restore_and_retain_on_s3(s3_server, s3_bucket):
-    url = f"s3://{s3_bucket}/run/checkpoints"
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_checkpoints_save_restore_and_retain_on_object_storage(scheme, request):
+    server = request.getfixturevalue("s3_server" if scheme == "s3" else "gcs_emulator")
+    bucket = request.getfixturevalue("s3_bucket" if scheme == "s3" else "gcs_bucket")
+    url = f"{scheme}://{bucket}/run/checkpoints"
     c = Checkpointer(url, keep_last=2)
     for step in (1, 2, 3):
         c.save(step, _state_at(step), {"next_index": step}, META)
     c.close()
-    keys = s3_server.keys(s3_bucket)
+    keys = server.keys(bucket)
     assert {k.split("/")[2] for k in keys} == {"2", "3", RECORD_FILE}  # Step 1 deleted by retention.
-    assert "run/checkpoints/3/commit_success.txt" in keys  # The marker that makes a step final on s3.
+    assert "run/checkpoints/3/commit_success.txt" in keys  # The marker that makes a step final there.
     restored = Checkpointer(url).restore_latest(_abstract())
     assert restored.step == 3
     np.testing.assert_array_equal(restored.state.params["w"], _state_at(3).params["w"])
