@@ -27,10 +27,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from distill_jax.models.decoding import greedy_decode
-from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.family import Model
-from distill_jax.training import partitioning
+from distill_jax.models.seq2seq import Seq2SeqModel
+from distill_jax.training.inference import InferenceRunner
 from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size
 
 
@@ -41,20 +39,14 @@ def answer_weights(tokens: jax.Array, eos_id: int) -> jax.Array:
     return before_or_at_first_eos.astype(jnp.float32)
 
 
-def mean_answer_ce(model: Model, params: Any, encoder_tokens: jax.Array, answer: jax.Array) -> jax.Array:
+def mean_answer_ce(model: Seq2SeqModel, params: Any, encoder_tokens: jax.Array, answer: jax.Array) -> jax.Array:
     """[B] mean cross-entropy of `answer` tokens given `encoder_tokens`."""
-    cfg = model.config
-    logits = model.apply(
-        {"params": params}, encoder_tokens, shift_right(answer, cfg.decoder_start_token_id), enable_dropout=False
-    ).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    ce = -jnp.take_along_axis(logp, answer[..., None], axis=-1)[..., 0]
-    weights = answer_weights(answer, cfg.eos_token_id)
-    return jnp.sum(ce * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
+    ce_sum, count, _ = model.score(params, encoder_tokens, answer, answer_weights(answer, model.config.eos_token_id))
+    return ce_sum / jnp.maximum(count, 1.0)
 
 
-def _score_batch(model: Model, max_new_tokens: int, params: Any, encoder_tokens: jax.Array) -> jax.Array:
-    answer = greedy_decode(model, params, encoder_tokens, max_decode_length=max_new_tokens)
+def _score_batch(model: Seq2SeqModel, max_new_tokens: int, params: Any, encoder_tokens: jax.Array) -> jax.Array:
+    answer = model.predict(params, encoder_tokens, max_decode_length=max_new_tokens)
     # An empty input: EOS, then padding (BART's tokenizers pad with 1, not T5's 0).
     no_prompt = jnp.full_like(encoder_tokens, model.config.pad_token_id).at[:, 0].set(model.config.eos_token_id)
     conditioned = mean_answer_ce(model, params, encoder_tokens, answer)
@@ -76,30 +68,23 @@ def ifd_scores(
 
     Inputs longer than data.max_input_len are cut to it (scoring only ranks candidates).
     """
-    model, tokenizer = run.model, run.tokenizer
+    tokenizer = run.tokenizer
     max_input_len = run.config.data.max_input_len
-    batch_size = forward_batch_size(batch_size, run, "distill.ifd_batch_size")
-    local = per_process_batch_size(batch_size, run, "distill.ifd_batch_size")
-    sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)
-    score = jax.jit(
-        functools.partial(_score_batch, model, max_new_tokens),
-        in_shardings=(run.shardings.params, sharding),
-        out_shardings=partitioning.batch_sharding(run.mesh, run.rules, 1),
-    )
-    first = jax.process_index() * local
+    global_batch = forward_batch_size(batch_size, run, "distill.ifd_batch_size")
+    runner = InferenceRunner(run.mesh, run.rules, per_process_batch_size(global_batch, run, "distill.ifd_batch_size"))
+    score = runner.jit(functools.partial(_score_batch, Seq2SeqModel(run.model), max_new_tokens))
     out = np.zeros(len(inputs), np.float64)
-    num_batches = math.ceil(len(inputs) / batch_size)
+    num_batches = math.ceil(len(inputs) / global_batch)
     for b in tqdm(range(num_batches), desc=desc, unit="batch", disable=jax.process_index() != 0 or num_batches < 2):
-        texts = list(inputs[b * batch_size : (b + 1) * batch_size])
-        mine = texts[first : first + local]
-        tokens = np.zeros((local, max_input_len), np.int32)
-        for row, ids in enumerate(tokenizer.encode_batch(mine)):
+        start = b * global_batch
+        rows = []
+        for ids in tokenizer.encode_batch([inputs[i] for i in runner.local_rows(start, len(inputs))]):
             ids = ids[:max_input_len]
             ids[-1] = tokenizer.eos_id
-            tokens[row, : len(ids)] = ids
-        global_tokens = jax.make_array_from_process_local_data(sharding, tokens)
-        with partitioning.mesh_context(run.mesh, run.rules):
-            log_ifd = score(params, global_tokens)
-        values = np.asarray(multihost_utils.process_allgather(log_ifd, tiled=True))
-        out[b * batch_size : b * batch_size + len(texts)] = values[: len(texts)]
+            rows.append(ids)
+        tokens = runner.token_block(rows, max_input_len, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
+        # Every process ends with every score: multi-host selection agrees everywhere.
+        values = np.asarray(multihost_utils.process_allgather(score(params, tokens), tiled=True))
+        end = min(start + global_batch, len(inputs))
+        out[start:end] = values[: end - start]
     return out

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax.models.decoding import greedy_decode_scored
-from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
+from distill_jax.models.seq2seq import Seq2SeqModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +46,11 @@ class ConsistencyReport:
 def _compare(model: Model, max_decode_length: int, params: Any, encoder_tokens: jax.Array) -> dict[str, jax.Array]:
     cfg = model.config
     tokens, decoded_logp = greedy_decode_scored(model, params, encoder_tokens, max_decode_length=max_decode_length)
-    logits = model.apply(
-        {"params": params}, encoder_tokens, shift_right(tokens, cfg.decoder_start_token_id), enable_dropout=False
-    ).astype(jnp.float32)
+    logits = (
+        Seq2SeqModel(model)
+        .logits(params, {"encoder_input_tokens": encoder_tokens, "decoder_target_tokens": tokens})
+        .astype(jnp.float32)
+    )
     logp = jax.nn.log_softmax(logits, axis=-1)
     forced_logp = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
     top2 = jax.lax.top_k(logits, 2)[0]

@@ -27,7 +27,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from distill_jax import atomic, job_output, multihost, storage
@@ -36,7 +35,7 @@ from distill_jax.data.prepare import PrepareOptions
 from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examples
 from distill_jax.models import decoding
 from distill_jax.models.family import Model
-from distill_jax.training import partitioning
+from distill_jax.training.inference import InferenceRunner
 
 SUMMARY_FILE, PREDICTIONS_FILE, CHUNKS_DIR = "summary.json", "predictions.jsonl", "chunks"
 DECODE_METHODS = ("greedy", "beam", "sample")
@@ -116,40 +115,20 @@ def make_decoder(
 ) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
     """``decode(params, tokens [B, L], batch_index) -> [B, n, max_decode_len]`` for any method."""
     s = settings
-    if s.method == "greedy":
 
-        def decode(params: Any, tokens: jax.Array, batch_index: jax.Array) -> jax.Array:
+    def decode(params: Any, tokens: jax.Array, batch_index: jax.Array) -> jax.Array:
+        if s.method == "greedy":
             return decoding.greedy_decode(model, params, tokens, max_decode_length=max_decode_len)[:, None]
-
-    elif s.method == "beam":
-
-        def decode(params: Any, tokens: jax.Array, batch_index: jax.Array) -> jax.Array:
+        common = dict(max_decode_length=max_decode_len, num_return_sequences=s.num_return_sequences)
+        if s.method == "beam":
             return decoding.beam_search(
-                model,
-                params,
-                tokens,
-                max_decode_length=max_decode_len,
-                num_beams=s.num_beams,
-                length_penalty=s.length_penalty,
-                num_return_sequences=s.num_return_sequences,
+                model, params, tokens, num_beams=s.num_beams, length_penalty=s.length_penalty, **common
             )[0]
-
-    else:
-
-        def decode(params: Any, tokens: jax.Array, batch_index: jax.Array) -> jax.Array:
-            # Folded inside the jitted function: a host scalar is a valid input on every process.
-            rng = jax.random.fold_in(jax.random.key(s.seed), batch_index)
-            return decoding.sample(
-                model,
-                params,
-                tokens,
-                rng,
-                max_decode_length=max_decode_len,
-                temperature=s.temperature,
-                top_k=s.top_k,
-                top_p=s.top_p,
-                num_return_sequences=s.num_return_sequences,
-            )
+        # Folded inside the jitted function: a host scalar is a valid input on every process.
+        rng = jax.random.fold_in(jax.random.key(s.seed), batch_index)
+        return decoding.sample(
+            model, params, tokens, rng, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, **common
+        )
 
     return decode
 
@@ -220,7 +199,7 @@ def generate(
     run = setup_run(cfg, eval_dir=data if is_prepared_dir(data) else "")
     params, step = restore_params(run, workdir, step)
     global_batch = forward_batch_size(batch_size or cfg.eval.batch_size, run, "batch_size")
-    local_batch = per_process_batch_size(global_batch, run, "batch_size")
+    runner = InferenceRunner(run.mesh, run.rules, per_process_batch_size(global_batch, run, "batch_size"))
     chunk_size = -(-max(chunk_size, 1) // global_batch) * global_batch
     max_decode_len = settings.max_decode_len or cfg.eval.max_decode_len or cfg.data.max_target_len
     n_return = settings.num_return_sequences
@@ -262,23 +241,14 @@ def generate(
         what="predictions",
     )
 
-    decoder = make_decoder(run.model, settings, max_decode_len)
-    in_sharding = partitioning.batch_sharding(run.mesh, run.rules, 2)
-    out_sharding = partitioning.batch_sharding(run.mesh, run.rules, 3)
-    first = jax.process_index() * local_batch  # this process's rows within each global batch
-    eos, pad = run.tokenizer.eos_id, run.tokenizer.pad_id
+    eos = run.tokenizer.eos_id
 
     def local_tokens(start: int) -> np.ndarray:
-        block = np.full((local_batch, input_len), pad, np.int32)
-        block[:, 0] = eos  # rows past the end hold just EOS: an all-padding row would attend to nothing
-        for row, i in enumerate(range(start + first, min(start + first + local_batch, len(examples)))):
-            block[row, : len(tokens[i])] = tokens[i]
-        return block
+        rows = [tokens[i] for i in runner.local_rows(start, len(examples))]
+        return runner.token_block(rows, input_len, pad_id=run.tokenizer.pad_id, eos_id=eos)
 
     compile_start = time.perf_counter()
-    with partitioning.mesh_context(run.mesh, run.rules):
-        example_input = jax.make_array_from_process_local_data(in_sharding, local_tokens(0))
-        compiled = jax.jit(decoder, out_shardings=out_sharding).lower(params, example_input, np.int32(0)).compile()
+    decode = runner.compile(make_decoder(run.model, settings, max_decode_len), params, local_tokens(0), np.int32(0))
     compile_s = time.perf_counter() - compile_start
 
     todo = [c for c in range(num_chunks) if not done[c]]
@@ -300,10 +270,8 @@ def generate(
             start = chunk * chunk_size + j * global_batch
             if start >= chunk_end:
                 break
-            global_input = jax.make_array_from_process_local_data(in_sharding, local_tokens(start))
-            out = compiled(params, global_input, np.int32(chunk * batches_per_chunk + j))
-            out = np.asarray(multihost_utils.global_array_to_host_local_array(out, run.mesh, out_sharding.spec))
-            for row, i in enumerate(range(start + first, min(start + first + local_batch, chunk_end))):
+            out = decode(params, local_tokens(start), np.int32(chunk * batches_per_chunk + j))
+            for row, i in enumerate(runner.local_rows(start, chunk_end)):
                 texts = [run.tokenizer.decode(seq) for seq in out[row]]
                 e = examples[i]
                 record = {

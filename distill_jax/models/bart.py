@@ -29,61 +29,34 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.models.bart_config import BartConfig
-from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, scan_stack
-from distill_jax.models.layers import (
-    ACTIVATIONS,
+from distill_jax.models.attention import (
+    CachedKeysValues,
     attend,
-    compute_dtypes,
-    constrain,
+    causal_mask,
+    cross_mask,
     default_positions,
-    key_valid,
     mask_bias,
-    normal_init,
-    segment_mask,
+    padding_mask,
+    step_mask,
 )
-from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
+from distill_jax.models.bart_config import BartConfig
+from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, run_layers, start_decode_step
+from distill_jax.models.layers import ACTIVATIONS, Dense, compute_dtypes, constrain, lm_logits, normal_init
 
 Array = jax.Array
 # fairseq reserved the first two rows of the position table; HF keeps them, so position p reads row p + 2.
 POSITION_OFFSET = 2
 
 
-class Dense(nn.Module):
-    """``[..., *in_shape] -> [..., *out_shape]`` with named kernel axes, an optional bias and its LoRA adapter."""
-
-    config: BartConfig
-    in_shape: tuple[int, ...]
-    in_names: tuple[str, ...]
-    out_shape: tuple[int, ...]
-    out_names: tuple[str, ...]
-    lora_target: str
-    use_bias: bool = True
-    float32_output: bool = False  # The LM head accumulates and returns float32.
-
-    @nn.compact
-    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        dtypes = compute_dtypes(cfg)
-        kernel = self.param(
-            "kernel",
-            normal_init(cfg.init_std, self.in_names + self.out_names),
-            self.in_shape + self.out_shape,
-            dtypes["param_dtype"],
-        )
-        y = jnp.tensordot(
-            x.astype(dtypes["dtype"]),
-            kernel.astype(dtypes["dtype"]),
-            axes=len(self.in_shape),
-            preferred_element_type=jnp.float32 if self.float32_output else None,
-        )
-        if self.use_bias:
-            bias_init = nn.with_logical_partitioning(nn.initializers.zeros, self.out_names)
-            y = y + self.param("bias", bias_init, self.out_shape, dtypes["param_dtype"]).astype(y.dtype)
-        if adapts(cfg, self.lora_target):
-            adapter = LoraAdapter(cfg, self.in_shape, self.in_names, self.out_shape, self.out_names, name=ADAPTER)
-            y = y + adapter(x, enable_dropout).astype(y.dtype)
-        return y
+def _dense(
+    cfg: BartConfig,
+    inputs: tuple[tuple[int, ...], tuple[str, ...]],
+    outputs: tuple[tuple[int, ...], tuple[str, ...]],
+    lora_target: str,
+    name: str,
+) -> Dense:
+    """A BART projection: biased, initialised with ``init_std``."""
+    return Dense(cfg, *inputs, *outputs, cfg.init_std, lora_target, use_bias=True, name=name)
 
 
 def _layer_norm(cfg: BartConfig, name: str) -> nn.LayerNorm:
@@ -98,13 +71,8 @@ def _layer_norm(cfg: BartConfig, name: str) -> nn.LayerNorm:
     )
 
 
-class Attention(nn.Module):
-    """BART attention with an optional decode-time KV cache (the same cache layout as T5's).
-
-    With ``decode=True`` self-attention writes this step's key/value at ``cache_index`` of a cache
-    preallocated to ``max_decode_length``; cross-attention projects the encoder output on the first
-    step and reuses it afterwards.
-    """
+class Attention(CachedKeysValues):
+    """BART attention (scaled dot product, biased projections) with ``CachedKeysValues``' decode cache."""
 
     config: BartConfig
     num_heads: int
@@ -112,28 +80,12 @@ class Attention(nn.Module):
 
     def _project(self, name: str, x: Array, enable_dropout: bool) -> Array:
         cfg = self.config
-        shape = ((cfg.d_model,), ("embed",), (self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"))
-        y = Dense(cfg, *shape, lora_target=name[0], name=name)(x, enable_dropout)
+        heads = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"))
+        y = _dense(cfg, ((cfg.d_model,), ("embed",)), heads, name[0], name)(x, enable_dropout)
         return constrain(y, ("batch", "length", "heads", "kv"))
 
-    def _cached_cross_keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
-        if self.has_variable("cache", "cached_key"):
-            return self.get_variable("cache", "cached_key"), self.get_variable("cache", "cached_value")
-        key, value = self._project("key", inputs_kv, False), self._project("value", inputs_kv, False)
-        self.put_variable("cache", "cached_key", key)
-        self.put_variable("cache", "cached_value", value)
-        return key, value
-
-    def _cached_self_keys_values(
-        self, key: Array, value: Array, cache_index: Array, max_decode_length: int
-    ) -> tuple[Array, Array]:
-        shape = (key.shape[0], max_decode_length, *key.shape[2:])
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
-        start = (0, cache_index, 0, 0)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
-        return cached_key.value, cached_value.value
+    def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
+        return self._project("key", inputs_kv, enable_dropout), self._project("value", inputs_kv, enable_dropout)
 
     @nn.compact
     def __call__(
@@ -148,23 +100,15 @@ class Attention(nn.Module):
     ) -> Array:
         cfg = self.config
         query = self._project("query", inputs_q, enable_dropout)
-        if decode and self.cross_attention:
-            key, value = self._cached_cross_keys_values(inputs_kv)
-        else:
-            key, value = (
-                self._project("key", inputs_kv, enable_dropout),
-                self._project("value", inputs_kv, enable_dropout),
-            )
-            if decode:
-                key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
+        key, value = self.keys_values(inputs_kv, enable_dropout, decode, cache_index, max_decode_length)
 
         active = enable_dropout and cfg.attention_dropout
         dropout = nn.Dropout(cfg.attention_dropout, deterministic=False) if active else None
         scale = query.shape[-1] ** -0.5
         out = attend(query, key, value, (attention_bias,), scale=scale, impl=cfg.attention_impl, dropout=dropout)
         out = constrain(out, ("batch", "length", "heads", "kv"))
-        shape = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"), (cfg.d_model,), ("embed",))
-        return Dense(cfg, *shape, lora_target="o", name="out")(out, enable_dropout)
+        heads = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"))
+        return _dense(cfg, heads, ((cfg.d_model,), ("embed",)), "o", "out")(out, enable_dropout)
 
 
 class Mlp(nn.Module):
@@ -176,13 +120,11 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
         cfg = self.config
-        d, f = (cfg.d_model,), (self.ffn_dim,)
-        h = ACTIVATIONS[cfg.activation_function](
-            Dense(cfg, d, ("embed",), f, ("mlp",), "wi", name="wi")(x, enable_dropout)
-        )
+        d, f = ((cfg.d_model,), ("embed",)), ((self.ffn_dim,), ("mlp",))
+        h = ACTIVATIONS[cfg.activation_function](_dense(cfg, d, f, "wi", "wi")(x, enable_dropout))
         h = constrain(h, ("batch", "length", "mlp"))
         h = nn.Dropout(cfg.activation_dropout)(h, deterministic=not enable_dropout)
-        return Dense(cfg, f, ("mlp",), d, ("embed",), "wo", name="wo")(h, enable_dropout)
+        return _dense(cfg, f, d, "wo", "wo")(h, enable_dropout)
 
 
 def _post_norm(cfg: BartConfig, name: str, x: Array, y: Array, enable_dropout: bool) -> Array:
@@ -280,20 +222,12 @@ class Encoder(nn.Module):
     ) -> Array:
         cfg = self.config
         _check_length(cfg, tokens.shape[1], "encoder input")
-        if segment_ids is None:
-            mask = key_valid(tokens, None, cfg.pad_token_id)[:, None, None, :]
-        else:
-            mask = segment_mask(segment_ids, segment_ids)
         if positions is None:
             positions = default_positions(tokens.shape[1])
         x = _embed(cfg, self.shared_embedding, tokens, positions, enable_dropout)
-        bias = mask_bias(mask)
+        bias = mask_bias(padding_mask(tokens, segment_ids, cfg.pad_token_id))
         layer_cls = maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
-        if cfg.scan_layers:
-            return scan_stack(layer_cls(cfg, name="layers"), cfg.num_encoder_layers, x, bias, enable_dropout)
-        for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
-        return x
+        return run_layers(layer_cls, cfg, cfg.num_encoder_layers, x, bias, enable_dropout)
 
 
 class Decoder(nn.Module):
@@ -323,62 +257,33 @@ class Decoder(nn.Module):
         cfg = self.config
         cache_index = None
         if decode:
-            if decoder_tokens.shape[1] != 1 or max_decode_length is None:
-                raise ValueError("decode=True takes one [B, 1] step of tokens and needs max_decode_length")
-            if decoder_segment_ids is not None or decoder_positions is not None:
-                raise ValueError("decode=True decodes unpacked rows: drop decoder segment ids and positions")
+            cache_index = start_decode_step(
+                self, decoder_tokens, decoder_segment_ids, decoder_positions, max_decode_length
+            )
             _check_length(cfg, max_decode_length, "decoding")
-            index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-            cache_index = index_var.value
-            index_var.value = cache_index + 1
             decoder_positions = cache_index[None, None]
-            self_mask = (default_positions(max_decode_length) <= cache_index)[:, None, None, :]
+            self_mask = step_mask(cache_index, max_decode_length)
         else:
             length = decoder_tokens.shape[1]
             _check_length(cfg, length, "decoder input")
-            self_mask = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
-            if decoder_segment_ids is not None:
-                self_mask = self_mask & segment_mask(decoder_segment_ids, decoder_segment_ids)
+            self_mask = causal_mask(length, decoder_segment_ids)
             if decoder_positions is None:
                 decoder_positions = default_positions(length)
-
-        if encoder_segment_ids is None or decoder_segment_ids is None or decode:
-            cross_mask = key_valid(encoder_tokens, encoder_segment_ids, cfg.pad_token_id)[:, None, None, :]
-        else:
-            cross_mask = segment_mask(decoder_segment_ids, encoder_segment_ids)
+        mask = cross_mask(encoder_tokens, encoder_segment_ids, decoder_segment_ids, cfg.pad_token_id, decode)
 
         x = _embed(cfg, self.shared_embedding, decoder_tokens, decoder_positions, enable_dropout)
         # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
         layer_cls = DecoderLayer if decode else maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
-        args = (encoded, mask_bias(self_mask), mask_bias(cross_mask), enable_dropout)
+        args = (encoded, mask_bias(self_mask), mask_bias(mask), enable_dropout)
         if decode:
             args += (True, cache_index, max_decode_length)
-        if cfg.scan_layers:
-            x = scan_stack(layer_cls(cfg, name="layers"), cfg.num_decoder_layers, x, *args)
-        else:
-            for i in range(cfg.num_decoder_layers):
-                x = layer_cls(cfg, name=f"layers_{i}")(x, *args)
+        x = run_layers(layer_cls, cfg, cfg.num_decoder_layers, x, *args)
         return self._logits(x, enable_dropout)
 
     def _logits(self, x: Array, enable_dropout: bool) -> Array:
         """LM head in the compute dtype with float32 accumulation, plus ``final_logits_bias``, float32 out."""
         cfg = self.config
-        if cfg.tie_word_embeddings:
-            embedding = self.shared_embedding.embedding.astype(x.dtype)
-            logits = jnp.einsum("btd,vd->btv", x, embedding, preferred_element_type=jnp.float32)
-        else:
-            head = Dense(
-                cfg,
-                (cfg.d_model,),
-                ("embed",),
-                (cfg.vocab_size,),
-                ("vocab",),
-                "lm_head",
-                use_bias=False,
-                float32_output=True,
-                name="logits_dense",
-            )
-            logits = head(x, enable_dropout)
+        logits = lm_logits(cfg, self.shared_embedding, x, cfg.init_std, enable_dropout)
         bias = self.param(
             "logits_bias",
             nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),

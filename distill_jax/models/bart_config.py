@@ -19,30 +19,36 @@ _ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 # transformers' BART builds every LayerNorm with torch's default epsilon; config.json cannot change it.
 _HF_LAYER_NORM_EPS = 1e-5
 # What transformers assumes for a key that config.json leaves out (BartConfig's defaults, i.e. bart-large).
-_HF_DEFAULTS: dict[str, Any] = dict(
-    vocab_size=50265,
-    max_position_embeddings=1024,
-    encoder_layers=12,
-    encoder_ffn_dim=4096,
-    encoder_attention_heads=16,
-    decoder_layers=12,
-    decoder_ffn_dim=4096,
-    decoder_attention_heads=16,
-    activation_function="gelu",
-    d_model=1024,
-    dropout=0.1,
-    attention_dropout=0.0,
-    activation_dropout=0.0,
-    init_std=0.02,
-    scale_embedding=False,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-    decoder_start_token_id=2,
-    forced_bos_token_id=None,  # Not a BartConfig field, but bart-large-style config.json files carry it.
-    forced_eos_token_id=2,
-    tie_word_embeddings=True,
-)
+_HF_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 50265,
+    "max_position_embeddings": 1024,
+    "encoder_layers": 12,
+    "encoder_ffn_dim": 4096,
+    "encoder_attention_heads": 16,
+    "decoder_layers": 12,
+    "decoder_ffn_dim": 4096,
+    "decoder_attention_heads": 16,
+    "activation_function": "gelu",
+    "d_model": 1024,
+    "dropout": 0.1,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "init_std": 0.02,
+    "scale_embedding": False,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 2,
+    "forced_bos_token_id": None,  # Not a BartConfig field, but bart-large-style config.json files carry it.
+    "forced_eos_token_id": 2,
+    "tie_word_embeddings": True,
+}
+# Our field for each of those keys where the names differ (T5's names for the shared concepts).
+_FIELD_OF_HF_KEY = {
+    "encoder_layers": "num_encoder_layers",
+    "decoder_layers": "num_decoder_layers",
+    "dropout": "dropout_rate",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,30 +128,13 @@ class BartConfig:
     def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> BartConfig:
         """Builds a config from a transformers ``BartConfig`` dict (``config.json``); absent keys take its defaults."""
         hf = _HF_DEFAULTS | {k: v for k, v in d.items() if k in _HF_DEFAULTS}
+        fields = {_FIELD_OF_HF_KEY.get(k, k): v for k, v in hf.items()}
         eos = hf["eos_token_id"][0] if isinstance(hf["eos_token_id"], (list, tuple)) else hf["eos_token_id"]
-        fields = dict(
-            vocab_size=hf["vocab_size"],
-            d_model=hf["d_model"],
-            encoder_attention_heads=hf["encoder_attention_heads"],
-            decoder_attention_heads=hf["decoder_attention_heads"],
-            encoder_ffn_dim=hf["encoder_ffn_dim"],
-            decoder_ffn_dim=hf["decoder_ffn_dim"],
-            num_encoder_layers=hf["encoder_layers"],
-            num_decoder_layers=hf["decoder_layers"],
-            max_position_embeddings=hf["max_position_embeddings"],
-            activation_function=hf["activation_function"],
+        fields.update(
             scale_embedding=bool(hf["scale_embedding"]),
-            dropout_rate=hf["dropout"],
-            attention_dropout=hf["attention_dropout"],
-            activation_dropout=hf["activation_dropout"],
-            init_std=hf["init_std"],
             tie_word_embeddings=bool(hf["tie_word_embeddings"]),
-            pad_token_id=hf["pad_token_id"],
-            bos_token_id=hf["bos_token_id"],
             eos_token_id=eos,
             decoder_start_token_id=eos if hf["decoder_start_token_id"] is None else hf["decoder_start_token_id"],
-            forced_bos_token_id=hf["forced_bos_token_id"],
-            forced_eos_token_id=hf["forced_eos_token_id"],
         )
         fields.update(overrides)
         return cls(**fields)
@@ -156,45 +145,18 @@ class BartConfig:
             raise ValueError(
                 f"layer_norm_epsilon={self.layer_norm_epsilon}: transformers' BART always uses {_HF_LAYER_NORM_EPS}"
             )
-        return dict(
-            architectures=["BartForConditionalGeneration"],
-            model_type="bart",
-            vocab_size=self.vocab_size,
-            d_model=self.d_model,
-            encoder_attention_heads=self.encoder_attention_heads,
-            decoder_attention_heads=self.decoder_attention_heads,
-            encoder_ffn_dim=self.encoder_ffn_dim,
-            decoder_ffn_dim=self.decoder_ffn_dim,
-            encoder_layers=self.num_encoder_layers,
-            decoder_layers=self.num_decoder_layers,
-            max_position_embeddings=self.max_position_embeddings,
-            activation_function=self.activation_function,
-            scale_embedding=self.scale_embedding,
-            dropout=self.dropout_rate,
-            attention_dropout=self.attention_dropout,
-            activation_dropout=self.activation_dropout,
-            init_std=self.init_std,
-            tie_word_embeddings=self.tie_word_embeddings,
-            pad_token_id=self.pad_token_id,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id,
-            decoder_start_token_id=self.decoder_start_token_id,
-            forced_bos_token_id=self.forced_bos_token_id,
-            forced_eos_token_id=self.forced_eos_token_id,
-            is_encoder_decoder=True,
-        )
+        return {
+            "architectures": ["BartForConditionalGeneration"],
+            "model_type": "bart",
+            **{k: getattr(self, _FIELD_OF_HF_KEY.get(k, k)) for k in _HF_DEFAULTS},
+            "is_encoder_decoder": True,
+        }
 
 
 def _shape(d_model: int, heads: int, ffn: int, layers: int) -> dict[str, int]:
-    return dict(
-        d_model=d_model,
-        encoder_attention_heads=heads,
-        decoder_attention_heads=heads,
-        encoder_ffn_dim=ffn,
-        decoder_ffn_dim=ffn,
-        num_encoder_layers=layers,
-        num_decoder_layers=layers,
-    )
+    """The shape fields of a preset whose encoder and decoder are alike."""
+    per_stack = {"{}_attention_heads": heads, "{}_ffn_dim": ffn, "num_{}_layers": layers}
+    return {"d_model": d_model} | {k.format(s): v for k, v in per_stack.items() for s in ("encoder", "decoder")}
 
 
 SIZES: dict[str, BartConfig] = {

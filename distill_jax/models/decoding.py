@@ -77,23 +77,14 @@ def _start_tokens(model: Model, rows: int) -> jax.Array:
     return jnp.full((rows,), model.config.decoder_start_token_id, jnp.int32)
 
 
-def _decode_rows(
-    model: Model,
-    params: Any,
-    encoder_input_tokens: jax.Array,
-    encoder_segment_ids: jax.Array | None,
-    max_decode_length: int,
-    copies: int,
-    choose: ChooseFn,
-) -> jax.Array:
-    """Independent per-row decoding: ``choose(logits [N, vocab], step)`` picks each next token.
+def _decode_rows(model: Model, step: StepFn, rows: int, max_decode_length: int, choose: ChooseFn) -> jax.Array:
+    """Independent per-row decoding of ``step``'s ``rows`` (``_decoder_step``): ``choose(logits [N, vocab],
+    step)`` picks each next token.
 
     Returns [N, max_decode_length]; a row is padded after its EOS and the loop exits once every
     row has produced one (greedy and sampling differ only in ``choose``).
     """
     cfg = model.config
-    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, copies)
-    rows = encoder_input_tokens.shape[0] * copies
     logits, cache = step(None, _start_tokens(model, rows))
     first = choose(logits, jnp.array(0, jnp.int32))
     output = jnp.full((rows, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(first)
@@ -125,15 +116,9 @@ def greedy_decode(
 
     A row's tokens after its EOS are ``pad_token_id``, as in HF ``generate``.
     """
-    return _decode_rows(
-        model,
-        params,
-        encoder_input_tokens,
-        encoder_segment_ids,
-        max_decode_length,
-        1,
-        lambda logits, _: jnp.argmax(logits, axis=-1).astype(jnp.int32),
-    )
+    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, 1)
+    argmax = lambda logits, _: jnp.argmax(logits, axis=-1).astype(jnp.int32)  # noqa: E731
+    return _decode_rows(model, step, encoder_input_tokens.shape[0], max_decode_length, argmax)
 
 
 def greedy_decode_scored(
@@ -251,9 +236,9 @@ def sample(
         filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
         return jax.random.categorical(jax.random.fold_in(rng, index), filtered, axis=-1).astype(jnp.int32)
 
-    tokens = _decode_rows(
-        model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, num_return_sequences, choose
-    )
+    copies = num_return_sequences
+    step = _decoder_step(model, params, encoder_input_tokens, encoder_segment_ids, max_decode_length, copies)
+    tokens = _decode_rows(model, step, encoder_input_tokens.shape[0] * copies, max_decode_length, choose)
     return tokens.reshape(encoder_input_tokens.shape[0], num_return_sequences, max_decode_length)
 
 

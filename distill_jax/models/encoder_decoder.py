@@ -146,6 +146,38 @@ def scan_stack(layer: nn.Module, num_layers: int, x: Array, *broadcast_args: Any
     return scan(layer, x, *broadcast_args)[0]
 
 
+def run_layers(layer_cls: type[nn.Module], cfg: Any, num_layers: int, x: Array, *args: Any) -> Array:
+    """A stack's ``num_layers`` layers over ``x``: one scanned ``layers`` module with ``cfg.scan_layers``,
+    else ``layers_<i>``; ``args`` are the same for every layer. Called inside the stack's compact method."""
+    if cfg.scan_layers:
+        return scan_stack(layer_cls(cfg, name="layers"), num_layers, x, *args)
+    for i in range(num_layers):
+        x = layer_cls(cfg, name=f"layers_{i}")(x, *args)
+    return x
+
+
+def start_decode_step(
+    decoder: nn.Module,
+    decoder_tokens: Array,
+    decoder_segment_ids: Array | None,
+    decoder_positions: Array | None,
+    max_decode_length: int | None,
+) -> Array:
+    """Checks one cached step's inputs and advances ``decoder``'s ``cache/cache_index``; returns this step's index.
+
+    The index is both the query's position and where each layer writes its keys/values; the cache
+    variables are all created on the first step.
+    """
+    if decoder_tokens.shape[1] != 1 or max_decode_length is None:
+        raise ValueError("decode=True takes one [B, 1] step of tokens and needs max_decode_length")
+    if decoder_segment_ids is not None or decoder_positions is not None:
+        raise ValueError("decode=True decodes unpacked rows: drop decoder segment ids and positions")
+    index_var = decoder.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    index = index_var.value
+    index_var.value = index + 1
+    return index
+
+
 def shift_right(targets: Array, decoder_start_token_id: int = 0, segment_ids: Array | None = None) -> Array:
     """Teacher-forcing decoder inputs: targets shifted right by one with the start token first.
 

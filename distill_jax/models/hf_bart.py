@@ -8,30 +8,17 @@ One table (``_hf_layout``) names every tensor for both directions. Weights are s
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from distill_jax.models.bart import init_params
 from distill_jax.models.bart_config import BartConfig
-from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
-from distill_jax.models.hf_files import (
-    check_params_match,
-    peft_state_dict,
-    read_checkpoint,
-    read_config,
-    save_model_directory,
-    save_peft_directory,
-)
+from distill_jax.models.hf_convert import HfConverter, Layout
+from distill_jax.models.hf_files import read_checkpoint, read_config, save_model_directory, save_peft_directory
 
 # Copies of model.shared.weight in HF state dicts (lm_head.weight too when the head is tied).
 _EMBEDDING_ALIASES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
@@ -40,15 +27,9 @@ _IGNORED = frozenset({"model.encoder.version", "model.decoder.version"})
 # Checkpoints saved from BartModel (facebook/bart-base among them) name tensors without "model.".
 _BASE_MODEL_ROOTS = ("shared", "encoder", "decoder")
 
-# How an HF tensor holds one of our parameters: an int n is a torch Linear weight [out, in] of a
-# kernel with n input dims; "flat" a 1-D bias of a multi-dim one; "row" final_logits_bias's [1, V];
-# None the same shape.
-_Kind = int | str | None
-_Layout = dict[tuple[str, ...], tuple[str, _Kind]]
 
-
-def _attention_layout(ours: tuple[str, ...], hf: str) -> _Layout:
-    layout: _Layout = {}
+def _attention_layout(ours: tuple[str, ...], hf: str) -> Layout:
+    layout: Layout = {}
     for name, short in (("query", "q"), ("key", "k"), ("value", "v")):
         layout[(*ours, name, "kernel")] = (f"{hf}.{short}_proj.weight", 1)
         layout[(*ours, name, "bias")] = (f"{hf}.{short}_proj.bias", "flat")
@@ -57,21 +38,21 @@ def _attention_layout(ours: tuple[str, ...], hf: str) -> _Layout:
     return layout
 
 
-def _norm_layout(ours: tuple[str, ...], hf: str) -> _Layout:
+def _norm_layout(ours: tuple[str, ...], hf: str) -> Layout:
     return {(*ours, "scale"): (f"{hf}.weight", None), (*ours, "bias"): (f"{hf}.bias", None)}
 
 
-def _mlp_layout(ours: tuple[str, ...], hf: str) -> _Layout:
-    layout: _Layout = {}
+def _mlp_layout(ours: tuple[str, ...], hf: str) -> Layout:
+    layout: Layout = {}
     for name, fc in (("wi", "fc1"), ("wo", "fc2")):
         layout[(*ours, name, "kernel")] = (f"{hf}.{fc}.weight", 1)
         layout[(*ours, name, "bias")] = (f"{hf}.{fc}.bias", None)
     return layout
 
 
-def _hf_layout(cfg: BartConfig) -> _Layout:
+def _hf_layout(cfg: BartConfig) -> Layout:
     """Where every parameter of ``BartTransformer(cfg)`` (per-layer layout) lives in an HF BART state dict."""
-    layout: _Layout = {("token_embedder", "embedding"): ("model.shared.weight", None)}
+    layout: Layout = {("token_embedder", "embedding"): ("model.shared.weight", None)}
     for stack in ("encoder", "decoder"):
         layout[(stack, "position_embedder", "embedding")] = (f"model.{stack}.embed_positions.weight", None)
         layout |= _norm_layout((stack, "embedding_norm"), f"model.{stack}.layernorm_embedding")
@@ -95,27 +76,6 @@ def _hf_layout(cfg: BartConfig) -> _Layout:
     return layout
 
 
-def _hf_shape(shape: tuple[int, ...], kind: _Kind) -> tuple[int, ...]:
-    if kind is None:
-        return shape
-    if kind == "flat":
-        return (math.prod(shape),)
-    if kind == "row":
-        return (1, math.prod(shape))
-    return (math.prod(shape[kind:]), math.prod(shape[:kind]))
-
-
-def _expected_shapes(config: BartConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
-    """Flattened parameter shapes of ``BartTransformer(config)``, checked against the HF layout."""
-    expected = traverse_util.flatten_dict(
-        nn.meta.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
-    )
-    layout = _hf_layout(config)
-    if set(layout) != set(expected):
-        raise RuntimeError(f"HF layout out of sync with BartTransformer: {sorted(set(layout) ^ set(expected))}")
-    return expected
-
-
 def _with_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {
         f"model.{name}" if name.split(".")[0] in _BASE_MODEL_ROOTS else name: value
@@ -123,17 +83,15 @@ def _with_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_aliases(state_dict: Mapping[str, Any], cfg: BartConfig) -> list[str]:
-    """Errors for copies of ``model.shared.weight`` that hold different values (the model has one embedding)."""
-    aliases = _EMBEDDING_ALIASES + (("lm_head.weight",) if cfg.tie_word_embeddings else ())
-    if "model.shared.weight" not in state_dict:
-        return []
-    shared = np.asarray(state_dict["model.shared.weight"])
-    return [
-        f"{name} differs from model.shared.weight, which this config shares"
-        for name in aliases
-        if name in state_dict and not np.array_equal(np.asarray(state_dict[name]), shared)
-    ]
+_CONVERTER = HfConverter(
+    name="BART",
+    layout=_hf_layout,
+    init_params=init_params,
+    shared="model.shared.weight",
+    aliases=_EMBEDDING_ALIASES,
+    ignored=_IGNORED,
+    zeros_if_missing=frozenset({"final_logits_bias"}),
+)
 
 
 def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: BartConfig) -> dict[str, Any]:
@@ -144,34 +102,7 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: BartConfig)
     in ``config.param_dtype`` (layers stacked when ``config.scan_layers``); raises ``ValueError``
     naming every missing, unexpected, wrong-shape or inconsistently aliased tensor.
     """
-    if config.scan_layers:  # HF names tensors per layer: convert per layer, then stack.
-        per_layer = dataclasses.replace(config, scan_layers=False)
-        return stack_layers(params_from_hf_state_dict(state_dict, per_layer), per_layer)
-    state_dict = _with_model_prefix(state_dict)
-    expected = _expected_shapes(config)
-    layout = _hf_layout(config)
-    dtype = jnp.dtype(config.param_dtype)
-    errors = _check_aliases(state_dict, config)
-    params = {}
-    for path, (name, kind) in layout.items():
-        shape = expected[path].shape
-        if name == "final_logits_bias" and name not in state_dict:
-            params[path] = np.zeros(shape, dtype)
-            continue
-        if name not in state_dict:
-            errors.append(f"missing {name}")
-            continue
-        tensor = np.asarray(state_dict[name])
-        if tensor.shape != _hf_shape(shape, kind):
-            errors.append(f"{name} has shape {tensor.shape}, expected {_hf_shape(shape, kind)}")
-            continue
-        params[path] = (tensor.T if isinstance(kind, int) else tensor).reshape(shape).astype(dtype)
-
-    known = {name for name, _ in layout.values()} | _IGNORED | set(_EMBEDDING_ALIASES) | {"lm_head.weight"}
-    errors += [f"unexpected {name}" for name in sorted(set(state_dict) - known)]
-    if errors:
-        raise ValueError("HF BART state dict does not match the config:\n  " + "\n  ".join(errors))
-    return traverse_util.unflatten_dict(params)
+    return _CONVERTER.params_from_state_dict(_with_model_prefix(state_dict), config)
 
 
 def hf_bart_config(hf_dir: str, **config_overrides: Any) -> BartConfig:
@@ -212,11 +143,6 @@ def load_hf_bart(hf_dir: str, **config_overrides: Any) -> tuple[BartConfig, dict
 # ----------------------------------------------------------------------------------------------
 
 
-def _per_layer(config: BartConfig, params: Mapping[str, Any]) -> tuple[BartConfig, dict[str, Any]]:
-    """A ``scan_layers`` model's config and params in the per-layer layout HF's names follow."""
-    return dataclasses.replace(config, scan_layers=False), unstack_layers(dict(params), config)
-
-
 def hf_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> dict[str, np.ndarray]:
     """The HF BART state dict of ``BartTransformer(config)`` parameters; inverse of ``params_from_hf_state_dict``.
 
@@ -225,17 +151,7 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> 
     unties all four, so ``lm_head.weight`` and copies for ``model.{encoder,decoder}.embed_tokens.weight``
     are written too. Raises ``ValueError`` naming every missing, unexpected or wrong-shape parameter.
     """
-    if config.scan_layers:
-        config, params = _per_layer(config, params)
-    expected = _expected_shapes(config)
-    flat = traverse_util.flatten_dict(params)
-    check_params_match(flat, expected)
-    state = {}
-    for path, (name, kind) in _hf_layout(config).items():
-        value = np.asarray(flat[path])
-        if isinstance(kind, int):  # Back to a torch Linear weight [out, in].
-            value = value.reshape(math.prod(value.shape[:kind]), -1).T
-        state[name] = np.ascontiguousarray(value.reshape(_hf_shape(expected[path].shape, kind)))
+    state = _CONVERTER.state_dict_from_params(params, config)
     if not config.tie_word_embeddings:  # transformers 5 then unties the stacks' embeddings too: give it copies.
         state |= {alias: state["model.shared.weight"] for alias in _EMBEDDING_ALIASES}
     return state
@@ -270,11 +186,7 @@ def save_hf_bart(
 
 def peft_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> dict[str, np.ndarray]:
     """The LoRA adapters of ``params`` as PEFT names them on a transformers BART (q_proj, ..., fc1, fc2, lm_head)."""
-    if config.scan_layers:
-        config, params = _per_layer(config, params)
-    layout = _hf_layout(dataclasses.replace(config, lora_rank=0))
-    linear = {path: name for path, (name, kind) in layout.items() if isinstance(kind, int)}
-    return peft_state_dict(params, linear, config.lora_rank)
+    return _CONVERTER.peft_state_dict(params, config)
 
 
 def save_peft_adapter(out_dir: str, config: BartConfig, params: Mapping[str, Any], base_model: str) -> None:

@@ -26,18 +26,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, scan_stack
+from distill_jax.models.attention import causal_mask, cross_mask, default_positions, mask_bias, padding_mask, step_mask
+from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, run_layers, start_decode_step
 from distill_jax.models.layers import (
     MlpBlock,
     MultiHeadAttention,
-    Projection,
     RelativePositionBias,
     RMSNorm,
     constrain,
-    default_positions,
-    key_valid,
-    mask_bias,
-    segment_mask,
+    lm_logits,
 )
 from distill_jax.models.t5_config import T5Config
 
@@ -107,6 +104,13 @@ class DecoderLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def _embed(cfg: T5Config, shared_embedding: nn.Module, tokens: Array, enable_dropout: bool) -> Array:
+    """The shared token embedding with dropout, as both stacks start (T5 has no position embedding)."""
+    x = shared_embedding(tokens.astype(jnp.int32))
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+    return constrain(x, ("batch", "length", "embed"))
+
+
 class Encoder(nn.Module):
     """Encoder stack: shared embedding, layers, final RMSNorm; bias and masks built once."""
 
@@ -122,24 +126,15 @@ class Encoder(nn.Module):
         enable_dropout: bool = False,
     ) -> Array:
         cfg = self.config
-        if segment_ids is None:
-            mask = key_valid(tokens, None, cfg.pad_token_id)[:, None, None, :]
-        else:
-            mask = segment_mask(segment_ids, segment_ids)
+        mask = padding_mask(tokens, segment_ids, cfg.pad_token_id)
         if positions is None:
             positions = default_positions(tokens.shape[1])
         relpos = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
         attention_biases = (relpos, mask_bias(mask))
 
-        x = self.shared_embedding(tokens.astype(jnp.int32))
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        x = constrain(x, ("batch", "length", "embed"))
+        x = _embed(cfg, self.shared_embedding, tokens, enable_dropout)
         layer_cls = maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
-        if cfg.scan_layers:
-            x = scan_stack(layer_cls(cfg, name="layers"), cfg.num_encoder_layers, x, attention_biases, enable_dropout)
-        else:
-            for i in range(cfg.num_encoder_layers):
-                x = layer_cls(cfg, name=f"layers_{i}")(x, attention_biases, enable_dropout)
+        x = run_layers(layer_cls, cfg, cfg.num_encoder_layers, x, attention_biases, enable_dropout)
         x = RMSNorm(cfg, name="encoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         return constrain(x, ("batch", "length", "embed"))
@@ -157,24 +152,19 @@ class Decoder(nn.Module):
     config: T5Config
     shared_embedding: nn.Module
 
-    def _step_biases(self, max_decode_length: int) -> tuple[tuple[Array, Array], Array]:
-        """Self-attention biases of the current step against the whole cache, and its index."""
-        index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-        index = index_var.value
-        index_var.value = index + 1
+    def _step_biases(self, cache_index: Array, max_decode_length: int) -> tuple[Array, Array]:
+        """Self-attention biases of the current step against the whole cache."""
         key_positions = default_positions(max_decode_length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(
-            index[None, None], key_positions
+            cache_index[None, None], key_positions
         )
-        return (relpos, mask_bias((key_positions <= index)[:, None, None, :])), index
+        return relpos, mask_bias(step_mask(cache_index, max_decode_length))
 
     def _full_biases(self, length: int, segment_ids: Array | None, positions: Array | None) -> tuple[Array, Array]:
-        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
-        mask = causal if segment_ids is None else causal & segment_mask(segment_ids, segment_ids)
         if positions is None:
             positions = default_positions(length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(positions, positions)
-        return relpos, mask_bias(mask)
+        return relpos, mask_bias(causal_mask(length, segment_ids))
 
     @nn.compact
     def __call__(
@@ -192,33 +182,22 @@ class Decoder(nn.Module):
         cfg = self.config
         cache_index = None
         if decode:
-            if decoder_tokens.shape[1] != 1 or max_decode_length is None:
-                raise ValueError("decode=True takes one [B, 1] step of tokens and needs max_decode_length")
-            if decoder_segment_ids is not None or decoder_positions is not None:
-                raise ValueError("decode=True decodes unpacked rows: drop decoder segment ids and positions")
-            self_biases, cache_index = self._step_biases(max_decode_length)
+            cache_index = start_decode_step(
+                self, decoder_tokens, decoder_segment_ids, decoder_positions, max_decode_length
+            )
+            self_biases = self._step_biases(cache_index, max_decode_length)
         else:
             self_biases = self._full_biases(decoder_tokens.shape[1], decoder_segment_ids, decoder_positions)
+        mask = cross_mask(encoder_tokens, encoder_segment_ids, decoder_segment_ids, cfg.pad_token_id, decode)
+        cross_biases = (mask_bias(mask),)
 
-        if encoder_segment_ids is None or decoder_segment_ids is None or decode:
-            cross_mask = key_valid(encoder_tokens, encoder_segment_ids, cfg.pad_token_id)[:, None, None, :]
-        else:
-            cross_mask = segment_mask(decoder_segment_ids, encoder_segment_ids)
-        cross_biases = (mask_bias(cross_mask),)
-
-        x = self.shared_embedding(decoder_tokens.astype(jnp.int32))
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        x = constrain(x, ("batch", "length", "embed"))
+        x = _embed(cfg, self.shared_embedding, decoder_tokens, enable_dropout)
         # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
         layer_cls = DecoderLayer if decode else maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
         args = (encoded, self_biases, cross_biases, enable_dropout)
         if decode:
             args += (True, cache_index, max_decode_length)
-        if cfg.scan_layers:
-            x = scan_stack(layer_cls(cfg, name="layers"), cfg.num_decoder_layers, x, *args)
-        else:
-            for i in range(cfg.num_decoder_layers):
-                x = layer_cls(cfg, name=f"layers_{i}")(x, *args)
+        x = run_layers(layer_cls, cfg, cfg.num_decoder_layers, x, *args)
         x = RMSNorm(cfg, name="decoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         return self._logits(x, enable_dropout)
@@ -226,20 +205,9 @@ class Decoder(nn.Module):
     def _logits(self, x: Array, enable_dropout: bool) -> Array:
         """LM head in the compute dtype with float32 accumulation and output."""
         cfg = self.config
-        if cfg.tie_word_embeddings:
+        if cfg.tie_word_embeddings:  # mesh-tf's rescaling before the tied head
             x = x * (cfg.d_model**-0.5)
-            embedding = self.shared_embedding.embedding.astype(x.dtype)
-            logits = jnp.einsum("btd,vd->btv", x, embedding, preferred_element_type=jnp.float32)
-        else:
-            logits = Projection(
-                cfg,
-                cfg.vocab_size,
-                cfg.d_model**-0.5,
-                ("embed", "vocab"),
-                lora_target="lm_head",
-                float32_output=True,
-                name="logits_dense",
-            )(x, enable_dropout)
+        logits = lm_logits(cfg, self.shared_embedding, x, cfg.d_model**-0.5, enable_dropout)
         return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 

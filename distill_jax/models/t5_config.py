@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 _ACTIVATIONS = ("relu", "gelu", "silu")
 REMAT_MODES = ("none", "full", "dots_saveable")
-# How attention is computed (layers.attend): "einsum", our heads-major products (fastest on XLA CPU,
+# How attention is computed (attention.attend): "einsum", our heads-major products (fastest on XLA CPU,
 # measured); "jax", jax.nn.dot_product_attention, which takes cuDNN's fused kernel on GPU where it
 # applies (bf16/fp16) and XLA's elsewhere.
 ATTENTION_IMPLS = ("einsum", "jax")
@@ -22,6 +22,18 @@ LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "lm_head")
 # ByT5's byte vocabulary (3 specials + 256 bytes + 125 sentinels): transformers.ByT5Tokenizer()
 # needs no files, so the tiny preset trains end to end offline.
 BYTE_VOCAB = 384
+# config.json keys that are our field names too: the required ones, and the others with the default
+# transformers assumes when a file leaves them out.
+_HF_REQUIRED = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads")
+_HF_DEFAULTS: dict[str, Any] = {
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "dropout_rate": 0.1,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "relu",
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,88 +121,42 @@ class T5Config:
         transformers >= 5 always writes ``tie_word_embeddings: true`` and records the v1.0/v1.1
         distinction as ``scale_decoder_outputs``; older files only carry ``tie_word_embeddings``.
         """
-        eos = d.get("eos_token_id", 1)
-        if isinstance(eos, (list, tuple)):
-            eos = eos[0]
-        pad = d.get("pad_token_id", 0)
+        fields = {k: d[k] for k in _HF_REQUIRED} | {k: d.get(k, v) for k, v in _HF_DEFAULTS.items()}
+        if isinstance(fields["eos_token_id"], (list, tuple)):
+            fields["eos_token_id"] = fields["eos_token_id"][0]
         start = d.get("decoder_start_token_id")
-        num_layers = d["num_layers"]
-        fields = dict(
-            vocab_size=d["vocab_size"],
-            d_model=d["d_model"],
-            d_kv=d["d_kv"],
-            d_ff=d["d_ff"],
-            num_heads=d["num_heads"],
-            num_encoder_layers=num_layers,
-            num_decoder_layers=d.get("num_decoder_layers") or num_layers,
-            relative_attention_num_buckets=d.get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=d.get("relative_attention_max_distance", 128),
-            dropout_rate=d.get("dropout_rate", 0.1),
-            layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-6),
-            feed_forward_proj=d.get("feed_forward_proj", "relu"),
+        fields.update(
+            num_encoder_layers=d["num_layers"],
+            num_decoder_layers=d.get("num_decoder_layers") or d["num_layers"],
             tie_word_embeddings=bool(d.get("scale_decoder_outputs", d.get("tie_word_embeddings", True))),
-            pad_token_id=pad,
-            eos_token_id=eos,
-            decoder_start_token_id=pad if start is None else start,
+            decoder_start_token_id=fields["pad_token_id"] if start is None else start,
         )
         fields.update(overrides)
         return cls(**fields)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """Keyword arguments for ``transformers.T5Config`` describing the same architecture."""
-        return dict(
-            architectures=["T5ForConditionalGeneration"],
-            vocab_size=self.vocab_size,
-            d_model=self.d_model,
-            d_kv=self.d_kv,
-            d_ff=self.d_ff,
-            num_heads=self.num_heads,
-            num_layers=self.num_encoder_layers,
-            num_decoder_layers=self.num_decoder_layers,
-            relative_attention_num_buckets=self.relative_attention_num_buckets,
-            relative_attention_max_distance=self.relative_attention_max_distance,
-            dropout_rate=self.dropout_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            feed_forward_proj=self.feed_forward_proj,
-            is_gated_act=self.is_gated_act,
-            dense_act_fn=self.dense_act_fn,
-            tie_word_embeddings=self.tie_word_embeddings,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_id,
-            decoder_start_token_id=self.decoder_start_token_id,
-            is_encoder_decoder=True,
-        )
+        same = (*_HF_REQUIRED, *_HF_DEFAULTS, "decoder_start_token_id", "tie_word_embeddings")
+        return {
+            "architectures": ["T5ForConditionalGeneration"],
+            **{k: getattr(self, k) for k in same + ("is_gated_act", "dense_act_fn")},
+            "num_layers": self.num_encoder_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "is_encoder_decoder": True,
+        }
 
 
+_V1_0 = dict(vocab_size=_T5_VOCAB, d_kv=64, feed_forward_proj="relu", tie_word_embeddings=True)
 _V1_1 = dict(vocab_size=_T5_VOCAB, d_kv=64, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+_BYTES = dict(vocab_size=BYTE_VOCAB, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 
 SIZES: dict[str, T5Config] = {
-    "tiny": T5Config(
-        vocab_size=BYTE_VOCAB,
-        d_model=128,
-        d_kv=32,
-        d_ff=256,
-        num_heads=4,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-    ),
+    "tiny": T5Config(d_model=128, d_kv=32, d_ff=256, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, **_BYTES),
     "small": T5Config(d_model=512, d_ff=1024, num_heads=6, num_encoder_layers=8, num_decoder_layers=8, **_V1_1),
     "base": T5Config(d_model=768, d_ff=2048, num_heads=12, num_encoder_layers=12, num_decoder_layers=12, **_V1_1),
     "large": T5Config(d_model=1024, d_ff=2816, num_heads=16, num_encoder_layers=24, num_decoder_layers=24, **_V1_1),
     "xl": T5Config(d_model=2048, d_ff=5120, num_heads=32, num_encoder_layers=24, num_decoder_layers=24, **_V1_1),
-    "t5-small-v1.0": T5Config(
-        vocab_size=_T5_VOCAB,
-        d_model=512,
-        d_kv=64,
-        d_ff=2048,
-        num_heads=8,
-        num_encoder_layers=6,
-        num_decoder_layers=6,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-    ),
+    "t5-small-v1.0": T5Config(d_model=512, d_ff=2048, num_heads=8, num_encoder_layers=6, num_decoder_layers=6, **_V1_0),
 }
 
 

@@ -19,32 +19,29 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from distill_jax import metrics, multihost
 from distill_jax.data.pipeline import Batch, host_to_global
-from distill_jax.models.decoding import greedy_decode
-from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
+from distill_jax.models.seq2seq import Seq2SeqModel
 from distill_jax.training import partitioning
+from distill_jax.training.inference import InferenceRunner
 
 
-def _row_scores(model: Model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per row of unpacked batches: summed CE, token count, and whether every target token is the argmax."""
-    targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-    logits = model.apply(
-        {"params": params},
-        batch["encoder_input_tokens"],
-        shift_right(targets, model.config.decoder_start_token_id),
-        enable_dropout=False,
-    ).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    wrong = (jnp.argmax(logits, axis=-1) != targets) & (weights > 0)
-    return jnp.sum(ce * weights, axis=-1), jnp.sum(weights, axis=-1), ~jnp.any(wrong, axis=-1)
+def _decode_and_score(
+    model: Seq2SeqModel,
+    max_decode_len: int,
+    params: Any,
+    encoder_tokens: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Greedy tokens of each row, and the row's reference scored teacher-forced (Seq2SeqModel.score)."""
+    return model.predict(params, encoder_tokens, max_decode_length=max_decode_len), *model.score(
+        params, encoder_tokens, targets, weights
+    )
 
 
 def _text_id(value: Any) -> str:
@@ -69,8 +66,11 @@ class Evaluator:
     decode_ids: Sequence[Sequence[str]] = ()
 
     def __post_init__(self):
-        self._decode = jax.jit(functools.partial(greedy_decode, self.model, max_decode_length=self.max_decode_len))
-        self._row_scores = jax.jit(functools.partial(_row_scores, self.model))
+        rows = len(self.decode_batches[0]["encoder_input_tokens"]) if self.decode_batches else 0
+        self._runner = InferenceRunner(self.mesh, self.rules, rows)
+        self._decode_and_score = self._runner.jit(
+            functools.partial(_decode_and_score, Seq2SeqModel(self.model), self.max_decode_len)
+        )
 
     def _to_device(self, batch: Batch) -> dict[str, jax.Array]:
         return host_to_global(batch, self.batch_shardings)
@@ -106,15 +106,9 @@ class Evaluator:
         column = {name: i for i, name in enumerate(names)}
         sums = np.zeros((len(self.domain_names), len(names)), np.float64)
         records: list[dict[str, Any]] = []
-        batch_spec = partitioning.batch_sharding(self.mesh, self.rules, 2).spec
         for b, batch in enumerate(self.decode_batches):
-            device_batch = self._to_device(batch)
-            with partitioning.mesh_context(self.mesh, self.rules):
-                tokens = self._decode(params, device_batch["encoder_input_tokens"])
-                scored = self._row_scores(params, device_batch)
-            local_tokens, ce, count, forced = (
-                np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
-                for x, spec in zip((tokens, *scored), (batch_spec,) + (jax.sharding.PartitionSpec(batch_spec[0]),) * 3)
+            local_tokens, ce, count, forced = self._decode_and_score(
+                params, batch["encoder_input_tokens"], batch["decoder_target_tokens"], batch["decoder_loss_weights"]
             )
             ids = self.decode_ids[b] if b < len(self.decode_ids) else ()
             for row in range(local_tokens.shape[0]):

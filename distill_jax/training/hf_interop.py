@@ -129,9 +129,7 @@ def export_hf(
             family.save_hf(out_dir, base_config, merge_lora(host_params, config), tokenizer_dir, overwrite=overwrite)
         else:
             family.save_hf(out_dir, base_config, strip_adapters(host_params), tokenizer_dir, overwrite=overwrite)
-            family.save_peft_adapter(
-                os.path.join(out_dir, "lora_adapter"), config, host_params, out_url
-            )
+            family.save_peft_adapter(os.path.join(out_dir, "lora_adapter"), config, host_params, out_url)
         if storage.is_remote(out_url):
             storage.remove_tree(out_url)
             storage.upload_tree(out_dir, out_url, last="config.json")

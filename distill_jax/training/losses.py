@@ -1,4 +1,4 @@
-"""Token-level cross-entropy with label smoothing and z-loss, and per-domain metric sums.
+"""Per-domain metric sums of the training loss (cross-entropy with label smoothing and z-loss, mixed with KD).
 
 Everything here returns *sums* (not means) so that metrics can be accumulated on device across
 steps and hosts and divided once at logging time: means of means would weight domains wrongly.
@@ -9,34 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from distill_jax.models.seq2seq import cross_entropy_with_z_loss
 from distill_jax.training.kd_losses import mix_with_ce
-
-
-def cross_entropy_with_z_loss(
-    logits: jax.Array, targets: jax.Array, *, label_smoothing: float = 0.0, z_loss: float = 0.0
-) -> tuple[jax.Array, jax.Array]:
-    """Per-token loss (CE + z_loss * log(Z)^2) and the plain CE, both [B, T] float32.
-
-    Smoothing follows T5X: the target gets (1 - s) and the rest share s, and the constant entropy
-    of that distribution is subtracted so a perfect model's loss is 0 whatever s is.
-    """
-    logits = logits.astype(jnp.float32)
-    vocab = logits.shape[-1]
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    log_probs = logits - log_z[..., None]
-    target_logp = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    ce = -target_logp
-    if label_smoothing > 0:
-        confidence = 1.0 - label_smoothing
-        low = label_smoothing / (vocab - 1)
-        normalizer = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
-        smoothed = -(confidence * target_logp + low * (jnp.sum(log_probs, axis=-1) - target_logp))
-        loss = smoothed - normalizer
-    else:
-        loss = ce
-    if z_loss > 0:
-        loss = loss + z_loss * jnp.square(log_z)
-    return loss, ce
 
 
 def per_domain_sums(values: jax.Array, weights: jax.Array, token_domains: jax.Array, num_domains: int) -> jax.Array:

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from distill_jax.models import family
-from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model, ModelConfig
+from distill_jax.models.seq2seq import Seq2SeqModel
 from distill_jax.training import partitioning
 from distill_jax.training.memory import per_device_bytes
 
@@ -43,18 +43,8 @@ class OnlineTeacher:
         target token has a teacher distribution, so kd_mask is the loss weights' support (padding and the gaps of
         packed rows get none).
         """
-        targets = batch["decoder_target_tokens"]
         with nn.logical_axis_rules(list(self.rules)):
-            logits = self.model.apply(
-                {"params": params},
-                batch["encoder_input_tokens"],
-                shift_right(targets, self.model_config.decoder_start_token_id, batch["decoder_segment_ids"]),
-                encoder_segment_ids=batch["encoder_segment_ids"],
-                decoder_segment_ids=batch["decoder_segment_ids"],
-                encoder_positions=batch["encoder_positions"],
-                decoder_positions=batch["decoder_positions"],
-                enable_dropout=False,
-            )
+            logits = Seq2SeqModel(self.model).logits(params, batch)
         kd_mask = (batch["decoder_loss_weights"] > 0).astype(jnp.float32)
         return {**batch, "teacher_logits": jax.lax.stop_gradient(logits), "kd_mask": kd_mask}
 

@@ -22,8 +22,8 @@ import optax
 from jax.sharding import Mesh
 
 from distill_jax.models import lora
-from distill_jax.models.encoder_decoder import shift_right
 from distill_jax.models.family import Model
+from distill_jax.models.seq2seq import Seq2SeqModel
 from distill_jax.training import losses, partitioning
 from distill_jax.training.kd_losses import KDSettings
 from distill_jax.training.online_teacher import OnlineTeacher
@@ -85,20 +85,7 @@ def _forward_sums(
     kd: KDSettings | None = None,
     step: jax.Array | None = None,
 ):
-    targets = batch["decoder_target_tokens"]
-    # Per segment: each packed example's decoder input starts with its own start token.
-    decoder_inputs = shift_right(targets, model.config.decoder_start_token_id, batch["decoder_segment_ids"])
-    logits = model.apply(
-        {"params": params},
-        batch["encoder_input_tokens"],
-        decoder_inputs,
-        encoder_segment_ids=batch["encoder_segment_ids"],
-        decoder_segment_ids=batch["decoder_segment_ids"],
-        encoder_positions=batch["encoder_positions"],
-        decoder_positions=batch["decoder_positions"],
-        enable_dropout=enable_dropout,
-        rngs=rngs,
-    )
+    logits = Seq2SeqModel(model).logits(params, batch, enable_dropout=enable_dropout, rngs=rngs)
     kd_terms = {}
     if kd is not None:
         kd_terms = dict(
@@ -106,7 +93,7 @@ def _forward_sums(
         )
     return losses.seq2seq_metric_sums(
         logits,
-        targets,
+        batch["decoder_target_tokens"],
         batch["decoder_loss_weights"],
         batch["decoder_domain_ids"],
         num_domains,

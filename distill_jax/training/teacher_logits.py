@@ -27,7 +27,7 @@ from distill_jax.config import ConfigError, default_config
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import PadToModelFeatures, ToExample
 from distill_jax.models import family
-from distill_jax.models.encoder_decoder import shift_right
+from distill_jax.models.seq2seq import Seq2SeqModel
 from distill_jax.training import partitioning
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.resume import checkpointer_dir
@@ -74,8 +74,6 @@ def load_teacher(
     teacher = storage.check(teacher)
     config = _config_json(teacher)
     if config is not None and "model_type" in config:
-        if storage.is_remote(teacher):
-            raise ConfigError(f"{teacher}: a Hugging Face model directory must be local (model.hf_dir is read locally)")
         cfg = _with_mesh(default_config(), mesh)
         cfg.model.hf_dir = teacher  # setup_run refuses data whose tokenizer does not fit the model
         run = setup_run(cfg, train_dir=data, eval_dir="")
@@ -111,20 +109,10 @@ def _examples(data: str) -> list[dict[str, Any]]:
 
 
 def _topk_fn(run: RunSetup, top_k: int, temperature: float):
-    model = run.model
+    model = Seq2SeqModel(run.model)
 
     def forward(params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        targets = batch["decoder_target_tokens"]
-        logits = model.apply(
-            {"params": params},
-            batch["encoder_input_tokens"],
-            shift_right(targets, model.config.decoder_start_token_id, batch["decoder_segment_ids"]),
-            encoder_segment_ids=batch["encoder_segment_ids"],
-            decoder_segment_ids=batch["decoder_segment_ids"],
-            encoder_positions=batch["encoder_positions"],
-            decoder_positions=batch["decoder_positions"],
-            enable_dropout=False,
-        )
+        logits = model.logits(params, batch)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
         values, ids = jax.lax.top_k(logp, top_k)
         # In float32 before the fp16 cast: the residual of a confident teacher is ~1e-4, below fp16's step near 1.

@@ -75,17 +75,15 @@ def test_the_check_catches_a_decoder_that_ignores_its_position(t5_unpacked, monk
 
     from distill_jax.evaluation import consistency
     from distill_jax.models import t5
-    from distill_jax.models.layers import RelativePositionBias, default_positions, mask_bias
+    from distill_jax.models.attention import default_positions, mask_bias
+    from distill_jax.models.layers import RelativePositionBias
 
-    def stuck_at_zero(self, max_decode_length):
-        index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-        index = index_var.value
-        index_var.value = index + 1
+    def stuck_at_zero(self, cache_index, max_decode_length):
         keys = default_positions(max_decode_length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(
             jnp.zeros((1, 1), jnp.int32), keys
         )
-        return (relpos, mask_bias((keys <= index)[:, None, None, :])), index
+        return relpos, mask_bias((keys <= cache_index)[:, None, None, :])
 
     _, cfg, run, params = t5_unpacked
     inputs, _ = _held_out_inputs(run, cfg)

@@ -49,11 +49,10 @@ def same_tokenizer(tok: HFTokenizer, *, as_ids: bool = False, drop_after: int | 
         out = []
         for i, chosen in enumerate(ids):
             prev = tok.decode(ids[:i])
-            text = (
-                lambda j, i=i, prev=prev: (  # noqa: E731
-                    f"token_id:{j}" if as_ids else tok.decode(ids[:i] + [j])[len(prev) :]
-                )
-            )
+
+            def text(j: int, i: int = i, prev: str = prev) -> str:
+                return f"token_id:{j}" if as_ids else tok.decode(ids[:i] + [j])[len(prev) :]
+
             others = [j for j in (4, 5, 6, 7, 8, 9, 10, 11) if j != chosen][: (alts or k) - 1]
             top = [{"token": text(j), "logprob": -0.2 - n} for n, j in enumerate([chosen, *others])]
             token = text(chosen) if drop_after is None or i < drop_after else "\u2603"  # not in the vocabulary

@@ -10,27 +10,6 @@ from distill_jax.config import default_config
 from distill_jax.training import losses, optimizers
 
 
-def test_cross_entropy_matches_optax_and_z_loss_adds_log_z_squared():
-    rng = np.random.default_rng(0)
-    logits = jnp.asarray(rng.normal(size=(2, 5, 11)), jnp.float32)
-    targets = jnp.asarray(rng.integers(0, 11, size=(2, 5)))
-    loss, ce = losses.cross_entropy_with_z_loss(logits, targets)
-    np.testing.assert_allclose(ce, optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-6)
-    np.testing.assert_allclose(loss, ce, rtol=1e-6)
-    loss_z, _ = losses.cross_entropy_with_z_loss(logits, targets, z_loss=0.1)
-    np.testing.assert_allclose(loss_z - ce, 0.1 * jax.nn.logsumexp(logits, -1) ** 2, rtol=1e-5)
-
-
-def test_label_smoothing_is_zero_for_the_smoothed_target_distribution():
-    vocab, s = 7, 0.1
-    target = 3
-    probs = np.full((vocab,), s / (vocab - 1))
-    probs[target] = 1 - s
-    logits = jnp.log(jnp.asarray(probs))[None, None, :]
-    loss, _ = losses.cross_entropy_with_z_loss(logits, jnp.array([[target]]), label_smoothing=s)
-    assert float(loss[0, 0]) == pytest.approx(0.0, abs=1e-5)
-
-
 def test_per_domain_sums_split_tokens_by_domain_even_within_a_packed_row():
     logits = jnp.zeros((3, 3, 4)).at[:, :, 2].set(5.0)  # Always predicts token 2.
     # Row 0: one example of domain 0; row 1: a domain-1 example then a domain-2 one; row 2: domain 1.

@@ -1,4 +1,4 @@
-"""model.attention_impl=jax (jax.nn.dot_product_attention, cuDNN's kernel on GPU) computes what the einsum path does."""
+"""attention.attend: model.attention_impl=jax (jax.nn.dot_product_attention, cuDNN's kernel on GPU) computes what the einsum path does."""
 
 import dataclasses
 import functools
