@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
+import workload_bound
 
 from distill_jax.models.decoding import beam_search, greedy_decode, sample
 from distill_jax.models.hf_t5 import params_from_hf_state_dict
@@ -109,6 +110,10 @@ def _ours(cfg: T5Config, method: str, max_new_tokens: int) -> Callable[..., jax.
     return lambda params, tokens, rng: decode(params, tokens, rng)[:, 0]
 
 
+def _beams(method: str) -> int:
+    return NUM_BEAMS if method == "beam4" else 1
+
+
 def _hf_settings(method: str) -> dict[str, Any]:
     """``generate`` settings matching ``_ours``: HF's default top_k=50 is switched off for sampling."""
     if method == "greedy":
@@ -177,6 +182,7 @@ def _measure(
     method: str,
     max_new_tokens: int,
     repeats: int,
+    bound_s: float,
 ) -> dict[str, Any]:
     """Compiles ours, checks both emit the same number of tokens (and, for greedy, the same tokens), then times both."""
     ids, mask = inputs
@@ -211,6 +217,9 @@ def _measure(
         ours_tokens_per_s=generated / ours_s,
         hf_tokens_per_s=generated / hf_s,
         ratio=hf_s / ours_s,
+        bound_s=bound_s,
+        ours_pct_of_bound=100 * bound_s / ours_s,
+        hf_pct_of_bound=100 * bound_s / hf_s,
     )
 
 
@@ -221,8 +230,16 @@ def run(size: str, batch_sizes: Sequence[int], max_new_tokens: int, repeats: int
     rows = []
     for batch_size in batch_sizes:
         inputs = make_inputs(cfg, batch_size)
+        # The bound per decoded row count (beams decode batch x beams rows), timed before either side runs.
+        bounds = {
+            rows_decoded: workload_bound.bound(
+                workload_bound.decode_matmuls(cfg, rows_decoded, inputs[0].shape[1], max_new_tokens)
+            )["bound_s"]
+            for rows_decoded in sorted({batch_size * _beams(m) for m in METHODS})
+        }
         for method in METHODS:
-            rows.append(_measure(cfg, params, hf_model, inputs, method, max_new_tokens, repeats))
+            bound_s = bounds[batch_size * _beams(method)]
+            rows.append(_measure(cfg, params, hf_model, inputs, method, max_new_tokens, repeats, bound_s))
             print(_format_row(rows[-1]), flush=True)
     return dict(
         settings=dict(size=size, batch_sizes=list(batch_sizes), max_new_tokens=max_new_tokens, repeats=repeats),
@@ -235,13 +252,17 @@ def run(size: str, batch_sizes: Sequence[int], max_new_tokens: int, repeats: int
     )
 
 
-_HEADER = f"{'method':<16} {'batch':>5} {'ours tok/s':>11} {'HF tok/s':>10} {'ours/HF':>8} {'compile s':>10}"
+_HEADER = (
+    f"{'method':<16} {'batch':>5} {'ours tok/s':>11} {'HF tok/s':>10} {'ours/HF':>8} {'compile s':>10} "
+    f"{'bound s':>8} {'ours %bound':>11} {'HF %bound':>9}"
+)
 
 
 def _format_row(row: dict[str, Any]) -> str:
     return (
         f"{row['method']:<16} {row['batch_size']:>5} {row['ours_tokens_per_s']:>11.0f} "
-        f"{row['hf_tokens_per_s']:>10.0f} {row['ratio']:>7.2f}x {row['ours_compile_s']:>10.1f}"
+        f"{row['hf_tokens_per_s']:>10.0f} {row['ratio']:>7.2f}x {row['ours_compile_s']:>10.1f} "
+        f"{row['bound_s']:>8.3f} {row['ours_pct_of_bound']:>11.0f} {row['hf_pct_of_bound']:>9.0f}"
     )
 
 

@@ -15,7 +15,8 @@ Figures: median step time over N steps after W warm-up steps (each framework in 
 tokens/s = batch x (S + T) / step time (every row is full, so all are real tokens), model FLOP/s =
 ``t5_config.flops_per_token`` x target tokens/s, and that divided by the peak: MFU (peak from
 ``interval_scalars.PEAK_FLOPS_BY_DEVICE_KIND`` on accelerators, the matmul probe on CPU) and % of the
-probe's measured matmul peak (always). Also the process's minor page faults per step of each side:
+probe's measured matmul peak (always), and the workload's own bound (``workload_bound.py``: this step's
+matmul shapes, each timed alone) with each side's fraction of it. Also the process's minor page faults per step of each side:
 memory the allocator hands back to the kernel and faults in again every step is a CPU cost of its own.
 """
 
@@ -35,6 +36,7 @@ import jax
 import numpy as np
 import torch
 import transformers
+import workload_bound
 
 from distill_jax.config import default_config
 from distill_jax.models.hf_t5 import save_hf_t5
@@ -101,7 +103,7 @@ def torch_batch(host: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def _throughput(
-    step_s: float, preset: harness.Preset, model_config: T5Config, peak: float, probe: float
+    step_s: float, preset: harness.Preset, model_config: T5Config, peak: float, probe: float, bound_s: float
 ) -> dict[str, float]:
     target_tokens_per_s = preset.batch_size * preset.target_len / step_s
     model_flops = flops_per_token(model_config, preset.input_len, preset.target_len) * target_tokens_per_s
@@ -111,6 +113,7 @@ def _throughput(
         model_tflops=model_flops / 1e12,
         mfu=model_flops / (peak * jax.device_count()),
         pct_of_matmul_peak=100 * model_flops / (probe * jax.device_count()),
+        pct_of_bound=100 * bound_s / step_s,
     )
 
 
@@ -148,6 +151,10 @@ def measure_size(
         state, sums = ours.compiled(state, sums, device_batches[next(calls) % len(device_batches)])
         jax.block_until_ready((state, sums))
 
+    # Timed before either side runs so neither's allocations or threads are in the probe.
+    bound = workload_bound.bound(
+        workload_bound.train_step_matmuls(model_config, preset.batch_size, preset.input_len, preset.target_len), dtype
+    )
     faults = [harness.page_faults()]
     ours_times = harness.timed_calls(ours_step, warmup, preset.steps)
     faults.append(harness.page_faults())
@@ -155,8 +162,8 @@ def measure_size(
         lambda: loop(torch_batches[next(calls) % len(torch_batches)]), warmup, preset.steps
     )
     faults.append(harness.page_faults())
-    ours_row = _throughput(harness.median(ours_times), preset, model_config, peak, probe)
-    torch_row = _throughput(harness.median(torch_times), preset, model_config, peak, probe)
+    ours_row = _throughput(harness.median(ours_times), preset, model_config, peak, probe, bound["bound_s"])
+    torch_row = _throughput(harness.median(torch_times), preset, model_config, peak, probe, bound["bound_s"])
     ours_row["page_faults_per_step"] = (faults[1] - faults[0]) / (warmup + preset.steps)
     torch_row["page_faults_per_step"] = (faults[2] - faults[1]) / (warmup + preset.steps)
     return dict(
@@ -166,6 +173,7 @@ def measure_size(
         dtype=dtype,
         dropout=dropout,
         first_step_loss=dict(ours=ours_loss, torch=torch_loss),
+        workload_bound=bound,
         ours_compile_s=compile_s,
         ours={**ours_row, "step_times_s": ours_times},
         torch={**torch_row, "step_times_s": torch_times},
@@ -185,6 +193,9 @@ COLUMNS = (
     ("ours/torch", "ratio", ".2f"),
     ("ours MFU", "ours_mfu", ".1%"),
     ("torch MFU", "torch_mfu", ".1%"),
+    ("bound s/step", "bound_s", ".3f"),
+    ("ours %bound", "ours_pct_of_bound", ".0f"),
+    ("torch %bound", "torch_pct_of_bound", ".0f"),
     ("ours %peak", "ours_pct_of_matmul_peak", ".0f"),
     ("torch %peak", "torch_pct_of_matmul_peak", ".0f"),
     ("ours faults/step", "ours_page_faults_per_step", ",.0f"),
@@ -198,6 +209,7 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         flat = {k: r[k] for k in ("size", "batch_size", "ratio")}
         flat["lengths"] = f"{r['input_len']}/{r['target_len']}"
+        flat["bound_s"] = r["workload_bound"]["bound_s"]
         for side in ("ours", "torch"):
             flat.update({f"{side}_{k}": v for k, v in r[side].items()})
         out.append(flat)
