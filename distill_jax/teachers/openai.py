@@ -4,7 +4,7 @@ Each request (annotate, synthesize or paraphrase) becomes one prompt (from the c
 templates) and one POST to `{base_url}/chat/completions`, `concurrency` at a time. With a
 `distill.spend.Budget`, every attempt is opened in the ledger (on disk) before it is sent, with
 `max_tokens` set to the cap that fits, and settled to the provider's `usage` (or to its bound when
-the reply may have been billed but was not read). Failures are classified by teachers.http_json:
+the reply may have been billed but was not read; teachers/openai_endpoint.py). Failures are classified by teachers.http_json:
 transient ones are retried with backoff and `Retry-After`; a wrong setting (key, model, URL,
 parameter) stops the run before the next request with one message naming the setting; an
 endpoint that never accepted a connection stops it too (nothing was sent, nothing charged).
@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,29 +42,15 @@ from distill_jax import storage
 from distill_jax.metrics import extract_answer
 from distill_jax.teachers import logprobs as lp
 from distill_jax.teachers.base import Request, Response, TeacherConfigError, TeacherTokenizerError
-from distill_jax.teachers.chat_format import billed_usage, check_template, completion, render_prompt
-from distill_jax.teachers.http_json import Rejected, Retryable, backoff, request_json, snippet
+from distill_jax.teachers.chat_format import check_template, render_prompt
+from distill_jax.teachers.http_json import snippet
+from distill_jax.teachers.openai_endpoint import Endpoint, Outcome
 from distill_jax.teachers.paraphrase_list import ParsedList, parse_paraphrase_list
 from distill_jax.teachers.response_cache import CachedAnswer, ResponseCache
 from distill_jax.teachers.spend import Usage
 from distill_jax.teachers.synthesis_reply import parse_synthesis
 
 __all__ = ["OpenAITeacher", "from_config", "parse_synthesis", "render_prompt"]
-
-
-@dataclasses.dataclass
-class _Outcome:
-    """One request's result before parsing: the completion or why there is none."""
-
-    content: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    attempts: int = 0
-    reasons: list[str] = dataclasses.field(default_factory=list)  # Of every failed attempt.
-    error: str = ""
-    fatal: str = ""  # A TeacherConfigError message: stop the run.
-    skipped: bool = False
-    logprobs: list | None = None  # teachers.logprobs entries of the completion, when asked for and given
 
 
 class OpenAITeacher:
@@ -114,22 +99,25 @@ class OpenAITeacher:
         self.metered = True  # complete() takes a distill.spend.Budget and meters every attempt.
         self.model = model
         self.max_tokens = int(max_tokens)
-        self._base = base_url.rstrip("/")
-        self._url = self._base + "/chat/completions"
-        self._api_key = api_key
-        self._api_key_env = api_key_env
-        self._temperature = float(temperature)
+        self._endpoint = Endpoint(
+            base_url.rstrip("/"),
+            model,
+            api_key,
+            api_key_env=api_key_env,
+            temperature=float(temperature),
+            max_tokens=self.max_tokens,
+            timeout_s=float(timeout_s),
+            max_retries=int(max_retries),
+            backoff_s=float(backoff_s),
+            top_logprobs=self.top_logprobs,
+            sleep=sleep,
+        )
         self._concurrency = int(concurrency)
-        self._timeout_s = float(timeout_s)
-        self._max_retries = int(max_retries)
-        self._backoff_s = float(backoff_s)
         self._templates = dict(annotate=annotate_prompt, synthesize=synthesize_prompt, paraphrase=paraphrase_prompt)
-        self._sleep = sleep
-        self._rng = random.Random()
         self._cache = ResponseCache(os.fspath(cache_path))
 
     def __repr__(self) -> str:
-        return f"OpenAITeacher(url={self._url!r}, model={self.model!r})"
+        return f"OpenAITeacher(url={self._endpoint.url!r}, model={self.model!r})"
 
     # -------------------------------------------------------------------------------- complete
 
@@ -168,7 +156,7 @@ class OpenAITeacher:
             responses[i] = self._cached_response(request, row)
 
         stop, exhausted = threading.Event(), threading.Event()
-        outcomes: dict[int, _Outcome] = {}
+        outcomes: dict[int, Outcome] = {}
         firsts = [idxs[0] for idxs in groups.values()]
         fatal_probe = ""
         if self.top_logprobs and not self._verified:
@@ -222,13 +210,13 @@ class OpenAITeacher:
         )
         if not entries:
             return (
-                f"teacher {self.name} at {self._base} returned no logprobs for logprobs=true, "
+                f"teacher {self.name} at {self._endpoint.base} returned no logprobs for logprobs=true, "
                 f"top_logprobs={self.top_logprobs}: this server does not give them; {fix}"
             )
         most = max(len(alts) for _, _, alts in entries)
         if most < self.top_logprobs:
             return (
-                f"teacher {self.name} at {self._base} returned at most {most} top_logprobs per token of the "
+                f"teacher {self.name} at {self._endpoint.base} returned at most {most} top_logprobs per token of the "
                 f"{self.top_logprobs} asked: set teacher.top_logprobs={most} (or raise the server's max_logprobs)"
             )
         why = lp.round_trip(entries, content, self._token_map())
@@ -271,61 +259,9 @@ class OpenAITeacher:
     def close(self) -> None:
         self._cache.close()
 
-    # --------------------------------------------------------------------------------- pre-flight
-
     def preflight(self) -> list[str]:
-        """Checks key, URL and model before anything is bought: `GET /models`, free at every provider.
-
-        Returns the served model ids; raises TeacherConfigError naming the setting to fix. A server
-        without the route (404/405) is given the benefit of the doubt: the first request will tell.
-        """
-        url = self._base + "/models"
-        for attempt in range(self._max_retries + 1):
-            try:
-                body = request_json(url, None, self._api_key, self._timeout_s)
-                break
-            except Rejected as e:
-                if e.status in (404, 405):
-                    logging.info("teacher %s: %s has no model list (%s); not checked", self.name, url, e)
-                    return []
-                raise TeacherConfigError(self._config_message(e)) from None
-            except Retryable as e:
-                if e.reason == "http_501":  # A server that implements no GET at all.
-                    return []
-                if attempt == self._max_retries:
-                    raise TeacherConfigError(
-                        f"teacher.base_url={self._base!r} does not answer ({e}) after {attempt + 1} attempts; "
-                        "nothing was sent or charged"
-                    ) from None
-                self._sleep(
-                    e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
-                )
-        data = body.get("data")
-        served = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
-        if served and self.model not in served:
-            raise TeacherConfigError(
-                f"teacher.model={self.model!r} is not served at teacher.base_url={self._base!r}; it serves "
-                f"{', '.join(map(str, served[:20]))}"
-            )
-        logging.info("teacher %s: pre-flight ok (%d models served at %s)", self.name, len(served), self._base)
-        return served
-
-    def _config_message(self, e: Rejected) -> str:
-        fix = {
-            "key": f"the API key (environment variable {self._api_key_env or 'teacher.api_key_env'!s})",
-            "model": f"teacher.model={self.model!r}",
-            "url_or_model": f"teacher.base_url={self._base!r} or teacher.model={self.model!r}",
-            "parameter": f"teacher.temperature={self._temperature} / teacher.max_tokens={self.max_tokens}"
-            + (
-                f" / teacher.top_logprobs={self.top_logprobs} (at most the server's max_logprobs)"
-                if self.top_logprobs
-                else ""
-            ),
-        }[e.setting]
-        return (
-            f"teacher {self.name} at {self._base} refused the request: {e}. Fix {fix}; the run stopped before "
-            "its next request and nothing was charged for refused calls"
-        )
+        """Checks key, URL and model before anything is bought (`GET /models`); the served model ids."""
+        return self._endpoint.preflight()
 
     # ---------------------------------------------------------------------------------- one request
 
@@ -334,14 +270,14 @@ class OpenAITeacher:
 
     def _content_key(self, request: Request, prompt: str) -> str:
         """What the model is asked; sampled answers (temperature > 0) stay one per request."""
-        payload = ["v2", request.kind, self.model, prompt, self._temperature, self.max_tokens]
-        if self._temperature > 0:
+        payload = ["v2", request.kind, self.model, prompt, self._endpoint.temperature, self.max_tokens]
+        if self._endpoint.temperature > 0:
             payload.append(request.key)
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
     def _legacy_key(self, request: Request, prompt: str) -> str:
         # The key caches were written under before content keys; still read so nothing is paid again.
-        payload = [request.key, self.model, prompt, self._temperature, self.max_tokens]
+        payload = [request.key, self.model, prompt, self._endpoint.temperature, self.max_tokens]
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
     def _cached_response(self, request: Request, row: CachedAnswer) -> Response:
@@ -359,9 +295,9 @@ class OpenAITeacher:
         )
         return _with_list(response, parse_paraphrase_list(row.rationale)) if request.kind == "paraphrase" else response
 
-    def _answer(self, request, prompt, key, budget, stop, exhausted) -> tuple[Response, _Outcome]:
+    def _answer(self, request, prompt, key, budget, stop, exhausted) -> tuple[Response, Outcome]:
         """Asks for and parses one request's answer, caching it if usable; runs in a worker thread."""
-        outcome = self._ask(request, prompt, budget, stop, exhausted)
+        outcome = self._endpoint.ask(request, prompt, budget, stop, exhausted)
         usage = dict(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens)
         tokens = outcome.input_tokens + outcome.output_tokens
         if outcome.skipped:
@@ -399,97 +335,6 @@ class OpenAITeacher:
             ),
         )
         return (_with_list(response, parsed) if parsed else response), outcome
-
-    def _ask(self, request, prompt, budget, stop, exhausted) -> _Outcome:
-        """The stripped completion for `prompt`, retrying what may succeed on another attempt."""
-        out = _Outcome()
-        last = ""
-        for attempt in range(self._max_retries + 1):
-            if stop.is_set() or exhausted.is_set():
-                out.skipped, out.error = (
-                    True,
-                    "not asked: " + ("the run stopped" if stop.is_set() else "budget exhausted"),
-                )
-                return out
-            ticket = budget.open(request.key, request.kind, request.domain, prompt) if budget is not None else None
-            if budget is not None and ticket is None:
-                exhausted.set()  # Later requests would not fit either: keep purchases in request order.
-                out.skipped, out.error = True, "not asked: budget exhausted"
-                return out
-            cap = ticket.cap if ticket is not None else self.max_tokens
-            out.attempts += 1
-            try:
-                body = request_json(self._url, self._payload(prompt, cap, request.kind), self._api_key, self._timeout_s)
-            except Retryable as e:
-                if ticket is not None:
-                    budget.settle(ticket, e.billing, reason=e.reason)
-                if e.billing == "unread" and ticket is not None:
-                    out.input_tokens, out.output_tokens = (
-                        out.input_tokens + ticket.prompt_bound,
-                        out.output_tokens + cap,
-                    )
-                out.reasons.append(e.reason)
-                last = str(e)
-                if attempt == self._max_retries:
-                    break
-                delay = e.retry_after if e.retry_after is not None else backoff(self._backoff_s, attempt, self._rng)
-                logging.info(
-                    "teacher %s: attempt %d of %s: %s; retrying in %.1f s",
-                    self.name,
-                    attempt + 1,
-                    request.key[:12],
-                    e,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            except Rejected as e:
-                if ticket is not None:
-                    budget.settle(ticket, "free", reason=f"http_{e.status}")
-                out.reasons.append(f"http_{e.status}")
-                out.error = str(e)
-                if e.config:
-                    stop.set()
-                    out.fatal = self._config_message(e)
-                return out
-            content, finish_reason = completion(body)
-            tin, tout = billed_usage(body, ticket.prompt_bound if ticket else len(prompt.encode()), content, cap)
-            out.input_tokens, out.output_tokens = out.input_tokens + tin, out.output_tokens + tout
-            reason = "" if content else ("no_choices" if not body.get("choices") else "empty_completion")
-            if ticket is not None:
-                budget.settle(ticket, "billed", Usage(tin, tout), reason=reason)
-            if not content:
-                out.reasons.append(reason)
-                last = f"{reason}: the reply has no completion"
-                if attempt == self._max_retries:
-                    break
-                self._sleep(backoff(self._backoff_s, attempt, self._rng))
-                continue
-            if finish_reason == "length":
-                out.error = f"completion cut off at {cap} tokens"
-                return out
-            out.content = content
-            if self.top_logprobs and request.kind == "annotate":
-                out.logprobs = lp.parse(body)
-            return out
-        if out.reasons and all(r == "connect" for r in out.reasons):
-            stop.set()  # Nothing was ever sent: no request can succeed, and none was charged.
-            out.fatal = (
-                f"teacher.base_url={self._base!r} refused every connection ({last}); nothing was sent or charged"
-            )
-        out.error = f"gave up after {self._max_retries + 1} attempts: {last}"
-        return out
-
-    def _payload(self, prompt: str, cap: int, kind: str = "annotate") -> dict:
-        payload = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": self._temperature,
-            "max_tokens": cap,
-        }
-        if self.top_logprobs and kind == "annotate":  # only annotations become KD targets
-            payload.update(logprobs=True, top_logprobs=self.top_logprobs)
-        return payload
 
 
 def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> OpenAITeacher:

@@ -256,7 +256,7 @@ def test_order_is_kept_and_concurrency_bounded(endpoint, make_teacher, monkeypat
     n = 12
     # Counted where the bound is kept, in the client: the server's own count lags (its handler thread
     # is still finishing when the client already has the reply and sends the next request).
-    from distill_jax.teachers import openai as openai_module
+    from distill_jax.teachers import openai_endpoint as openai_module
 
     sent, lock, send = {"now": 0, "max": 0}, threading.Lock(), openai_module.request_json
 

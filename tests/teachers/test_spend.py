@@ -124,7 +124,7 @@ def test_retry_after_is_honoured_free_and_every_reason_is_counted(tmp_path, mock
     proxy.server.script = ["retry_after", "retry_after", "malformed", "retry_after"]
     slept = []
     t = teacher(tmp_path, proxy.base_url, concurrency=1, max_retries=5)
-    t._sleep = slept.append
+    t._endpoint.sleep = slept.append
     b = budget(tmp_path, 10)
     spend.buy(t, [annotate(1), annotate(2)], b)
     assert slept.count(0.05) == 3  # Retry-After, not the backoff.
