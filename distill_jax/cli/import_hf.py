@@ -15,7 +15,7 @@ from absl import flags
 from distill_jax.cli import common
 
 _HF_DIR = flags.DEFINE_string(
-    "hf_dir", None, "Local transformers T5-family or BART directory: config.json + *.safetensors."
+    "hf_dir", None, "transformers T5-family or BART directory (local, gs:// or s3://): config.json + *.safetensors."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "New run directory; the checkpoint goes to WORKDIR/checkpoints/0.")
 _CONFIG = common.define_config_flag()

@@ -18,6 +18,7 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from distill_jax import atomic, storage
+from distill_jax.config import ConfigError
 from distill_jax.data.tokenizers import load_tokenizer
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import unstack_layers
@@ -39,7 +40,9 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     The optimizer state is freshly initialised from `config.optimizer`, exactly as `train` does from
     `model.hf_dir`. Refuses a workdir that already holds checkpoints.
     """
-    hf_dir = os.path.abspath(hf_dir)
+    hf_dir = storage.check(hf_dir)
+    if not storage.is_remote(hf_dir):
+        hf_dir = os.path.abspath(hf_dir)
     family.hf_config(hf_dir)  # An unsupported architecture fails here, before any data is read.
     cfg = config.copy_and_resolve_references()
     cfg.model.hf_dir = hf_dir
@@ -69,7 +72,13 @@ def _model_only_manifest(cfg: ml_collections.ConfigDict, hf_dir: str) -> dict[st
     """What setup_run needs from a manifest when no data is given: the tokenizer, and no domains yet."""
     if cfg.tokenizer.kind == "hf" and cfg.tokenizer.path:
         tokenizer = load_tokenizer("hf", cfg.tokenizer.path)
-    elif any(os.path.exists(os.path.join(hf_dir, name)) for name in TOKENIZER_FILES):
+    elif any(storage.exists(storage.join(hf_dir, name)) for name in TOKENIZER_FILES):
+        if storage.is_remote(hf_dir):
+            # A run records its tokenizer's path and every later job (on any host) loads it from there.
+            raise ConfigError(
+                f"{hf_dir} holds a tokenizer, and tokenizers are read from local directories: pass "
+                "--config.tokenizer.kind=hf --config.tokenizer.path=A_LOCAL_COPY (or --config.data.train_dir)"
+            )
         tokenizer = load_tokenizer("hf", hf_dir)
     else:
         tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.path)

@@ -148,3 +148,29 @@ def test_unfit_inputs_fail_with_the_reason(small_train_config, tmp_path):
 
     out = cli("export-hf", f"--workdir={tmp_path / 'nothing'}", f"--out={tmp_path / 'out'}")
     assert out.returncode != 0 and "config.json not found" in out.stderr
+
+
+def test_import_from_a_model_directory_on_s3_equals_a_local_import(small_train_config, s3_bucket, tmp_path):
+    from distill_jax import storage
+    from distill_jax.config import ConfigError
+
+    save_random_hf_t5(tmp_path / "hf")
+    remote = f"s3://{s3_bucket}/models/t5"
+    storage.upload_tree(tmp_path / "hf", remote)
+    import_hf(str(tmp_path / "hf"), str(tmp_path / "local"), small_train_config())
+    import_hf(remote, str(tmp_path / "remote"), small_train_config())
+    assert json.loads((tmp_path / "remote" / "config.json").read_text())["model"]["hf_dir"] == remote
+    cfg = small_train_config()
+    cfg.model.hf_dir = str(tmp_path / "hf")
+    (local, _), (got, _) = (
+        restored_state(cfg, str(tmp_path / "local"), 0),
+        restored_state(cfg, str(tmp_path / "remote"), 0),
+    )
+    jax.tree.map(np.testing.assert_array_equal, local.params, got.params)
+
+    # A tokenizer stored beside the weights is not read from the bucket: the run would record a path no host has.
+    storage.put_bytes(f"{remote}/tokenizer.json", b"{}")
+    no_data = small_train_config()
+    no_data.data.train_dir = ""
+    with pytest.raises(ConfigError, match="tokenizers are read from local directories"):
+        import_hf(remote, str(tmp_path / "again"), no_data)
