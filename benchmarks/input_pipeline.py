@@ -28,10 +28,10 @@ import harness
 import jax
 import numpy as np
 
-from distill_jax.config import demo_config
 from distill_jax.data import pipeline, shards
 from distill_jax.data.demo_corpus import write_demo_corpus
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+from distill_jax.presets import demo_config
 from distill_jax.process_env import reexec_with_malloc_tuning
 from distill_jax.training.run_setup import setup_run
 

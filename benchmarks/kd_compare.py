@@ -62,10 +62,10 @@ def _teacher_init(out: str, data_dir: str) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    from distill_jax.config import demo_config
     from distill_jax.data.demo_corpus import write_demo_corpus
     from distill_jax.data.prepare import PrepareOptions, prepare_corpus
     from distill_jax.models import family
+    from distill_jax.presets import demo_config
     from distill_jax.training import trainer
     from distill_jax.training.teacher_logits import teacher_logits
 

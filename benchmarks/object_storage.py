@@ -60,10 +60,10 @@ def main() -> None:
         import fsspec
 
         from distill_jax import storage
-        from distill_jax.config import demo_config
         from distill_jax.data import shards
         from distill_jax.data.demo_corpus import write_demo_corpus
         from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+        from distill_jax.presets import demo_config
 
         bucket = server.new_bucket()
         generated = write_demo_corpus(str(root / "corpus"), seed=0, num_train=args.num_train)["train"]

@@ -11,11 +11,11 @@ files. Rows whose field names differ need only the two maps below (or --config.d
 
 Answers are checked by the label a rationale names (distill.label_set="pool": the pool's labels), the
 student learns the label ({target}; use "{rationale} So the answer is {target}." for rationale targets
-with a student big enough to write them), over-long inputs are cut to data.max_input_len rather than
+with a student big enough to write them), over-long inputs are cut to prepare.max_input_len rather than
 rejected, and report.md adds macro-F1 over labels (the paper's metric for its classification sets).
 """
 
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 
 TEXT, LABEL = "text", "label"  # The pool's columns: change these two for other names.
 
@@ -26,8 +26,6 @@ def get_config():
     c.prepare.truncate = "input"  # ... longer texts are cut, not rejected (counted in each manifest).
     c.prepare.max_target_len = 32  # The longest label (+ EOS).
     c.prepare.target_template = "{target}"
-    c.data.max_input_len = 256
-    c.data.max_target_len = 32
     c.distill.pool_fields.update(dict(id="", domain=LABEL, input=TEXT, answer=LABEL, rationale=""))
     c.distill.label_set = "pool"
     c.distill.budget = 1000.0  # Calls; the paper budgets ~50 per label (R52: 2600 for 52 labels).

@@ -13,7 +13,7 @@ Sized for a 2-core CPU: a tiny byte-level student from scratch, 600 calls over 3
 methods in ~30-60 minutes. BUILD_NOTES.md ("BalDistill on real teacher data") has the measured table.
 """
 
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 
 MIX = "runs/cqa_bbh_mix"
 
@@ -22,8 +22,6 @@ def get_config():
     c = demo_config()
     c.prepare.max_input_len = 384  # Longest input in the mix: 342 bytes (+ EOS).
     c.prepare.max_target_len = 352  # Longest rationale + "So the answer is X.": 338 bytes.
-    c.data.max_input_len = 384
-    c.data.max_target_len = 352
     c.distill.pool = f"{MIX}/pool.jsonl"
     c.distill.eval_data = f"{MIX}/eval.jsonl"
     c.distill.pool_fields.update(dict(id="id", domain="domain", input="input", answer="answer", rationale="rationale"))

@@ -8,7 +8,7 @@ The program teacher annotates pool rows with their (correct) answers and synthes
 examples of a domain when its pool runs short.
 """
 
-from distill_jax.config import baldistill_demo_config
+from distill_jax.presets import baldistill_demo_config
 
 
 def get_config():

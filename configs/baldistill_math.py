@@ -13,7 +13,7 @@ budget rolls forward. A T5-small-sized student on an accelerator is the intended
 shrink the budget, the eval set and model.size to see the machinery run.
 """
 
-from distill_jax.config import accelerator_config
+from distill_jax.presets import accelerator_config
 
 DATA = "../shared/data/baldistill_math"
 
@@ -26,8 +26,6 @@ def get_config():
     # The stored rationales already end "The answer is: X"; the template still appends the gold answer
     # in the student's own format so answer extraction is uniform.
     c.prepare.target_template = "{rationale} So the answer is {target}."
-    c.data.max_input_len = 1024
-    c.data.max_target_len = 1024
     c.distill.pool = f"{DATA}/corpus.jsonl"
     c.distill.eval_data = f"{DATA}/test_corpus.jsonl"
     c.distill.pool_fields.update(dict(id="", domain="source", input="text", answer="label"))

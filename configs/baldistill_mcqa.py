@@ -8,7 +8,7 @@ them whose rationale names another choice than their label are dropped as incons
 no test split: 50 questions per domain are held out of the pool for evaluation.
 """
 
-from distill_jax.config import accelerator_config
+from distill_jax.presets import accelerator_config
 
 DATA = "../shared/data/baldistill_mcqa"
 
@@ -17,8 +17,6 @@ def get_config():
     c = accelerator_config("small", batch_size=16)
     c.prepare.max_input_len = 2048  # RACE passages are long.
     c.prepare.max_target_len = 1024
-    c.data.max_input_len = 2048
-    c.data.max_target_len = 1024
     c.distill.pool = f"{DATA}/multichoice-qa_count_500.jsonl"
     c.distill.eval_data = ""
     c.distill.eval_holdout_per_domain = 50

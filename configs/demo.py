@@ -4,7 +4,7 @@ Same as `distill-jax demo`'s default; use it with `distill-jax train` on your ow
 for a quick smoke run: --config=configs/demo.py --config.data.train_dir=DIR.
 """
 
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ report (fidelity, diversity, student/teacher ratios, the frontier plot), not the
 The paper's students are configs/paraphrase_{t5_small,flan_t5_small,bart_base}_lora.py.
 """
 
-from distill_jax.config import paraphrase_demo_config
+from distill_jax.presets import paraphrase_demo_config
 
 
 def get_config():

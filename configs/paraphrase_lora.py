@@ -15,7 +15,7 @@ on q and v, constant 2e-4 after 3% warmup, as in the BalDistill code). Corpus: `
 paraphrase-corpus`; evaluation: `distill-jax eval --metrics=paraphrase --presets=frontier`.
 """
 
-from distill_jax.config import accelerator_config
+from distill_jax.presets import accelerator_config
 
 STUDENTS = {"t5_small": "t5-small-v1.0", "flan_t5_small": "small", "bart_base": "bart-base"}
 
@@ -26,8 +26,6 @@ def get_config(student: str = "flan_t5_small"):
     c = accelerator_config(STUDENTS[student], batch_size=64)
     c.prepare.max_input_len = 128  # Sentences: Quora/PAWS/MRPC inputs are far below 128 subword tokens.
     c.prepare.max_target_len = 128
-    c.data.max_input_len = 128
-    c.data.max_target_len = 128
     c.model.lora_rank = 8
     c.model.lora_alpha = 16.0
     c.model.lora_dropout = 0.1

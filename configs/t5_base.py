@@ -5,7 +5,7 @@ tokenizer.kind="hf", tokenizer.path=a local T5 tokenizer dir, for the 32k senten
 model.hf_dir to start from a local Hugging Face checkpoint of this size.
 """
 
-from distill_jax.config import accelerator_config
+from distill_jax.presets import accelerator_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ Flan-T5-small. Start from a local checkpoint with --config.model.hf_dir=DIR (and
 with --config.tokenizer.kind=hf --config.tokenizer.path=DIR); adapters on a random base learn little.
 """
 
-from distill_jax.config import accelerator_config
+from distill_jax.presets import accelerator_config
 
 
 def get_config():

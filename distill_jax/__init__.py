@@ -12,7 +12,8 @@ every import statement against LAYERS):
                the train loop.
   models/      Flax T5-family student, LoRA adapters, decoding, Hugging Face interop.
   data/        teacher-corpus validation, tokenization, ArrayRecord shards, grain input pipeline.
-  config.py    every configuration knob with its default (configs/ override it).
+  presets.py   named configs (the demos, accelerator shapes) over config.py's defaults.
+  config.py    every configuration knob with its default (configs/ and presets override it).
   metrics.py   answer extraction and per-domain metrics (EM/F1, named labels, head/tail split).
   job_output.py  a resumable batch job's output directory (plan.json + chunks), agreed by all processes.
   process_env.py, multihost.py, atomic.py: process set-up, who writes / barriers / gathers across
@@ -30,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("training",),
     ("models", "data"),
+    ("presets",),
     ("config", "metrics"),
     ("job_output",),
     ("process_env", "multihost", "atomic"),

@@ -3,10 +3,14 @@
 Config files in configs/ are Python (ml_collections) files whose `get_config()` starts from
 `default_config()` and overrides what differs; any field can then be overridden on the command line
 (`--config.train.steps=100`). Keeping all knobs here (MaxText style) means a reader sees each
-knob's meaning once, and a typo in a config file fails loudly (ConfigDicts are locked).
+knob's meaning once, and a typo in a config file fails loudly (ConfigDicts are locked). Named
+configs (the demos, accelerator shapes) are in presets.py.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -92,8 +96,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.train_dir = ""  # A `distill-jax prepare` output directory.
     c.data.eval_dir = ""  # Held-out prepared directory (same tokenizer); "" disables periodic eval.
-    c.data.max_input_len = 256  # Batch shape; must be >= what prepare allowed for the rows you want to keep.
-    c.data.max_target_len = 256
+    # The batch shape is prepare's limit: one knob, so training never cuts a row that prepare accepted.
+    # Setting either name sets both; a run refuses data prepared with a larger limit.
+    c.data.max_input_len = c.prepare.get_ref("max_input_len")
+    c.data.max_target_len = c.prepare.get_ref("max_target_len")
     # Per-domain sampling: "natural" (proportional to examples), "uniform", "temperature:T" (p ~ n^(1/T)),
     # or "explicit" with weights in data.domain_weights (missing domains get 0).
     c.data.mixture = "natural"
@@ -351,102 +357,20 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def demo_config() -> ml_collections.ConfigDict:
-    """The embedded demo: tiny byte-level student on the generated long-tailed corpus, a few CPU minutes."""
-    c = default_config()
-    # Generated inputs are <= 40 bytes and answers <= 4 (+ EOS): tight shapes save CPU time.
-    c.prepare.max_input_len = 48
-    c.prepare.max_target_len = 8
-    # The tiny student learns the answers; the generated rationales (< 64 bytes) would need
-    # position-wise copying, which a 0.9M-parameter student does not learn from a few dozen examples.
-    c.prepare.target_template = "{target}"
-    c.model.size = "tiny"
-    c.model.dropout_rate = 0.0
-    c.data.max_input_len = 48
-    c.data.max_target_len = 8
-    c.train.steps = 1000
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.checkpoint_every = 400
-    c.optimizer.learning_rate = 2e-3  # Measured best of 1e-3/2e-3/3e-3 for the tiny student (BUILD_NOTES "The demo").
-    c.optimizer.warmup_steps = 50
-    c.eval.every = 500
-    c.eval.batch_size = 100
-    c.eval.max_examples_per_domain = 50
-    c.eval.decode_examples_per_domain = 50
-    c.eval.head_fraction = 0.8  # The generated corpus's top 2 domains hold ~81%: those are the head.
-    return c
+def over_defaults(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A config an earlier run saved (its config.json), laid over today's ``default_config()``.
+
+    Knobs added since the run was saved take their defaults, so readers of old run directories need
+    no ``.get()`` fallbacks; what the run saved wins everywhere else (keys unknown today are kept).
+    """
+    config = default_config()
+    _lay_over(config, saved)
+    return config
 
 
-def baldistill_demo_config() -> ml_collections.ConfigDict:
-    """`distill-jax demo`: random vs BalDistill-N vs BalDistill-A on the generated pool, same budget and student."""
-    c = demo_config()
-    c.distill.pool_fields.update(dict(id="id", domain="domain", input="input", answer="target", rationale="rationale"))
-    c.distill.budget = 1000.0  # 1/3 of the 3000-row pool: random sampling buys ~4 rows of each far-tail domain.
-    # Adaptive's quotas move from natural to 3/4 uniform; with 3 stages its tail got +0.18 over random, with 4
-    # +0.24 (BUILD_NOTES "The demo"); the paper uses 5.
-    c.distill.stages = 4
-    c.distill.methods = "random,naive,adaptive"
-    c.distill.epochs_per_stage = 10.0  # Over each stage's cumulative data: ~780 steps per method in all.
-    c.distill.min_steps_per_stage = 50
-    c.distill.ifd_max_candidates = 100  # Per head domain and stage: keeps scoring to seconds on a CPU.
-    c.distill.ifd_max_new_tokens = 8  # The demo's answers are <= 4 bytes + EOS (data.max_target_len).
-    c.distill.ifd_batch_size = 100
-    c.teacher.kind = "program"
-    c.train.checkpoint_every = 1000
-    c.eval.max_examples_per_domain = 50
-    c.eval.decode_examples_per_domain = 50
-    return c
-
-
-def paraphrase_demo_config() -> ml_collections.ConfigDict:
-    """`distill-jax paraphrase-demo`: a tiny byte-level student on APTY's ChatGPT paraphrases, CPU minutes."""
-    c = demo_config()
-    c.prepare.max_input_len = 200  # APTY's longest source is 187 bytes and paraphrase 215 (+ EOS).
-    c.prepare.max_target_len = 224
-    c.data.max_input_len = 200
-    c.data.max_target_len = 224
-    c.model.dropout_rate = 0.1  # ~300 pairs: the student would otherwise memorise them.
-    c.optimizer.learning_rate = 3e-3  # The paraphrase demo's measured recipe (BUILD_NOTES, issue 9).
-    c.optimizer.warmup_steps = 100
-    c.eval.head_fraction = 1.0  # One domain.
-    c.train.steps = 600
-    c.train.checkpoint_every = 300
-    c.eval.every = 300
-    c.eval.decode_examples_per_domain = 10
-    c.paraphrase.validation_fraction = 0.2  # ~13 of APTY's 65 sources held out.
-    return c
-
-
-def accelerator_config(size: str, batch_size: int) -> ml_collections.ConfigDict:
-    """A T5 v1.1-shaped student on GPU/TPU: bf16 compute, Adafactor with T5's rsqrt schedule."""
-    c = default_config()
-    c.model.size = size
-    c.model.dtype = "bfloat16"
-    c.model.dropout_rate = 0.1
-    c.data.max_input_len = 512
-    c.data.max_target_len = 256
-    c.train.steps = 20_000
-    c.train.batch_size = batch_size
-    c.train.log_every = 100
-    c.train.checkpoint_every = 1000
-    c.optimizer.name = "adafactor"  # T5's optimizer; factored moments keep optimizer memory small.
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 1000
-    c.optimizer.decay = "rsqrt"
-    c.optimizer.weight_decay = 0.0
-    c.eval.every = 2000
-    return c
-
-
-def get_config(preset: str = "default") -> ml_collections.ConfigDict:
-    """Entry point for `--config=.../distill_jax/config.py[:preset]` (presets: default, demo, paraphrase_demo)."""
-    presets = {
-        "default": default_config,
-        "demo": demo_config,
-        "baldistill_demo": baldistill_demo_config,
-        "paraphrase_demo": paraphrase_demo_config,
-    }
-    if preset not in presets:
-        raise ValueError(f"unknown config preset {preset!r}; choose from {sorted(presets)}")
-    return presets[preset]()
+def _lay_over(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
+    for key, value in saved.items():
+        if key in config and isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+            _lay_over(config[key], value)
+        else:
+            config[key] = value

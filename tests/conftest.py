@@ -33,9 +33,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_prepared(tmp_path_factory) -> dict[str, str]:
     """A small generated long-tailed corpus, prepared: {"train": dir, "test": dir}."""
-    from distill_jax.config import demo_config
     from distill_jax.data.demo_corpus import write_demo_corpus
     from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+    from distill_jax.presets import demo_config
 
     root = tmp_path_factory.mktemp("demo")
     files = write_demo_corpus(str(root / "corpus"), seed=0, num_train=800, num_test_per_domain=8)
@@ -59,7 +59,7 @@ def small_train_config(demo_prepared):
 
 
 def _small_train_config(train_dir: str, eval_dir: str = "", **train_overrides):
-    from distill_jax.config import demo_config
+    from distill_jax.presets import demo_config
 
     cfg = demo_config()
     cfg.data.train_dir, cfg.data.eval_dir = train_dir, eval_dir

@@ -13,23 +13,28 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import distill_jax.config
+import distill_jax.presets
 
-BUILTIN_CONFIG = distill_jax.config.__file__
+BUILTIN_CONFIG = distill_jax.presets.__file__
 
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
 _FULL_HELP_FLAGS = ("--helpfull", "-helpfull")
 
 
-def run(main: Callable[[list[str]], None], argv: list[str]) -> None:
+def run(main: Callable[[], None], argv: list[str]) -> None:
     """absl's app.run for one subcommand: `--help` prints its usage and own flags and exits 0; a flag or
     config mistake is one line naming it, exit 2 (absl's --help exits 1 and a misspelled config field
-    is a traceback)."""
+    is a traceback). Before ``main`` runs, logging is set up, and a subcommand that defined the
+    distributed flags joins its multi-process run."""
     module = sys.modules[main.__module__]
 
     def checked_main(args: list[str]) -> None:
+        del args  # every subcommand reads its flags
         try:
-            main(args)
+            configure_logging()
+            if "coordinator_address" in flags.FLAGS:
+                initialize_distributed()
+            main()
         except Exception as err:
             if isinstance(err, (app.UsageError, *config_errors())):
                 usage_error(argv[0], str(err), argv)
@@ -148,6 +153,11 @@ def configure_logging() -> None:
     logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
 
 
+def flag_values(*holders: flags.FlagHolder) -> dict[str, object]:
+    """{flag name: value}: the keyword arguments of a job whose parameters are named like its flags."""
+    return {holder.name: holder.value for holder in holders}
+
+
 def define_config_flag(default_preset: str = "default") -> flags.FlagHolder:
     """--config=PATH[:ARG] (an ml_collections Python file), overridable with --config.a.b=value."""
     return config_flags.DEFINE_config_file(
@@ -237,14 +247,5 @@ def decode_settings():
             return preset(f.preset, seed=f.seed, max_decode_len=f.max_decode_len)
         except ValueError as e:
             raise flags.ValidationError(f"--preset: {e}") from None
-    return DecodeSettings(
-        method=f.decoding,
-        num_beams=f.num_beams,
-        length_penalty=f.length_penalty,
-        temperature=f.temperature,
-        top_k=f.top_k,
-        top_p=f.top_p,
-        num_return_sequences=f.num_return_sequences,
-        seed=f.seed,
-        max_decode_len=f.max_decode_len,
-    )
+    knobs = ("num_beams", "length_penalty", "temperature", "top_k", "top_p", "num_return_sequences", "seed")
+    return DecodeSettings(method=f.decoding, max_decode_len=f.max_decode_len, **{k: f[k].value for k in knobs})

@@ -20,9 +20,7 @@ _CONFIG = common.define_config_flag("baldistill_demo")
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
+def main() -> None:
     from distill_jax.distill import demo
     from distill_jax.training.trainer import STOP_ERRORS
 

@@ -133,13 +133,10 @@ def _evaluate_predictions(sets: list[tuple[str, str]]) -> str:
     return table
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
+def main() -> None:
     sets = _prediction_sets()
     if not sets and not _WORKDIR.value:
         raise app.UsageError("give --workdir, --predictions or --compare")
-    common.initialize_distributed()
     if sets:
         table = _evaluate_predictions(sets)
     else:

@@ -25,10 +25,7 @@ common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
-    common.initialize_distributed()
+def main() -> None:
     from distill_jax.training.hf_interop import export_hf
 
     step = export_hf(_WORKDIR.value, _OUT.value, _STEP.value, _OVERWRITE.value, _LORA_FORMAT.value)

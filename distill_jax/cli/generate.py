@@ -29,10 +29,7 @@ common.define_distributed_flags()
 flags.mark_flags_as_required(["checkpoint", "data", "output_dir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
-    common.initialize_distributed()
+def main() -> None:
     import jax
 
     from distill_jax.evaluation.generate import format_summary, generate
@@ -42,11 +39,8 @@ def main(argv):
         _DATA.value,
         _OUTPUT_DIR.value,
         common.decode_settings(),
-        step=_STEP.value,
-        batch_size=_BATCH_SIZE.value,
-        chunk_size=_CHUNK_SIZE.value,
         fields=common.parse_pairs(_FIELDS.value, "fields"),
-        overwrite=_OVERWRITE.value,
+        **common.flag_values(_STEP, _BATCH_SIZE, _CHUNK_SIZE, _OVERWRITE),
     )
     if jax.process_index() == 0:
         print(format_summary(summary))

@@ -23,10 +23,7 @@ common.define_distributed_flags()
 flags.mark_flags_as_required(["hf_dir", "workdir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
-    common.initialize_distributed()
+def main() -> None:
     from distill_jax.training.hf_interop import import_hf
 
     import_hf(_HF_DIR.value, _WORKDIR.value, _CONFIG.value)

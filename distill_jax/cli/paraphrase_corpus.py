@@ -31,9 +31,7 @@ _CONFIG = common.define_config_flag()
 flags.mark_flags_as_required(["from", "input", "output_dir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
+def main() -> None:
     from distill_jax.config import ConfigError
     from distill_jax.data.corpus import CorpusError
 

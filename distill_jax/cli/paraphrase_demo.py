@@ -25,9 +25,7 @@ _CONFIG = common.define_config_flag("paraphrase_demo")
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
+def main() -> None:
     from distill_jax.paraphrase.demo import run_paraphrase_demo
 
     try:

@@ -19,9 +19,7 @@ _CONFIG = common.define_config_flag()
 flags.mark_flags_as_required(["input", "output_dir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
+def main() -> None:
     from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 
     summary = prepare_corpus(

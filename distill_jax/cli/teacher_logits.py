@@ -29,10 +29,7 @@ common.define_distributed_flags()
 flags.mark_flags_as_required(["teacher", "data", "output_dir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
-    common.initialize_distributed()
+def main() -> None:
     import jax
 
     from distill_jax.training.teacher_logits import teacher_logits
@@ -41,12 +38,7 @@ def main(argv):
         _TEACHER.value,
         _DATA.value,
         _OUTPUT_DIR.value,
-        top_k=_TOP_K.value,
-        temperature=_TEMPERATURE.value,
-        step=_STEP.value,
-        batch_size=_BATCH_SIZE.value,
-        chunk_size=_CHUNK_SIZE.value,
-        overwrite=_OVERWRITE.value,
+        **common.flag_values(_TOP_K, _TEMPERATURE, _STEP, _BATCH_SIZE, _CHUNK_SIZE, _OVERWRITE),
     )
     if jax.process_index() == 0:
         keys = ("num_examples", "num_tokens", "top_k", "temperature", "ids_dtype", "bytes_per_token", "payload_bytes")

@@ -14,10 +14,7 @@ common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-    del argv
-    common.configure_logging()
-    common.initialize_distributed()
+def main() -> None:
     from distill_jax.training.trainer import STOP_ERRORS, train
 
     try:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from distill_jax.data.corpus import CorpusError, FieldMapping, Reject, _open_records
@@ -78,38 +78,66 @@ def load(fmt: str, path: str, fields: Mapping[str, str] | None = None) -> Iterat
     raise CorpusError(f"unknown paraphrase data format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _JudgedTable:
+    """A delimited file with a header whose rows are (source, paraphrase, a human's verdict, meta)."""
+
+    separator: str
+    columns: tuple[str, ...]  # what the header must name
+    source: str
+    paraphrase: str
+    verdict: str
+    verdict_values: str  # the verdicts the message names
+    width_fix: str  # what a row with the wrong number of fields tells the user
+    meta: Callable[[dict[str, str]], dict[str, Any]]
+
+
+_APTY = _JudgedTable(
+    ";",
+    ("original", "paraphrase_fixed", "paraphrase"),
+    source="original",
+    paraphrase="paraphrase_fixed",
+    verdict="paraphrase",
+    verdict_values="True or False",
+    width_fix="fix the quoting",
+    meta=lambda record: {k: _cell(v) for k, v in record.items() if k not in _APTY_TEXT_COLUMNS},
+)
+_MRPC = _JudgedTable(
+    "\t",
+    _MRPC_COLUMNS,
+    source="#1 String",
+    paraphrase="#2 String",
+    verdict="Quality",
+    verdict_values="0 or 1",
+    width_fix="fields are tab-separated",
+    meta=lambda record: {"mrpc_id1": record["#1 ID"], "mrpc_id2": record["#2 ID"]},
+)
+
+
 def load_apty(path: str) -> Iterator[Candidate | ReadProblem]:
-    name = os.path.basename(path)
-    header = _require(path, ";", ("original", "paraphrase_fixed", "paraphrase"))
-    for line, row in _rows(path, ";", skip_header=True):
-        origin = f"{name}:{line}"
-        if len(row) != len(header):
-            yield ReadProblem(origin, f"row has {len(row)} fields, the header {len(header)}; fix the quoting")
-            continue
-        record = dict(zip(header, row))
-        judged = _judgement(record["paraphrase"])
-        if judged is None:
-            yield ReadProblem(origin, f"column 'paraphrase' is {record['paraphrase']!r}; expected True or False")
-            continue
-        meta = {k: _cell(v) for k, v in record.items() if k not in _APTY_TEXT_COLUMNS}
-        yield from _pair(origin, record["original"], record["paraphrase_fixed"], judged, meta)
+    return _load_judged(path, _APTY)
 
 
 def load_mrpc(path: str) -> Iterator[Candidate | ReadProblem]:
+    return _load_judged(path, _MRPC)
+
+
+def _load_judged(path: str, table: _JudgedTable) -> Iterator[Candidate | ReadProblem]:
     name = os.path.basename(path)
-    header = _require(path, "\t", _MRPC_COLUMNS)
-    for line, row in _rows(path, "\t", skip_header=True):
+    header = _require(path, table.separator, table.columns)
+    for line, row in _rows(path, table.separator, skip_header=True):
         origin = f"{name}:{line}"
         if len(row) != len(header):
-            yield ReadProblem(origin, f"row has {len(row)} tab-separated fields, the header {len(header)}")
+            yield ReadProblem(origin, f"row has {len(row)} fields, the header {len(header)}; {table.width_fix}")
             continue
         record = dict(zip(header, row))
-        judged = _judgement(record["Quality"])
+        judged = _judgement(record[table.verdict])
         if judged is None:
-            yield ReadProblem(origin, f"column 'Quality' is {record['Quality']!r}; expected 0 or 1")
+            yield ReadProblem(
+                origin, f"column {table.verdict!r} is {record[table.verdict]!r}; expected {table.verdict_values}"
+            )
             continue
-        meta = {"mrpc_id1": record["#1 ID"], "mrpc_id2": record["#2 ID"]}
-        yield from _pair(origin, record["#1 String"], record["#2 String"], judged, meta)
+        yield from _pair(origin, record[table.source], record[table.paraphrase], judged, table.meta(record))
 
 
 def load_paws(path: str) -> Iterator[Candidate | ReadProblem]:

@@ -55,9 +55,8 @@ class PrepareOptions:
             plain_target_template=cfg.prepare.plain_target_template,
             drop_duplicate_examples=cfg.prepare.drop_duplicate_examples,
             default_domain=cfg.prepare.default_domain,
-            # .get: configs written before these knobs lack them.
-            columns=tuple(c.strip() for c in cfg.prepare.get("columns", "").split(",") if c.strip()),
-            truncate=cfg.prepare.get("truncate", "none"),
+            columns=tuple(c.strip() for c in cfg.prepare.columns.split(",") if c.strip()),
+            truncate=cfg.prepare.truncate,
         )
 
     def check(self) -> None:

@@ -19,8 +19,8 @@ from absl import logging
 from distill_jax import storage
 from distill_jax.evaluation.consistency import check_decode_consistency
 from distill_jax.evaluation.report import build_report, write_report
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import build_evaluator, setup_run
-from distill_jax.training.trainer import restore_params
 
 # Cached vs teacher-forced log-probs of the same tokens, float32 (the issue's bound).
 CONSISTENCY_ATOL = 1e-4
@@ -31,21 +31,21 @@ class DecodingMismatch(RuntimeError):
 
 
 def _load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = storage.join(workdir, "config.json")
-    if not storage.exists(path):
+    """A training workdir's or a distill/demo directory's config.json, over today's defaults."""
+    if not RunDir(workdir).has_config():
         raise FileNotFoundError(
-            f"{path} not found: --workdir must be a directory written by `distill-jax train`, `distill` or `demo`"
+            f"{RunDir(workdir).config_path} not found: --workdir must be a directory written by "
+            "`distill-jax train`, `distill` or `demo`"
         )
-    return ml_collections.ConfigDict(json.loads(storage.read_text(path)))
+    return RunDir(workdir).load_config()
 
 
 def distill_methods(workdir: str) -> list[str]:
     """The methods of a distill/demo directory whose students exist ([] for a training workdir)."""
-    if storage.isdir(storage.join(workdir, "checkpoints")):
+    if RunDir(workdir).has_checkpoints():
         return []
-    cfg = _load_config(workdir)
-    methods = [m.strip() for m in str(cfg.get("distill", {}).get("methods", "")).split(",") if m.strip()]
-    return [m for m in methods if storage.exists(storage.join(workdir, m, "train", "config.json"))]
+    methods = [m.strip() for m in _load_config(workdir).distill.methods.split(",") if m.strip()]
+    return [m for m in methods if RunDir(storage.join(workdir, m, "train")).has_config()]
 
 
 def _check_decoding(run: Any, evaluator: Any, params: Any) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def evaluate_workdir(
     if max_examples_per_domain is not None:
         cfg.eval.max_examples_per_domain = max_examples_per_domain
     run = setup_run(cfg, eval_dir=data_dir)
-    params, step = restore_params(run, workdir, step)
+    params, step = RunDir(workdir).restore_params(run, step)
     evaluator = build_evaluator(run, data_dir)
     per_domain, records = evaluator.run_with_records(params)
     extra: dict[str, Any] = {

@@ -48,6 +48,7 @@ from distill_jax.teachers.base import Example, Request
 from distill_jax.teachers.ledger import Ledger
 from distill_jax.teachers.pool import normalize_input
 from distill_jax.training import trainer
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import setup_run
 
 STATE_FILE = "scheduler_state.json"
@@ -55,11 +56,6 @@ STATE_FILE = "scheduler_state.json"
 
 class Preempted(Exception):
     """Training stopped on SIGTERM after checkpointing; re-running the same command resumes."""
-
-
-def _write_json(path: str, obj: Any) -> None:
-    if multihost.is_main():
-        atomic.write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 class MethodRun:
@@ -88,7 +84,10 @@ class MethodRun:
         if stage is not None:
             self.state["stage"] = stage
         self.state["ledger"] = self.ledger.summary()
-        _write_json(storage.join(self.dir, STATE_FILE), self.state)
+        if multihost.is_main():
+            atomic.write_text(
+                storage.join(self.dir, STATE_FILE), json.dumps(self.state, indent=1, sort_keys=True) + "\n"
+            )
         multihost.barrier(f"distill-{self.method.name}-{self.state['stage']}-{phase}")
 
     def _stage_dir(self, stage: int) -> str:
@@ -148,7 +147,7 @@ class MethodRun:
         d = self.cfg.distill
         previous = self._stage_dir(stage - 1)
         run = setup_run(self._train_config(stage - 1), train_dir=storage.join(previous, "train_data"))
-        params, step = trainer.restore_params(run, self._run_dir(stage - 1))
+        params, step = RunDir(self._run_dir(stage - 1)).restore_params(run)
         logging.info(
             "[%s] stage %d: IFD of %d candidates under the student of step %d.",
             self.method.name,
@@ -383,7 +382,8 @@ def run_distillation(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     setting = prepare_setting(config, workdir)
     if multihost.is_main():  # Before stage 0: a wrong key, model, URL or price stops here, with nothing bought.
         spend.preflight(config, setting.teacher)
-    _write_json(storage.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    if multihost.is_main():
+        RunDir(workdir).save_config(config)  # what `eval --workdir` reads the methods from
     states: dict[str, dict[str, Any]] = {}
     try:
         for method in methods:

@@ -13,9 +13,9 @@ import ml_collections
 from absl import logging
 
 from distill_jax import atomic, metrics, multihost, storage
-from distill_jax.training import trainer
 from distill_jax.training.evaluator import summary_scalars
 from distill_jax.training.metrics_writer import MetricsWriter
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import build_evaluator, setup_run
 
 PREDICTIONS_FILE = "eval_predictions.jsonl"
@@ -24,7 +24,7 @@ PREDICTIONS_FILE = "eval_predictions.jsonl"
 def evaluate(cfg: ml_collections.ConfigDict, run_dir: str, stage_dir: str, label: str) -> dict[str, Any]:
     """Per-domain metrics of the newest student in `run_dir` on `cfg.data.eval_dir`; rows to stage_dir/PREDICTIONS_FILE."""
     run = setup_run(cfg)
-    params, step = trainer.restore_params(run, run_dir)
+    params, step = RunDir(run_dir).restore_params(run)
     per_domain, records = build_evaluator(run, cfg.data.eval_dir).run_with_records(params)
     records = multihost.gather_rows(records)
     path = storage.join(stage_dir, PREDICTIONS_FILE)

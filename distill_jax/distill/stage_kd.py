@@ -40,21 +40,21 @@ DEFAULT_TOP_K = 128  # What the stages store when kd.top_k is 0 (DistillKit's an
 
 def kd_teacher(cfg: ml_collections.ConfigDict) -> str:
     """The local teacher whose logits kd stages train on; "" for CE stages. Refuses what cannot work, in one line."""
-    loss = cfg.distill.get("loss", "ce")  # .get: configs saved before the knob lack it
+    loss = cfg.distill.loss
     if loss not in LOSSES:
         raise ConfigError(f"distill.loss={loss!r}: use one of {', '.join(LOSSES)}")
     if loss == "ce":
         return ""
-    if cfg.kd.get("logits_dir") or cfg.kd.get("teacher_dir"):
+    if cfg.kd.logits_dir or cfg.kd.teacher_dir:
         raise ConfigError(
             "distill.loss=kd computes each stage's teacher logits itself: leave kd.logits_dir and kd.teacher_dir unset"
         )
-    if cfg.distill.get("kd_teacher"):
+    if cfg.distill.kd_teacher:
         return cfg.distill.kd_teacher
     if cfg.teacher.kind == "local":
         return cfg.teacher.checkpoint
     if cfg.teacher.kind == "openai":
-        k, stored = int(cfg.kd.top_k), int(cfg.teacher.get("top_logprobs", 0))
+        k, stored = int(cfg.kd.top_k), int(cfg.teacher.top_logprobs)
         if stored and k > stored:
             raise ConfigError(
                 f"kd.top_k={k} but teacher.top_logprobs={stored} is what the annotations buy: use kd.top_k=0 or <= {stored}"

@@ -29,11 +29,12 @@ from distill_jax.evaluation.scoring import (
     read_predictions,
     score_predictions,
 )
+from distill_jax.training.run_dir import RunDir
 
 
 def _is_checkpoint(path: str) -> bool:
     try:
-        generate_lib.resolve_checkpoint(path)
+        RunDir.resolve(path)
     except FileNotFoundError:
         return False
     return True
@@ -89,9 +90,9 @@ def expand_presets(
 def _train_counts(train_data: str, workdir: str, loaded: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, int], str]:
     """Training domain sizes for head/tail: --train_data, else the workdir's (or a set's checkpoint's) training data."""
     candidates = [train_data] if train_data else []
-    for run_dir in [workdir, *(s.get("checkpoint") for s in loaded.values())]:
-        if run_dir and os.path.isfile(os.path.join(run_dir, "config.json")):
-            candidates.append(generate_lib.load_run_config(run_dir).data.train_dir)
+    for path in [workdir, *(s.get("checkpoint") for s in loaded.values())]:
+        if path and RunDir(path).has_config():
+            candidates.append(RunDir(path).load_config().data.train_dir)
     for candidate in candidates:
         if candidate and os.path.isfile(os.path.join(candidate, shards.MANIFEST_FILE)):
             manifest = shards.load_manifest(candidate)
@@ -132,8 +133,8 @@ def compare_predictions(
     sets = [(name, path) for name, path, _ in expanded]
     names = [name for name, _ in sets]
     # The run whose prepare settings read the data: --workdir, else the first checkpoint among the sets.
-    workdir = workdir or next((generate_lib.resolve_checkpoint(p)[0] for _, p in sets if _is_checkpoint(p)), "")
-    cfg = generate_lib.load_run_config(workdir) if workdir else default_config()
+    workdir = workdir or next((RunDir.resolve(p)[0].path for _, p in sets if _is_checkpoint(p)), "")
+    cfg = RunDir(workdir).load_config() if workdir else default_config()
     fields = dict(fields or {})
     loaded = {name: _load_set(name, path, data, output_dir, chosen, fields) for name, path, chosen in expanded}
     if jax.process_index() != 0:

@@ -36,6 +36,9 @@ from distill_jax.evaluation.examples import Example, is_prepared_dir, load_examp
 from distill_jax.models import decoding
 from distill_jax.models.family import Model
 from distill_jax.training.inference import InferenceRunner
+from distill_jax.training.run_dir import RunDir
+from distill_jax.training.run_setup import forward_batch_size, per_process_batch_size, setup_run
+from distill_jax.training.train_state import count_params
 
 SUMMARY_FILE, PREDICTIONS_FILE, CHUNKS_DIR = "summary.json", "predictions.jsonl", "chunks"
 DECODE_METHODS = ("greedy", "beam", "sample")
@@ -76,26 +79,6 @@ class DecodeSettings:
             "sample": ("temperature", "top_k", "top_p", "num_return_sequences", "seed"),
         }[self.method]
         return {"method": self.method, **{k: getattr(self, k) for k in used}}
-
-
-def resolve_checkpoint(path: str, step: int | None = None) -> tuple[str, int | None]:
-    """A training workdir, or one of its step directories WORKDIR/checkpoints/STEP -> (workdir, step)."""
-    p = storage.check(path)
-    if storage.isfile(storage.join(p, "config.json")):
-        return p, step
-    workdir, checkpoints, name = ([""] * 2 + p.rsplit("/", 2))[-3:]
-    if name.isdigit() and checkpoints == "checkpoints" and storage.isfile(storage.join(workdir, "config.json")):
-        if step is not None and step != int(name):
-            raise ValueError(f"--checkpoint={path} is step {name} but --step={step}")
-        return workdir, int(name)
-    raise FileNotFoundError(
-        f"{path}: not a training workdir (no config.json) nor a WORKDIR/checkpoints/STEP directory; "
-        "give the --workdir of `distill-jax train`"
-    )
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(json.loads(storage.read_text(storage.join(workdir, "config.json"))))
 
 
 def prepare_options(cfg: ml_collections.ConfigDict, fields: Mapping[str, str] | None = None) -> PrepareOptions:
@@ -190,14 +173,10 @@ def generate(
     ``batch_size`` is the global batch (0 = the run's eval.batch_size); ``chunk_size`` is rounded
     up to a multiple of it. Every process must call this with the same arguments.
     """
-    from distill_jax.training.run_setup import forward_batch_size, per_process_batch_size, setup_run
-    from distill_jax.training.train_state import count_params
-    from distill_jax.training.trainer import restore_params
-
-    workdir, step = resolve_checkpoint(checkpoint, step)
-    cfg = load_run_config(workdir)
+    run_dir, step = RunDir.resolve(checkpoint, step)
+    cfg = run_dir.load_config()
     run = setup_run(cfg, eval_dir=data if is_prepared_dir(data) else "")
-    params, step = restore_params(run, workdir, step)
+    params, step = run_dir.restore_params(run, step)
     global_batch = forward_batch_size(batch_size or cfg.eval.batch_size, run, "batch_size")
     runner = InferenceRunner(run.mesh, run.rules, per_process_batch_size(global_batch, run, "batch_size"))
     chunk_size = -(-max(chunk_size, 1) // global_batch) * global_batch
@@ -219,7 +198,7 @@ def generate(
     num_chunks = -(-len(examples) // chunk_size)
     plan = {
         "format": _PLAN_FORMAT,
-        "checkpoint": storage.check(workdir),
+        "checkpoint": run_dir.path,
         "step": step,
         "data": storage.check(data),
         "num_examples": len(examples),
@@ -297,7 +276,7 @@ def generate(
     decoded_examples, generated_tokens = (sum(c[k] for c in counts) for k in ("examples", "tokens"))
 
     summary = {
-        "checkpoint": storage.check(workdir),
+        "checkpoint": run_dir.path,
         "step": step,
         "params": count_params(params),
         "data": storage.check(data),

@@ -1,15 +1,16 @@
 """What both families' attention shares: masks as additive biases, ``attend`` (einsum or
-jax.nn.dot_product_attention) and the decode-time KV cache.
+jax.nn.dot_product_attention), the decode-time KV cache and the attention module's flow.
 
-T5's ``layers.MultiHeadAttention`` and BART's ``bart.Attention`` differ in their projections and
-scaling only; masks, the softmax and the cache layout (which ``decoding.py`` reorders for beams) are
-these.
+T5's ``layers.MultiHeadAttention`` and BART's ``bart.Attention`` differ in their projections, scaling
+and dropout rate only; masks, the softmax, the cache layout (which ``decoding.py`` reorders for beams)
+and ``CachedAttention.__call__`` are these.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -20,6 +21,19 @@ Array = jax.Array
 
 # Added to masked attention scores; the most negative float32, as HF uses.
 MASKED = float(np.finfo(np.float32).min)
+# The logical axes of per-head queries, keys, values and attention outputs.
+HEAD_AXES = ("batch", "length", "heads", "kv")
+
+
+class DecodeStep(NamedTuple):
+    """One cached decode step, as the decoder hands it to its layers and their attention (None: no cache).
+
+    ``index`` is the step's position and where self-attention writes its keys/values; ``length`` is
+    the cache's (``max_decode_length``), static.
+    """
+
+    index: Array
+    length: int
 
 
 def mask_bias(mask: Array) -> Array:
@@ -110,50 +124,67 @@ def attend(
     return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype), value), 1, 2)
 
 
-class CachedKeysValues(nn.Module):
-    """The decode-time KV cache of both families' attention modules (one cache layout, so ``decoding.py``
-    reorders beams alike).
+class CachedAttention(nn.Module):
+    """Both families' attention module: query, keys/values (through the decode cache), ``attend``, output.
 
-    Self-attention (``decode=True``) writes this step's key/value at ``cache_index`` of a cache preallocated
-    to ``max_decode_length``; cross-attention (``cross_attention``) projects the encoder output once, on
-    the first step, and reuses it afterwards. A subclass has a ``cross_attention`` field and defines
-    ``_keys_values(inputs_kv, enable_dropout) -> (key, value)``, its projections.
+    Self-attention with a ``DecodeStep`` writes this step's key/value at ``step.index`` of a cache
+    preallocated to ``step.length``; cross-attention (``cross_attention``) projects the encoder output
+    once, on the first step, and reuses it afterwards. One cache layout, so ``decoding.py`` reorders
+    beams alike. A subclass has ``config`` and ``cross_attention`` fields and defines its projections
+    (``_query``, ``_keys_values``, ``_output``, each creating its named ``Dense``), the score
+    ``_scale`` and the attention weights' ``_dropout_rate``.
     """
+
+    def _query(self, inputs_q: Array, enable_dropout: bool) -> Array:
+        raise NotImplementedError
 
     def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
         raise NotImplementedError
 
-    def _cached_cross_keys_values(self, inputs_kv: Array) -> tuple[Array, Array]:
-        if self.has_variable("cache", "cached_key"):
-            return self.get_variable("cache", "cached_key"), self.get_variable("cache", "cached_value")
-        key, value = self._keys_values(inputs_kv)
-        self.put_variable("cache", "cached_key", key)
-        self.put_variable("cache", "cached_value", value)
-        return key, value
+    def _output(self, out: Array, enable_dropout: bool) -> Array:
+        raise NotImplementedError
 
-    def _cached_self_keys_values(
-        self, key: Array, value: Array, cache_index: Array, max_decode_length: int
+    def _scale(self) -> float:
+        raise NotImplementedError
+
+    def _dropout_rate(self) -> float:
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array,
+        biases: Sequence[Array],
+        enable_dropout: bool = False,
+        step: DecodeStep | None = None,
+    ) -> Array:
+        """[B, Q, d_model] queries over [B, K, d_model] keys/values -> [B, Q, d_model]; ``biases`` as ``attend``'s."""
+        query = self._query(inputs_q, enable_dropout)
+        key, value = self._cached_keys_values(inputs_kv, enable_dropout, step)
+        rate = self._dropout_rate()
+        dropout = nn.Dropout(rate, deterministic=False) if enable_dropout and rate else None
+        out = attend(query, key, value, biases, scale=self._scale(), impl=self.config.attention_impl, dropout=dropout)
+        return self._output(nn.with_logical_constraint(out, HEAD_AXES), enable_dropout)
+
+    def _cached_keys_values(
+        self, inputs_kv: Array, enable_dropout: bool, step: DecodeStep | None
     ) -> tuple[Array, Array]:
-        shape = (key.shape[0], max_decode_length, *key.shape[2:])
+        """This call's keys and values: projected, or (decoding) through the cache."""
+        if step is not None and self.cross_attention:
+            if self.has_variable("cache", "cached_key"):
+                return self.get_variable("cache", "cached_key"), self.get_variable("cache", "cached_value")
+            key, value = self._keys_values(inputs_kv)
+            self.put_variable("cache", "cached_key", key)
+            self.put_variable("cache", "cached_value", value)
+            return key, value
+        key, value = self._keys_values(inputs_kv, enable_dropout)
+        if step is None:
+            return key, value
+        shape = (key.shape[0], step.length, *key.shape[2:])
         cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
-        start = (0, cache_index, 0, 0)
+        start = (0, step.index, 0, 0)
         cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
         cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
         return cached_key.value, cached_value.value
-
-    def keys_values(
-        self,
-        inputs_kv: Array,
-        enable_dropout: bool,
-        decode: bool,
-        cache_index: Array | None,
-        max_decode_length: int | None,
-    ) -> tuple[Array, Array]:
-        """This call's keys and values: projected, or (decoding) through the cache."""
-        if decode and self.cross_attention:
-            return self._cached_cross_keys_values(inputs_kv)
-        key, value = self._keys_values(inputs_kv, enable_dropout)
-        if decode:
-            key, value = self._cached_self_keys_values(key, value, cache_index, max_decode_length)
-        return key, value

@@ -29,19 +29,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.models.attention import (
-    CachedKeysValues,
-    attend,
-    causal_mask,
-    cross_mask,
-    default_positions,
-    mask_bias,
-    padding_mask,
-    step_mask,
-)
+from distill_jax.models import stacks
+from distill_jax.models.attention import HEAD_AXES, CachedAttention, causal_mask, mask_bias, step_mask
 from distill_jax.models.bart_config import BartConfig
-from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, run_layers, start_decode_step
+from distill_jax.models.encoder_decoder import EncoderDecoder
 from distill_jax.models.layers import ACTIVATIONS, Dense, compute_dtypes, constrain, lm_logits, normal_init
+from distill_jax.models.stacks import Sublayer
 
 Array = jax.Array
 # fairseq reserved the first two rows of the position table; HF keeps them, so position p reads row p + 2.
@@ -71,44 +64,35 @@ def _layer_norm(cfg: BartConfig, name: str) -> nn.LayerNorm:
     )
 
 
-class Attention(CachedKeysValues):
-    """BART attention (scaled dot product, biased projections) with ``CachedKeysValues``' decode cache."""
+class Attention(CachedAttention):
+    """BART attention (scaled dot product, biased projections); the flow and decode cache are ``CachedAttention``'s."""
 
     config: BartConfig
     num_heads: int
     cross_attention: bool = False
 
+    def _heads(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        return (self.num_heads, self.config.d_model // self.num_heads), ("heads", "kv")
+
     def _project(self, name: str, x: Array, enable_dropout: bool) -> Array:
         cfg = self.config
-        heads = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"))
-        y = _dense(cfg, ((cfg.d_model,), ("embed",)), heads, name[0], name)(x, enable_dropout)
-        return constrain(y, ("batch", "length", "heads", "kv"))
+        y = _dense(cfg, ((cfg.d_model,), ("embed",)), self._heads(), name[0], name)(x, enable_dropout)
+        return constrain(y, HEAD_AXES)
+
+    def _query(self, inputs_q: Array, enable_dropout: bool) -> Array:
+        return self._project("query", inputs_q, enable_dropout)
 
     def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
         return self._project("key", inputs_kv, enable_dropout), self._project("value", inputs_kv, enable_dropout)
 
-    @nn.compact
-    def __call__(
-        self,
-        inputs_q: Array,
-        inputs_kv: Array,
-        attention_bias: Array,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        cache_index: Array | None = None,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        query = self._project("query", inputs_q, enable_dropout)
-        key, value = self.keys_values(inputs_kv, enable_dropout, decode, cache_index, max_decode_length)
+    def _output(self, out: Array, enable_dropout: bool) -> Array:
+        return _dense(self.config, self._heads(), ((self.config.d_model,), ("embed",)), "o", "out")(out, enable_dropout)
 
-        active = enable_dropout and cfg.attention_dropout
-        dropout = nn.Dropout(cfg.attention_dropout, deterministic=False) if active else None
-        scale = query.shape[-1] ** -0.5
-        out = attend(query, key, value, (attention_bias,), scale=scale, impl=cfg.attention_impl, dropout=dropout)
-        out = constrain(out, ("batch", "length", "heads", "kv"))
-        heads = ((self.num_heads, cfg.d_model // self.num_heads), ("heads", "kv"))
-        return _dense(cfg, heads, ((cfg.d_model,), ("embed",)), "o", "out")(out, enable_dropout)
+    def _scale(self) -> float:
+        return (self.config.d_model // self.num_heads) ** -0.5
+
+    def _dropout_rate(self) -> float:
+        return self.config.attention_dropout
 
 
 class Mlp(nn.Module):
@@ -127,55 +111,44 @@ class Mlp(nn.Module):
         return _dense(cfg, f, d, "wo", "wo")(h, enable_dropout)
 
 
-def _post_norm(cfg: BartConfig, name: str, x: Array, y: Array, enable_dropout: bool) -> Array:
-    """``norm(x + dropout(y))``, how every BART sublayer output rejoins the stream; the norm is named ``name``."""
-    y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
-    return constrain(_layer_norm(cfg, name)(x + y), ("batch", "length", "embed"))
+class _Sublayers:
+    """BART's layer parts (mixed into both layers): post-LN residual sublayers, ``Attention`` with
+    ``_shape()[0]`` heads, an ``Mlp`` of ``_shape()[1]`` features."""
+
+    def _shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _attention(self, name: str, cross_attention: bool = False) -> nn.Module:
+        return Attention(self.config, self._shape()[0], cross_attention=cross_attention, name=name)
+
+    def _mlp(self) -> nn.Module:
+        return Mlp(self.config, self._shape()[1], name="mlp")
+
+    def _sublayer(self, norm: str, x: Array, sublayer: Sublayer, enable_dropout: bool) -> Array:
+        """``norm(x + dropout(sublayer(x)))``, how every BART sublayer output rejoins the stream."""
+        y = sublayer(x)
+        y = nn.Dropout(self.config.dropout_rate)(y, deterministic=not enable_dropout)
+        return constrain(_layer_norm(self.config, norm)(x + y), ("batch", "length", "embed"))
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(_Sublayers, stacks.EncoderLayer):
     """Self-attention then MLP, each post-normed (HF ``BartEncoderLayer``)."""
 
     config: BartConfig
+    norms = ("attention_norm", "mlp_norm")
 
-    @nn.compact
-    def __call__(self, x: Array, attention_bias: Array, enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        y = Attention(cfg, cfg.encoder_attention_heads, name="attention")(x, x, attention_bias, enable_dropout)
-        x = _post_norm(cfg, "attention_norm", x, y, enable_dropout)
-        y = Mlp(cfg, cfg.encoder_ffn_dim, name="mlp")(x, enable_dropout)
-        return _post_norm(cfg, "mlp_norm", x, y, enable_dropout)
+    def _shape(self) -> tuple[int, int]:
+        return self.config.encoder_attention_heads, self.config.encoder_ffn_dim
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Sublayers, stacks.DecoderLayer):
     """Causal self-attention, cross-attention, MLP, each post-normed (HF ``BartDecoderLayer``)."""
 
     config: BartConfig
+    norms = ("self_attention_norm", "encoder_decoder_attention_norm", "mlp_norm")
 
-    @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        encoded: Array,
-        self_attention_bias: Array,
-        cross_attention_bias: Array,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        cache_index: Array | None = None,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        heads = cfg.decoder_attention_heads
-        y = Attention(cfg, heads, name="self_attention")(
-            x, x, self_attention_bias, enable_dropout, decode, cache_index, max_decode_length
-        )
-        x = _post_norm(cfg, "self_attention_norm", x, y, enable_dropout)
-        y = Attention(cfg, heads, cross_attention=True, name="encoder_decoder_attention")(
-            x, encoded, cross_attention_bias, enable_dropout, decode
-        )
-        x = _post_norm(cfg, "encoder_decoder_attention_norm", x, y, enable_dropout)
-        y = Mlp(cfg, cfg.decoder_ffn_dim, name="mlp")(x, enable_dropout)
-        return _post_norm(cfg, "mlp_norm", x, y, enable_dropout)
+    def _shape(self) -> tuple[int, int]:
+        return self.config.decoder_attention_heads, self.config.decoder_ffn_dim
 
 
 def _check_length(cfg: BartConfig, length: int, what: str) -> None:
@@ -184,101 +157,51 @@ def _check_length(cfg: BartConfig, length: int, what: str) -> None:
         raise ValueError(f"{what} of length {length} exceeds max_position_embeddings={cfg.max_position_embeddings}")
 
 
-def _embed(
-    cfg: BartConfig, shared_embedding: nn.Module, tokens: Array, positions: Array, enable_dropout: bool
-) -> Array:
-    """Scaled token embedding + learned position embedding, ``layernorm_embedding``, dropout.
+class _Embed:
+    """How both BART stacks start (mixed into both): scaled token embedding + learned position embedding,
+    ``layernorm_embedding``, dropout; the position table and the norm are the stack's ``position_embedder``
+    and ``embedding_norm``. BART has no final norm."""
 
-    Called inside a stack's compact ``__call__``: the position table and the norm become that stack's
-    ``position_embedder`` and ``embedding_norm``.
-    """
-    position_table = nn.Embed(
-        num_embeddings=cfg.max_position_embeddings + POSITION_OFFSET,
-        features=cfg.d_model,
-        embedding_init=normal_init(cfg.init_std, ("positions", "embed")),
-        name="position_embedder",
-        **compute_dtypes(cfg),
-    )
-    x = shared_embedding(tokens.astype(jnp.int32)) * cfg.embed_scale
-    x = x + position_table(positions + POSITION_OFFSET)
-    x = _layer_norm(cfg, "embedding_norm")(x)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-    return constrain(x, ("batch", "length", "embed"))
+    def _embed(self, tokens: Array, positions: Array, enable_dropout: bool) -> Array:
+        cfg = self.config
+        position_table = nn.Embed(
+            num_embeddings=cfg.max_position_embeddings + POSITION_OFFSET,
+            features=cfg.d_model,
+            embedding_init=normal_init(cfg.init_std, ("positions", "embed")),
+            name="position_embedder",
+            **compute_dtypes(cfg),
+        )
+        x = self.shared_embedding(tokens.astype(jnp.int32)) * cfg.embed_scale
+        x = x + position_table(positions + POSITION_OFFSET)
+        x = _layer_norm(cfg, "embedding_norm")(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+        return constrain(x, ("batch", "length", "embed"))
 
 
-class Encoder(nn.Module):
-    """Encoder stack: embeddings, post-LN layers (BART has no final norm)."""
+class Encoder(_Embed, stacks.EncoderStack):
+    """Encoder stack: embeddings, post-LN layers."""
 
     config: BartConfig
-    shared_embedding: nn.Module
+    layer_cls = EncoderLayer
 
-    @nn.compact
-    def __call__(
-        self,
-        tokens: Array,
-        segment_ids: Array | None = None,
-        positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        cfg = self.config
-        _check_length(cfg, tokens.shape[1], "encoder input")
-        if positions is None:
-            positions = default_positions(tokens.shape[1])
-        x = _embed(cfg, self.shared_embedding, tokens, positions, enable_dropout)
-        bias = mask_bias(padding_mask(tokens, segment_ids, cfg.pad_token_id))
-        layer_cls = maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
-        return run_layers(layer_cls, cfg, cfg.num_encoder_layers, x, bias, enable_dropout)
+    def _biases(self, positions: Array, mask: Array) -> tuple[Array]:
+        _check_length(self.config, positions.shape[1], "encoder input")
+        return (mask_bias(mask),)
 
 
-class Decoder(nn.Module):
-    """Decoder stack plus LM head.
-
-    ``decode=True`` processes a single step ([B, 1] tokens): the step number lives in the
-    ``cache/decoder/cache_index`` variable and is both the query's position and where each layer
-    writes its keys/values. All cache variables are created on the first such call.
-    """
+class Decoder(_Embed, stacks.DecoderStack):
+    """Decoder stack plus LM head (tied or not) and ``final_logits_bias``."""
 
     config: BartConfig
-    shared_embedding: nn.Module
+    layer_cls = DecoderLayer
 
-    @nn.compact
-    def __call__(
-        self,
-        encoded: Array,
-        encoder_tokens: Array,
-        decoder_tokens: Array,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        cache_index = None
-        if decode:
-            cache_index = start_decode_step(
-                self, decoder_tokens, decoder_segment_ids, decoder_positions, max_decode_length
-            )
-            _check_length(cfg, max_decode_length, "decoding")
-            decoder_positions = cache_index[None, None]
-            self_mask = step_mask(cache_index, max_decode_length)
-        else:
-            length = decoder_tokens.shape[1]
-            _check_length(cfg, length, "decoder input")
-            self_mask = causal_mask(length, decoder_segment_ids)
-            if decoder_positions is None:
-                decoder_positions = default_positions(length)
-        mask = cross_mask(encoder_tokens, encoder_segment_ids, decoder_segment_ids, cfg.pad_token_id, decode)
+    def _step_biases(self, cache_index: Array, max_decode_length: int) -> tuple[Array]:
+        _check_length(self.config, max_decode_length, "decoding")
+        return (mask_bias(step_mask(cache_index, max_decode_length)),)
 
-        x = _embed(cfg, self.shared_embedding, decoder_tokens, decoder_positions, enable_dropout)
-        # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
-        layer_cls = DecoderLayer if decode else maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
-        args = (encoded, mask_bias(self_mask), mask_bias(mask), enable_dropout)
-        if decode:
-            args += (True, cache_index, max_decode_length)
-        x = run_layers(layer_cls, cfg, cfg.num_decoder_layers, x, *args)
-        return self._logits(x, enable_dropout)
+    def _full_biases(self, length: int, segment_ids: Array | None, positions: Array) -> tuple[Array]:
+        _check_length(self.config, length, "decoder input")
+        return (mask_bias(causal_mask(length, segment_ids)),)
 
     def _logits(self, x: Array, enable_dropout: bool) -> Array:
         """LM head in the compute dtype with float32 accumulation, plus ``final_logits_bias``, float32 out."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill_jax.models.attention import CachedKeysValues, attend
+from distill_jax.models.attention import HEAD_AXES, CachedAttention
 from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
 from distill_jax.models.t5_config import T5Config
@@ -195,12 +195,12 @@ def lm_logits(
     return head(x, enable_dropout)
 
 
-class MultiHeadAttention(CachedKeysValues):
+class MultiHeadAttention(CachedAttention):
     """T5 attention (no score scaling) with an optional decode-time KV cache.
 
-    ``attention_biases`` (relative position bias, mask bias) are added to the scores one by
-    one rather than pre-summed, so no [B, heads, Q, K] bias is materialised per stack. The decode
-    cache is ``CachedKeysValues``'.
+    ``biases`` (relative position bias, mask bias) are added to the scores one by one rather than
+    pre-summed, so no [B, heads, Q, K] bias is materialised per stack. The flow and the decode cache
+    are ``CachedAttention``'s.
     """
 
     config: T5Config
@@ -211,35 +211,27 @@ class MultiHeadAttention(CachedKeysValues):
         heads = ((cfg.num_heads, cfg.d_kv), ("heads", "kv"))
         return Dense(cfg, (cfg.d_model,), ("embed",), *heads, stddev, lora_target=name[0], name=name)
 
+    def _query(self, inputs_q: Array, enable_dropout: bool) -> Array:
+        cfg = self.config
+        query = self._projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q, enable_dropout)
+        return constrain(query, HEAD_AXES)
+
     def _keys_values(self, inputs_kv: Array, enable_dropout: bool = False) -> tuple[Array, Array]:
-        names = ("batch", "length", "heads", "kv")
         key = self._projection("key", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
         value = self._projection("value", self.config.d_model**-0.5)(inputs_kv, enable_dropout)
-        return constrain(key, names), constrain(value, names)
+        return constrain(key, HEAD_AXES), constrain(value, HEAD_AXES)
 
-    @nn.compact
-    def __call__(
-        self,
-        inputs_q: Array,
-        inputs_kv: Array,
-        attention_biases: Sequence[Array],
-        enable_dropout: bool = False,
-        decode: bool = False,
-        cache_index: Array | None = None,
-        max_decode_length: int | None = None,
-    ) -> Array:
+    def _output(self, out: Array, enable_dropout: bool) -> Array:
         cfg = self.config
-        names = ("batch", "length", "heads", "kv")
-        query = self._projection("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q, enable_dropout)
-        query = constrain(query, names)
-        key, value = self.keys_values(inputs_kv, enable_dropout, decode, cache_index, max_decode_length)
-
-        dropout = nn.Dropout(cfg.dropout_rate, deterministic=False) if enable_dropout and cfg.dropout_rate else None
-        out = attend(query, key, value, attention_biases, scale=1.0, impl=cfg.attention_impl, dropout=dropout)
-        out = constrain(out, names)
         heads = ((cfg.num_heads, cfg.d_kv), ("heads", "kv"))
         output = Dense(cfg, *heads, (cfg.d_model,), ("embed",), (cfg.num_heads * cfg.d_kv) ** -0.5, "o", name="out")
         return output(out, enable_dropout)
+
+    def _scale(self) -> float:
+        return 1.0  # folded into the query's init, as in mesh-tf
+
+    def _dropout_rate(self) -> float:
+        return self.config.dropout_rate
 
 
 class MlpBlock(nn.Module):

@@ -19,15 +19,15 @@ cache is stacked the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.models.attention import causal_mask, cross_mask, default_positions, mask_bias, padding_mask, step_mask
-from distill_jax.models.encoder_decoder import EncoderDecoder, maybe_remat, run_layers, start_decode_step
+from distill_jax.models import stacks
+from distill_jax.models.attention import causal_mask, default_positions, mask_bias, step_mask
+from distill_jax.models.encoder_decoder import EncoderDecoder
 from distill_jax.models.layers import (
     MlpBlock,
     MultiHeadAttention,
@@ -36,6 +36,7 @@ from distill_jax.models.layers import (
     constrain,
     lm_logits,
 )
+from distill_jax.models.stacks import Sublayer
 from distill_jax.models.t5_config import T5Config
 
 Array = jax.Array
@@ -52,51 +53,32 @@ class _Residual(nn.Module):
         return constrain(x + y, ("batch", "length", "embed"))
 
 
-class EncoderLayer(nn.Module):
+class _Sublayers:
+    """T5's layer parts (mixed into both layers): pre-RMSNorm residual sublayers, ``MultiHeadAttention``, ``MlpBlock``."""
+
+    def _attention(self, name: str, cross_attention: bool = False) -> nn.Module:
+        return MultiHeadAttention(self.config, cross_attention=cross_attention, name=name)
+
+    def _mlp(self) -> nn.Module:
+        return MlpBlock(self.config, name="mlp")
+
+    def _sublayer(self, norm: str, x: Array, sublayer: Sublayer, enable_dropout: bool) -> Array:
+        y = sublayer(RMSNorm(self.config, name=norm)(x))
+        return _Residual(self.config)(x, y, enable_dropout)
+
+
+class EncoderLayer(_Sublayers, stacks.EncoderLayer):
     """Self-attention then MLP, each pre-normed and residual (HF ``T5Block`` of the encoder)."""
 
     config: T5Config
-
-    @nn.compact
-    def __call__(self, x: Array, attention_biases: Sequence[Array], enable_dropout: bool = False) -> Array:
-        cfg = self.config
-        y = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
-        y = MultiHeadAttention(cfg, name="attention")(y, y, attention_biases, enable_dropout)
-        x = _Residual(cfg)(x, y, enable_dropout)
-        y = MlpBlock(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_layer_norm")(x), enable_dropout)
-        return _Residual(cfg)(x, y, enable_dropout)
+    norms = ("pre_attention_layer_norm", "pre_mlp_layer_norm")
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Sublayers, stacks.DecoderLayer):
     """Causal self-attention, cross-attention, MLP (HF ``T5Block`` of the decoder)."""
 
     config: T5Config
-
-    @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        encoded: Array,
-        self_attention_biases: Sequence[Array],
-        cross_attention_biases: Sequence[Array],
-        enable_dropout: bool = False,
-        decode: bool = False,
-        cache_index: Array | None = None,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        y = RMSNorm(cfg, name="pre_self_attention_layer_norm")(x)
-        y = MultiHeadAttention(cfg, name="self_attention")(
-            y, y, self_attention_biases, enable_dropout, decode, cache_index, max_decode_length
-        )
-        x = _Residual(cfg)(x, y, enable_dropout)
-        y = RMSNorm(cfg, name="pre_cross_attention_layer_norm")(x)
-        y = MultiHeadAttention(cfg, cross_attention=True, name="encoder_decoder_attention")(
-            y, encoded, cross_attention_biases, enable_dropout, decode
-        )
-        x = _Residual(cfg)(x, y, enable_dropout)
-        y = MlpBlock(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_layer_norm")(x), enable_dropout)
-        return _Residual(cfg)(x, y, enable_dropout)
+    norms = ("pre_self_attention_layer_norm", "pre_cross_attention_layer_norm", "pre_mlp_layer_norm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,103 +86,52 @@ class DecoderLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _embed(cfg: T5Config, shared_embedding: nn.Module, tokens: Array, enable_dropout: bool) -> Array:
-    """The shared token embedding with dropout, as both stacks start (T5 has no position embedding)."""
-    x = shared_embedding(tokens.astype(jnp.int32))
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-    return constrain(x, ("batch", "length", "embed"))
+class _Ends:
+    """How both T5 stacks start and end (mixed into both): the shared embedding with dropout (T5 has no
+    position embedding), and a final RMSNorm (called ``final_norm``) with dropout."""
 
+    final_norm: ClassVar[str]
 
-class Encoder(nn.Module):
-    """Encoder stack: shared embedding, layers, final RMSNorm; bias and masks built once."""
+    def _embed(self, tokens: Array, positions: Array, enable_dropout: bool) -> Array:
+        x = self.shared_embedding(tokens.astype(jnp.int32))
+        x = nn.Dropout(self.config.dropout_rate)(x, deterministic=not enable_dropout)
+        return constrain(x, ("batch", "length", "embed"))
 
-    config: T5Config
-    shared_embedding: nn.Module
-
-    @nn.compact
-    def __call__(
-        self,
-        tokens: Array,
-        segment_ids: Array | None = None,
-        positions: Array | None = None,
-        enable_dropout: bool = False,
-    ) -> Array:
-        cfg = self.config
-        mask = padding_mask(tokens, segment_ids, cfg.pad_token_id)
-        if positions is None:
-            positions = default_positions(tokens.shape[1])
-        relpos = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
-        attention_biases = (relpos, mask_bias(mask))
-
-        x = _embed(cfg, self.shared_embedding, tokens, enable_dropout)
-        layer_cls = maybe_remat(EncoderLayer, cfg, enable_dropout_argnum=3)
-        x = run_layers(layer_cls, cfg, cfg.num_encoder_layers, x, attention_biases, enable_dropout)
-        x = RMSNorm(cfg, name="encoder_norm")(x)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+    def _finish(self, x: Array, enable_dropout: bool) -> Array:
+        x = RMSNorm(self.config, name=self.final_norm)(x)
+        x = nn.Dropout(self.config.dropout_rate)(x, deterministic=not enable_dropout)
         return constrain(x, ("batch", "length", "embed"))
 
 
-class Decoder(nn.Module):
-    """Decoder stack plus LM head.
-
-    ``decode=True`` processes a single step ([B, 1] tokens): the step number lives in the
-    ``cache/decoder/cache_index`` variable, which sets both the relative position of the query
-    and where each layer writes its keys/values. All cache variables are created, zeroed (the
-    cross-attention ones filled from ``encoded``), on the first such call.
-    """
+class Encoder(_Ends, stacks.EncoderStack):
+    """Encoder stack: shared embedding, layers, final RMSNorm; the relative position bias built once."""
 
     config: T5Config
-    shared_embedding: nn.Module
+    layer_cls = EncoderLayer
+    final_norm = "encoder_norm"
+
+    def _biases(self, positions: Array, mask: Array) -> tuple[Array, Array]:
+        relpos = RelativePositionBias(self.config, bidirectional=True, name="relpos_bias")(positions, positions)
+        return relpos, mask_bias(mask)
+
+
+class Decoder(_Ends, stacks.DecoderStack):
+    """Decoder stack plus LM head; in cached decoding the step sets the relative position of the query."""
+
+    config: T5Config
+    layer_cls = DecoderLayer
+    final_norm = "decoder_norm"
 
     def _step_biases(self, cache_index: Array, max_decode_length: int) -> tuple[Array, Array]:
-        """Self-attention biases of the current step against the whole cache."""
         key_positions = default_positions(max_decode_length)
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(
             cache_index[None, None], key_positions
         )
         return relpos, mask_bias(step_mask(cache_index, max_decode_length))
 
-    def _full_biases(self, length: int, segment_ids: Array | None, positions: Array | None) -> tuple[Array, Array]:
-        if positions is None:
-            positions = default_positions(length)
+    def _full_biases(self, length: int, segment_ids: Array | None, positions: Array) -> tuple[Array, Array]:
         relpos = RelativePositionBias(self.config, bidirectional=False, name="relpos_bias")(positions, positions)
         return relpos, mask_bias(causal_mask(length, segment_ids))
-
-    @nn.compact
-    def __call__(
-        self,
-        encoded: Array,
-        encoder_tokens: Array,
-        decoder_tokens: Array,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        decoder_positions: Array | None = None,
-        enable_dropout: bool = False,
-        decode: bool = False,
-        max_decode_length: int | None = None,
-    ) -> Array:
-        cfg = self.config
-        cache_index = None
-        if decode:
-            cache_index = start_decode_step(
-                self, decoder_tokens, decoder_segment_ids, decoder_positions, max_decode_length
-            )
-            self_biases = self._step_biases(cache_index, max_decode_length)
-        else:
-            self_biases = self._full_biases(decoder_tokens.shape[1], decoder_segment_ids, decoder_positions)
-        mask = cross_mask(encoder_tokens, encoder_segment_ids, decoder_segment_ids, cfg.pad_token_id, decode)
-        cross_biases = (mask_bias(mask),)
-
-        x = _embed(cfg, self.shared_embedding, decoder_tokens, enable_dropout)
-        # Rematerialisation only pays off when a backward pass follows, never in cached decoding.
-        layer_cls = DecoderLayer if decode else maybe_remat(DecoderLayer, cfg, enable_dropout_argnum=5)
-        args = (encoded, self_biases, cross_biases, enable_dropout)
-        if decode:
-            args += (True, cache_index, max_decode_length)
-        x = run_layers(layer_cls, cfg, cfg.num_decoder_layers, x, *args)
-        x = RMSNorm(cfg, name="decoder_norm")(x)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
-        return self._logits(x, enable_dropout)
 
     def _logits(self, x: Array, enable_dropout: bool) -> Array:
         """LM head in the compute dtype with float32 accumulation and output."""

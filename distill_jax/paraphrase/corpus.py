@@ -250,36 +250,18 @@ def build_from_config(
             if teacher is None:
                 raise ValueError("paraphrases from a teacher need the teacher (config.teacher: openai or pool)")
             spend.preflight(cfg, teacher)  # A wrong key, model, URL or price stops here, before any sentence.
-            gathered = gather_teacher(
-                teacher,
-                inputs,
-                fields,
-                k=p.k,
-                domain=p.domain,
-                chunk=p.request_chunk,
-                max_sentences=max_sentences,
-                budget=spend.budget_for(cfg, ledger, 0, teacher),
-            )
+            budget = spend.budget_for(cfg, ledger, 0, teacher)
+            asked = dict(k=p.k, domain=p.domain, chunk=p.request_chunk, max_sentences=max_sentences)
+            gathered = gather_teacher(teacher, inputs, fields, budget=budget, **asked)
         else:
             gathered = gather_dataset(source, inputs, fields)
-        return _build(cfg, gathered, output_dir, settings, moderator)
+        split = dict(domain=p.domain, validation_fraction=p.validation_fraction, seed=p.split_seed)
+        return build_corpus(
+            gathered, output_dir, settings, blocklist=Blocklist.load(p.blocklist), moderator=moderator, **split
+        )
     finally:
         if ledger is not None:
             ledger.close()
-
-
-def _build(cfg, gathered, output_dir, settings, moderator) -> CorpusSummary:
-    p = cfg.paraphrase
-    return build_corpus(
-        gathered,
-        output_dir,
-        settings,
-        domain=p.domain,
-        validation_fraction=p.validation_fraction,
-        seed=p.split_seed,
-        blocklist=Blocklist.load(p.blocklist),
-        moderator=moderator,
-    )
 
 
 def _counts(
@@ -332,14 +314,8 @@ def _row(candidate: Candidate, domain: str) -> dict[str, Any]:
 def _filter_rejects(result: FilterResult) -> Iterable[dict[str, Any]]:
     for rejected in result.rejected:
         c = rejected.candidate
-        yield dict(
-            filter=rejected.filter,
-            detail=rejected.detail,
-            origin=c.origin,
-            source=c.source,
-            paraphrase=c.paraphrase,
-            source_id=c.source_id,
-        )
+        pair = {name: getattr(c, name) for name in ("origin", "source", "paraphrase", "source_id")}
+        yield dict(filter=rejected.filter, detail=rejected.detail, **pair)
 
 
 def _rank(seed: int, group: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
@@ -29,6 +30,16 @@ Status = Literal["ok", "failed", "unavailable", "skipped"]
 class TeacherConfigError(ConfigError):
     """A setting is wrong (key, model, URL, parameter) or the endpoint is unreachable: no request can
     succeed, so the run stops before its next request. The message names the setting to fix."""
+
+
+def api_key_from_env(variable: str, knob: str) -> str:
+    """The API key in environment variable ``variable`` (named by the config field ``knob``); refused if unset."""
+    key = os.environ.get(variable, "")
+    if not key:
+        raise TeacherConfigError(
+            f"{knob} reads its API key from the environment variable {variable!r}, which is unset or empty"
+        )
+    return key
 
 
 class TeacherTokenizerError(TeacherConfigError):

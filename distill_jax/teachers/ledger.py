@@ -45,6 +45,7 @@ from typing import Any, Literal
 from absl import logging
 
 from distill_jax import storage
+from distill_jax.teachers import ledger_summary
 
 Unit = Literal["calls", "tokens", "usd"]
 UNITS = ("calls", "tokens", "usd")
@@ -120,7 +121,9 @@ class Ledger:
                 sum(a.bound for a in stale),
                 unit,
             )
-            self._append([_settle(a.key, a.attempt, "unknown", a.bound, reason="killed") for a in stale])
+            with self.batch():  # one write for all of them
+                for a in stale:
+                    self.settle(a.key, a.attempt, "unknown", a.bound, reason="killed")
 
     # ------------------------------------------------------------------------------- storage
 
@@ -321,8 +324,12 @@ class Ledger:
         usd: float | None = None,
         reason: str = "",
     ) -> None:
+        record = dict(op="settle", key=key, attempt=attempt, outcome=outcome, amount=amount)
+        record.update(input_tokens=input_tokens, output_tokens=output_tokens, reason=reason)
+        if usd is not None:
+            record["usd"] = usd
         with self._lock:
-            self._append([_settle(key, attempt, outcome, amount, input_tokens, output_tokens, usd, reason)])
+            self._append([record])
             self._lock.notify_all()
 
     def finish(self, key: str, status: str, source: str, *, kind: str = "", domain: str = "", stage: int = -1) -> None:
@@ -335,68 +342,8 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         """Totals and per-stage counts for logs and report.json (see spend.stage_line)."""
         with self._lock:
-            attempts = list(self.attempts.values())
-            requests = dict(self.requests)
-        stages: dict[int, dict[str, Any]] = {}
-
-        def stage_row(stage: int) -> dict[str, Any]:
-            return stages.setdefault(
-                stage,
-                dict(
-                    requests=0,
-                    attempts=0,
-                    retries={},
-                    outcomes={},
-                    cache_hits=0,
-                    dedup=0,
-                    failed=0,
-                    spent=0.0,
-                    reserved=0.0,
-                    input_tokens=0,
-                    output_tokens=0,
-                    usd=0.0,
-                ),
-            )
-
-        by_key: dict[str, list[Attempt]] = collections.defaultdict(list)
-        for a in attempts:
-            by_key[a.key].append(a)
-            row = stage_row(a.stage)
-            if a.outcome == "cache":
-                continue
-            row["attempts"] += 1
-            row["outcomes"][a.outcome or "open"] = row["outcomes"].get(a.outcome or "open", 0) + 1
-            if a.reason and a.outcome != "unknown":  # A failed attempt: retried, or the last one.
-                row["retries"][a.reason] = row["retries"].get(a.reason, 0) + 1
-        for a in attempts:
-            row = stage_row(a.stage)
-            row["spent"] += a.charged
-            row["reserved"] += 0.0 if a.outcome else a.bound
-            row["input_tokens"] += a.input_tokens
-            row["output_tokens"] += a.output_tokens
-            row["usd"] += a.usd or 0.0
-        for info in requests.values():
-            row = stage_row(info.stage)
-            row["requests"] += 1
-            row["cache_hits"] += info.source == "cache"
-            row["dedup"] += info.source == "dedup"
-            row["failed"] += info.status == "failed"
-        spent = sum(a.charged for a in attempts)
-        by_outcome: dict[str, float] = collections.defaultdict(float)
-        for key, info in requests.items():
-            by_outcome[f"{info.kind}/{info.status or 'in-flight'}"] += sum(a.charged for a in by_key.get(key, []))
-        count = collections.Counter(a.outcome or "open" for a in attempts)
-        return {
-            "unit": self.unit,
-            "budget": self.budget,
-            "spent": spent,
-            "left": self.budget - spent,
-            "attempts": {k: count[k] for k in sorted(count)},
-            "unknown_at_open": self.unknown_at_open,
-            "spent_by_stage": {str(k): v["spent"] for k, v in sorted(stages.items())},
-            "spent_by_outcome": dict(sorted(by_outcome.items())),
-            "stages": {str(k): v for k, v in sorted(stages.items())},
-        }
+            attempts, requests = list(self.attempts.values()), dict(self.requests)
+        return ledger_summary.summarize(attempts, requests, self.unit, self.budget, self.unknown_at_open)
 
     def close(self) -> None:
         if self._log is None:
@@ -404,20 +351,3 @@ class Ledger:
         else:
             with self._lock:
                 self._log.compact(bytes(self._content))
-
-
-def _settle(
-    key: str,
-    attempt: int,
-    outcome: str,
-    amount: float,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    usd: float | None = None,
-    reason: str = "",
-) -> dict[str, Any]:
-    record = dict(op="settle", key=key, attempt=attempt, outcome=outcome, amount=amount)
-    record.update(input_tokens=input_tokens, output_tokens=output_tokens, reason=reason)
-    if usd is not None:
-        record["usd"] = usd
-    return record

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 from absl import logging
 
-from distill_jax.teachers.base import TeacherConfigError
+from distill_jax.teachers.base import TeacherConfigError, api_key_from_env
 from distill_jax.teachers.http_json import Rejected, Retryable, backoff, post_json, snippet
 from distill_jax.teachers.spend import Usage
 
@@ -131,20 +130,11 @@ class ModerationClient:
 
 def from_config(cfg_moderation: ml_collections.ConfigDict) -> ModerationClient:
     """A client from the `c.paraphrase.moderation` knobs; the key comes from the `api_key_env` variable."""
-    api_key = os.environ.get(cfg_moderation.api_key_env, "")
-    if not api_key:
-        raise ValueError(
-            f"paraphrase.moderation reads its API key from the environment variable {cfg_moderation.api_key_env!r}, "
-            "which is unset or empty"
-        )
     return ModerationClient(
         cfg_moderation.base_url,
         cfg_moderation.model,
-        api_key,
-        batch_size=cfg_moderation.batch_size,
-        timeout_s=cfg_moderation.timeout_s,
-        max_retries=cfg_moderation.max_retries,
-        backoff_s=cfg_moderation.backoff_s,
+        api_key_from_env(cfg_moderation.api_key_env, "paraphrase.moderation"),
+        **{name: cfg_moderation[name] for name in ("batch_size", "timeout_s", "max_retries", "backoff_s")},
     )
 
 

@@ -41,7 +41,7 @@ from absl import logging
 from distill_jax import storage
 from distill_jax.metrics import extract_answer
 from distill_jax.teachers import logprobs as lp
-from distill_jax.teachers.base import Request, Response, TeacherConfigError, TeacherTokenizerError
+from distill_jax.teachers.base import Request, Response, TeacherConfigError, TeacherTokenizerError, api_key_from_env
 from distill_jax.teachers.chat_format import check_template, render_prompt
 from distill_jax.teachers.http_json import snippet
 from distill_jax.teachers.openai_endpoint import Endpoint, Outcome
@@ -340,37 +340,23 @@ class OpenAITeacher:
 def from_config(config: ml_collections.ConfigDict, workdir: str, purpose: str = "distill") -> OpenAITeacher:
     """An OpenAITeacher from the `config.teacher` knobs; the key comes from the `api_key_env` variable."""
     cfg_teacher = config.teacher  # One endpoint annotates, synthesizes and paraphrases.
-    api_key = os.environ.get(cfg_teacher.api_key_env, "")
-    if not api_key:
-        raise TeacherConfigError(
-            f"teacher.kind=openai reads its API key from the environment variable {cfg_teacher.api_key_env!r}, "
-            "which is unset or empty"
-        )
+    same_named = ("temperature", "max_tokens", "concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env")
+    same_named += ("annotate_prompt", "synthesize_prompt", "paraphrase_prompt")
     return OpenAITeacher(
         cfg_teacher.base_url,
         cfg_teacher.model,
-        api_key,
-        temperature=cfg_teacher.temperature,
-        max_tokens=cfg_teacher.max_tokens,
-        concurrency=cfg_teacher.concurrency,
-        timeout_s=cfg_teacher.timeout_s,
-        max_retries=cfg_teacher.max_retries,
-        backoff_s=cfg_teacher.backoff_s,
+        api_key_from_env(cfg_teacher.api_key_env, "teacher.kind=openai"),
         cache_path=cfg_teacher.cache_path or storage.join(workdir, "teacher_cache.sqlite"),
-        annotate_prompt=cfg_teacher.annotate_prompt,
-        synthesize_prompt=cfg_teacher.synthesize_prompt,
-        paraphrase_prompt=cfg_teacher.paraphrase_prompt,
-        api_key_env=cfg_teacher.api_key_env,
+        **{name: cfg_teacher[name] for name in same_named},
         **_kd_settings(config, purpose),
     )
 
 
 def _kd_settings(config: ml_collections.ConfigDict, purpose: str) -> dict:
     """top_logprobs and the student's tokenizer when BalDistill stages learn from this teacher's log-probs."""
-    distill = config.get("distill") or {}
-    if purpose != "distill" or distill.get("loss", "ce") != "kd" or distill.get("kd_teacher"):
+    if purpose != "distill" or config.distill.loss != "kd" or config.distill.kd_teacher:
         return {}
-    k = int(config.teacher.get("top_logprobs", lp.SERVER_CAP))
+    k = int(config.teacher.top_logprobs)
     if k < 1:
         raise TeacherConfigError(
             f"teacher.top_logprobs={k}: distill.loss=kd with teacher.kind=openai needs 1..{lp.SERVER_CAP} "

@@ -26,7 +26,6 @@ used, unless the caller asks to refuse instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,40 +35,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from distill_jax import storage
+from distill_jax import multihost, storage
 from distill_jax.models import lora
 from distill_jax.training import orbax_s3, retention
 
 FROZEN_BASE = "frozen_base"
 CORRUPT_DIR = "corrupt"  # Damaged steps are moved here (kept for inspection, out of Orbax's step list).
 ON_CORRUPT_CHOICES = ("fallback", "fail")
-
-
-def _gather_json(value: Any) -> list[Any]:
-    """`value` from every process, in process order (collective: every process must call it)."""
-    if jax.process_count() == 1:
-        return [value]
-    encoded = np.frombuffer(json.dumps(value).encode("utf-8"), np.uint8)
-    lengths = multihost_utils.process_allgather(np.array([encoded.size], np.int32)).reshape(-1)
-    padded = np.zeros((int(lengths.max()),), np.uint8)
-    padded[: encoded.size] = encoded
-    gathered = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:n]).decode("utf-8")) for row, n in zip(gathered, lengths)]
-
-
-def local_data_state(saved: dict[str, Any]) -> dict[str, Any] | None:
-    """This process's iterator state from a checkpoint's data item, or None if it cannot be used.
-
-    Unpacked streams are identical on every process (process i reads elements i, i+P, ... of one
-    global stream, and all count the same batches), so they move to any process count. Packed
-    streams depend on which examples each process packed: only the same process count resumes them.
-    """
-    states = saved["per_process"]
-    if len(states) == jax.process_count():
-        return states[jax.process_index()]
-    if all(s == states[0] for s in states) and set(states[0]) == {"next_index"}:
-        return states[0]
-    return None
 
 
 def _split_frozen_base(state: Any) -> tuple[Any, Any | None]:
@@ -203,7 +175,7 @@ class Checkpointer:
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state),
-                    data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
+                    data=ocp.args.JsonSave({"per_process": multihost.gather_rows([data_state])}),
                     meta=ocp.args.JsonSave(meta),
                 ),
             )

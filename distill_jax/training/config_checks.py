@@ -41,7 +41,7 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
     batch, accum = _int(cfg, "train.batch_size"), _int(cfg, "train.grad_accum_steps")
     if batch and accum and batch >= 1 and accum >= 1 and batch % accum:
         problems.append(f"train.batch_size={batch} must be divisible by train.grad_accum_steps={accum}")
-    if cfg.train.get("on_corrupt_checkpoint", "fallback") not in ON_CORRUPT_CHOICES:
+    if cfg.train.on_corrupt_checkpoint not in ON_CORRUPT_CHOICES:
         problems.append(
             f"train.on_corrupt_checkpoint={cfg.train.on_corrupt_checkpoint!r} must be one of {ON_CORRUPT_CHOICES}"
         )
@@ -52,7 +52,7 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
         if path and not storage.isfile(storage.join(path, shards.MANIFEST_FILE)):
             what = "does not exist" if not storage.exists(path) else f"holds no {shards.MANIFEST_FILE}"
             problems.append(f"{name}={path!r} {what}: it must be a `distill-jax prepare` output directory")
-    hf_dir = cfg.model.get("hf_dir")
+    hf_dir = cfg.model.hf_dir
     if hf_dir and not storage.isfile(storage.join(hf_dir, "config.json")):
         problems.append(
             f"model.hf_dir={hf_dir!r} holds no config.json: it must be a transformers model directory "

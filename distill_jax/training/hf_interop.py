@@ -17,16 +17,16 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from distill_jax import atomic, storage
+from distill_jax import storage
 from distill_jax.config import ConfigError
 from distill_jax.data.tokenizers import load_tokenizer
 from distill_jax.models import family
 from distill_jax.models.encoder_decoder import unstack_layers
 from distill_jax.models.hf_files import TOKENIZER_FILES
 from distill_jax.models.lora import merge_lora, strip_adapters
-from distill_jax.training.checkpoints import Checkpointer
+from distill_jax.training.resume import hf_initial_state
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import setup_run
-from distill_jax.training.trainer import checkpointer_dir, hf_initial_state, restore_params
 
 
 def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -46,10 +46,11 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     family.hf_config(hf_dir)  # An unsupported architecture fails here, before any data is read.
     cfg = config.copy_and_resolve_references()
     cfg.model.hf_dir = hf_dir
-    checkpointer = Checkpointer(checkpointer_dir(workdir))
+    run_dir = RunDir(workdir)
+    checkpointer = run_dir.checkpointer()
     try:
         if checkpointer.latest_step() is not None:
-            raise FileExistsError(f"{checkpointer_dir(workdir)} already holds checkpoints; import into a fresh workdir")
+            raise FileExistsError(f"{run_dir.checkpoints} already holds checkpoints; import into a fresh workdir")
         run = setup_run(cfg, manifest=None if cfg.data.train_dir else _model_only_manifest(cfg, hf_dir))
         meta = {
             "config": json.loads(cfg.to_json_best_effort()),
@@ -65,7 +66,7 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict) -> N
     finally:
         checkpointer.close()
     if jax.process_index() == 0:
-        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
+        run_dir.save_config(cfg)
 
 
 def _model_only_manifest(cfg: ml_collections.ConfigDict, hf_dir: str) -> dict[str, Any]:
@@ -98,12 +99,8 @@ def export_hf(
     """
     if lora_format not in ("merged", "peft"):
         raise ValueError(f"lora_format={lora_format!r}: use merged or peft")
-    config_path = storage.join(workdir, "config.json")
-    if not storage.exists(config_path):
-        raise FileNotFoundError(
-            f"{config_path} not found: the workdir must be written by `distill-jax train` or `import-hf`"
-        )
-    cfg = ml_collections.ConfigDict(json.loads(storage.read_text(config_path)))
+    run_dir = RunDir(workdir)
+    cfg = run_dir.load_config()
     out_url = storage.check(out_dir)
     if storage.is_remote(out_url):
         if storage.exists(storage.join(out_url, "config.json")) and not overwrite:
@@ -111,17 +108,10 @@ def export_hf(
         # Written locally as usual, then uploaded with config.json (what from_pretrained opens first) last.
         out_dir = os.path.join(tempfile.mkdtemp(dir=storage.staging_dir(out_url, "export")), "out")
     # The checkpoint records its domains and tokenizer: exporting needs neither the training nor the eval data.
-    checkpointer = Checkpointer(checkpointer_dir(workdir))
-    try:
-        chosen = checkpointer.latest_step() if step is None else step
-        if chosen is None:
-            raise FileNotFoundError(f"{checkpointer_dir(workdir)} holds no checkpoint to export")
-        meta = checkpointer.restore_meta(chosen)
-    finally:
-        checkpointer.close()
+    _, meta = run_dir.step_meta(step)
     manifest = {"tokenizer": meta["tokenizer"], "domains": dict.fromkeys(meta["domain_names"], {"num_examples": 0})}
     run = setup_run(cfg, eval_dir="", manifest=manifest)
-    params, step = restore_params(run, workdir, step)
+    params, step = run_dir.restore_params(run, step)
     host_params = multihost_utils.process_allgather(params, tiled=True)
     config = run.model_config
     if config.scan_layers:  # Everything below (HF names, LoRA merging) is per layer.

@@ -33,10 +33,7 @@ class KDRun:
 
 def kd_mode(cfg: ml_collections.ConfigDict) -> str:
     """The KD source of a run: "stored", "online" or "" (none); both at once is refused in one line."""
-    kd_cfg = cfg.get("kd")  # .get: workdir configs saved before the section existed lack it
-    if kd_cfg is None:
-        return ""
-    stored, online = bool(kd_cfg.get("logits_dir")), bool(kd_cfg.get("teacher_dir"))
+    stored, online = bool(cfg.kd.logits_dir), bool(cfg.kd.teacher_dir)
     if stored and online:
         raise ConfigError(
             "kd.logits_dir and kd.teacher_dir are exclusive: stored teacher top-k (offline) or a teacher in the "

@@ -1,7 +1,6 @@
 """Where a run's state comes from: the newest readable checkpoint, an HF model, or a fresh init.
 
-Split from trainer.py (the loop); also used by eval, generate, export-hf and the stage scheduler
-through `restore_params`.
+Split from trainer.py (the loop); what readers of a finished run restore is in run_dir.py.
 """
 
 from __future__ import annotations
@@ -15,37 +14,26 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from distill_jax import storage
 from distill_jax.models import family, lora
-from distill_jax.training.checkpoints import Checkpointer, Restored, local_data_state
+from distill_jax.training.checkpoints import Checkpointer, Restored
+from distill_jax.training.run_dir import RunDir, meta_checker
 from distill_jax.training.run_setup import RunSetup
 from distill_jax.training.train_state import TrainState
 
 
-def checkpointer_dir(workdir: str) -> str:
-    return storage.join(workdir, "checkpoints")
+def local_data_state(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """This process's iterator state from a checkpoint's data item, or None if it cannot be used.
 
-
-def _meta_checker(run: RunSetup, workdir: str):
-    """Refuses a checkpoint of another architecture or other domains (a config mistake, not damage)."""
-
-    def check(step: int, meta: dict[str, Any]) -> None:
-        changed = family.architecture_changes(meta["model"], run.model_config)
-        if changed:
-            raise ValueError(
-                f"{workdir}: the checkpoint's model differs from the config's (checkpoint, config): {changed}; "
-                "use the config it was trained with (e.g. the same --config.model.size or --config.model.hf_dir) "
-                "or a fresh --workdir"
-            )
-        # An import-hf checkpoint made without data has seen no domains yet: the first data decides them.
-        adopts = meta.get("imported_from") and not meta["domain_names"] and step == 0
-        if meta["domain_names"] != run.domain_names and not adopts:
-            raise ValueError(
-                f"{workdir}: the checkpoint's domains {meta['domain_names']} differ from the data's "
-                f"{run.domain_names}; use a fresh --workdir for different data"
-            )
-
-    return check
+    Unpacked streams are identical on every process (process i reads elements i, i+P, ... of one
+    global stream, and all count the same batches), so they move to any process count. Packed
+    streams depend on which examples each process packed: only the same process count resumes them.
+    """
+    states = saved["per_process"]
+    if len(states) == jax.process_count():
+        return states[jax.process_index()]
+    if all(s == states[0] for s in states) and set(states[0]) == {"next_index"}:
+        return states[0]
+    return None
 
 
 def resume(
@@ -54,8 +42,8 @@ def resume(
     """Restores the newest readable checkpoint and, where it still applies, the data position; None if none."""
     restored = checkpointer.restore_latest(
         run.abstract_state,
-        on_corrupt=run.config.train.get("on_corrupt_checkpoint", "fallback"),
-        check_meta=_meta_checker(run, workdir),
+        on_corrupt=run.config.train.on_corrupt_checkpoint,
+        check_meta=meta_checker(run, workdir),
         quarantine=True,
     )
     if restored is None:
@@ -76,35 +64,8 @@ def resume(
         )
     else:
         data_iter.set_state(data_state)
-    logging.info("Resumed from %s at step %d.", checkpointer_dir(workdir), step)
+    logging.info("Resumed from %s at step %d.", RunDir(workdir).checkpoints, step)
     return restored
-
-
-def restore_params(run: RunSetup, workdir: str, step: int | None = None) -> tuple[Any, int]:
-    """The params of a workdir's checkpoint (the newest readable one by default), sharded for `run`'s mesh.
-
-    Only the params are read: jobs that run the model (eval, generate, IFD, teachers, export-hf) never
-    load the optimizer's moments (issue 19: load time and host memory).
-    """
-    directory = checkpointer_dir(workdir)
-    if not storage.isdir(directory):
-        raise FileNotFoundError(f"no checkpoint in {directory}: train first (distill-jax train --workdir=...)")
-    checkpointer = Checkpointer(directory)
-    try:
-        if step is not None:
-            state, _, _ = checkpointer.restore(step, run.abstract_state, params_only=True)
-            return state.params, step
-        # A reader never moves damaged steps (a training job may own the directory); it just skips them.
-        restored = checkpointer.restore_latest(
-            run.abstract_state, check_meta=_meta_checker(run, workdir), params_only=True
-        )
-        if restored is None:
-            raise FileNotFoundError(
-                f"no readable checkpoint in {directory}: train first (distill-jax train --workdir=...)"
-            )
-        return restored.state.params, restored.step
-    finally:
-        checkpointer.close()
 
 
 def hf_initial_state(run: RunSetup) -> TrainState:

@@ -29,8 +29,8 @@ from distill_jax.training.train_state import TrainState, state_shardings
 
 
 def lora_overrides(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Model config LoRA fields from the config's model section (absent in configs saved before LoRA)."""
-    if not model_cfg.get("lora_rank", 0):
+    """Model config LoRA fields from the config's model section."""
+    if not model_cfg.lora_rank:
         return {}
     targets = tuple(t.strip() for t in model_cfg.lora_targets.split(",") if t.strip())
     return dict(
@@ -81,6 +81,18 @@ def _check_same_tokenizer(train: Mapping[str, Any], other: Mapping[str, Any], ot
         )
 
 
+def _check_lengths(config: ml_collections.ConfigDict, manifest: Mapping[str, Any], data_dir: str) -> None:
+    """A batch shorter than what prepare accepted would silently cut rows (a rationale's answer with them)."""
+    for field in ("max_input_len", "max_target_len"):
+        prepared, batch = manifest.get(field), config.data[field]
+        if prepared is not None and int(prepared) > int(batch):
+            raise ConfigError(
+                f"{data_dir} was prepared with {field}={prepared} but this run's batch holds data.{field}={batch} "
+                f"tokens, which would cut longer rows: set --config.prepare.{field}={prepared} (the batch follows it) "
+                f"or prepare the data again with {field}={batch}"
+            )
+
+
 def _check_tokenizer_fits(tok: Mapping[str, Any], model_config: ModelConfig, hf_dir: str) -> None:
     """The data's ids must be ids of the imported model, with its pad and EOS: a pretrained embedding has no slack."""
     problems = []
@@ -120,22 +132,24 @@ def setup_run(
             )
         manifest = shards.load_manifest(train_dir)
     eval_manifest = shards.load_manifest(eval_dir) if eval_dir else None
+    _check_lengths(config, manifest, train_dir)
     if eval_manifest is not None:
         _check_same_tokenizer(manifest, eval_manifest, eval_dir)
+        _check_lengths(config, eval_manifest, eval_dir)
     tok = manifest["tokenizer"]
     tokenizer = tokenizer_from_dict(tok)
     # data.domains: a run whose data gains domains later (the stage scheduler) keeps one index order.
-    declared = [d.strip() for d in config.data.get("domains", "").split(",") if d.strip()]
+    declared = [d.strip() for d in config.data.domains.split(",") if d.strip()]
     domains = set(manifest["domains"]) | set(eval_manifest["domains"] if eval_manifest else ()) | set(declared)
     overrides = dict(
         dtype=config.model.dtype,
         dropout_rate=config.model.dropout_rate,
         remat=config.model.remat,
-        scan_layers=config.model.get("scan_layers", False),  # .get: configs saved before the knob lack it.
-        attention_impl=config.model.get("attention_impl", "einsum"),  # .get: as for scan_layers.
+        scan_layers=config.model.scan_layers,
+        attention_impl=config.model.attention_impl,
         **lora_overrides(config.model),
     )
-    hf_dir = config.model.get("hf_dir")  # .get: workdir configs saved before the knob existed lack it.
+    hf_dir = config.model.hf_dir
     if hf_dir:
         model_config = family.hf_config(hf_dir, **overrides)
         _check_tokenizer_fits(tok, model_config, hf_dir)
@@ -150,7 +164,7 @@ def setup_run(
         )
     mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
-    schedule_steps = config.optimizer.get("schedule_steps", 0) or config.train.steps
+    schedule_steps = config.optimizer.schedule_steps or config.train.steps
     tx = optimizers.make_optimizer(config.optimizer, schedule_steps, train_only_adapters=model_config.lora_rank > 0)
     abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
     return RunSetup(
@@ -196,6 +210,12 @@ def forward_batch_size(global_batch: int, run: RunSetup, what: str) -> int:
     return rounded
 
 
+def input_layout(run: RunSetup) -> dict[str, int]:
+    """The batch's lengths and this process's share of the global stream, as every input pipeline takes them."""
+    lengths = dict(max_input_len=run.config.data.max_input_len, max_target_len=run.config.data.max_target_len)
+    return dict(**lengths, shard_index=jax.process_index(), shard_count=jax.process_count())
+
+
 def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None = None) -> Evaluator:
     """The evaluator over a prepared held-out directory (optionally only some of its domains)."""
     cfg = run.config
@@ -204,14 +224,7 @@ def build_evaluator(run: RunSetup, eval_dir: str, domains: Sequence[str] | None 
         sources = {d: s for d, s in sources.items() if d in set(domains)}
     global_batch = forward_batch_size(cfg.eval.batch_size, run, "eval.batch_size")
     batch_size = per_process_batch_size(global_batch, run, "eval.batch_size")
-    common = dict(
-        domain_index=run.domain_index,
-        batch_size=batch_size,
-        max_input_len=cfg.data.max_input_len,
-        max_target_len=cfg.data.max_target_len,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-    )
+    common = dict(domain_index=run.domain_index, batch_size=batch_size, **input_layout(run))
     loss_batches = build_eval_batches(sources, max_per_domain=cfg.eval.max_examples_per_domain, **common)
     decode_batches = (
         build_eval_batches(sources, max_per_domain=cfg.eval.decode_examples_per_domain, **common)

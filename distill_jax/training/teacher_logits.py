@@ -29,8 +29,7 @@ from distill_jax.data.pipeline import PadToModelFeatures, ToExample
 from distill_jax.models import family
 from distill_jax.models.seq2seq import Seq2SeqModel
 from distill_jax.training import partitioning
-from distill_jax.training.checkpoints import Checkpointer
-from distill_jax.training.resume import checkpointer_dir
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import RunSetup, forward_batch_size, per_process_batch_size, setup_run
 
 _PLAN_FORMAT = 1
@@ -80,27 +79,20 @@ def load_teacher(
         return run, _hf_params(run), {"teacher": teacher, "kind": "hf", "step": None}
     if config is None:
         raise ConfigError(f"{teacher}: neither a training workdir (config.json) nor a Hugging Face model directory")
-    cfg = _with_mesh(ml_collections.ConfigDict(config), mesh)
-    run = setup_run(cfg, train_dir=data, eval_dir="")
-    checkpointer = Checkpointer(checkpointer_dir(teacher))
-    try:
-        step = checkpointer.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{teacher}: no checkpoint to read the teacher from")
-        meta = checkpointer.restore_meta(step)
-        if meta["tokenizer"]["fingerprint"] != run.manifest["tokenizer"]["fingerprint"]:
-            raise ValueError(
-                f"the teacher {teacher} was trained with tokenizer {meta['tokenizer'].get('name')!r} but {data} was "
-                f"prepared with {run.manifest['tokenizer'].get('name')!r}: its logits must index the student's "
-                "vocabulary; prepare the data with the teacher's tokenizer"
-            )
-        changed = family.architecture_changes(meta["model"], run.model_config)
-        if changed:
-            raise ValueError(f"{teacher}: its checkpoint's model differs from its config: {changed}")
-        state, _, _ = checkpointer.restore(step, run.abstract_state, params_only=True)
-    finally:
-        checkpointer.close()
-    return run, state.params, {"teacher": teacher, "kind": "run", "step": int(step)}
+    run_dir = RunDir(teacher)
+    run = setup_run(_with_mesh(run_dir.load_config(), mesh), train_dir=data, eval_dir="")
+    step, meta = run_dir.step_meta(step)
+    if meta["tokenizer"]["fingerprint"] != run.manifest["tokenizer"]["fingerprint"]:
+        raise ValueError(
+            f"the teacher {teacher} was trained with tokenizer {meta['tokenizer'].get('name')!r} but {data} was "
+            f"prepared with {run.manifest['tokenizer'].get('name')!r}: its logits must index the student's "
+            "vocabulary; prepare the data with the teacher's tokenizer"
+        )
+    changed = family.architecture_changes(meta["model"], run.model_config)
+    if changed:
+        raise ValueError(f"{teacher}: its checkpoint's model differs from its config: {changed}")
+    params, step = run_dir.restore_params(run, step)
+    return run, params, {"teacher": teacher, "kind": "run", "step": int(step)}
 
 
 def _examples(data: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import atomic, metrics, storage
+from distill_jax import metrics, storage
 from distill_jax.data import pipeline, shards
 from distill_jax.models import family, lora
 from distill_jax.training import guard, interval_scalars, memory, partitioning
@@ -38,14 +38,15 @@ from distill_jax.training.kd_setup import open_kd
 from distill_jax.training.metrics_writer import MetricsWriter
 from distill_jax.training.preemption import Preemption
 from distill_jax.training.progress import Progress
-from distill_jax.training.resume import checkpointer_dir, hf_initial_state, restore_params, resume
-from distill_jax.training.run_setup import RunSetup, build_evaluator, per_process_batch_size, setup_run
+from distill_jax.training.resume import hf_initial_state, resume
+from distill_jax.training.run_dir import RunDir
+from distill_jax.training.run_setup import RunSetup, build_evaluator, input_layout, per_process_batch_size, setup_run
 from distill_jax.training.train_state import TrainState, count_params, create_train_state
 
 # What stops a run on purpose with a one-line reason (the CLI prints it and exits 1, no traceback); a
 # ConfigError (a setting to fix before anything runs) is a usage error instead: one line, exit 2.
 STOP_ERRORS = (guard.TrainingStopped, CheckpointSaveError, CorruptCheckpointError)
-__all__ = ["STOP_ERRORS", "TrainResult", "checkpointer_dir", "hf_initial_state", "restore_params", "train"]
+__all__ = ["STOP_ERRORS", "TrainResult", "train"]
 
 
 @dataclasses.dataclass
@@ -134,10 +135,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
         run.domain_index,
         seed=cfg.seed,
         batch_size=local_batch,
-        max_input_len=cfg.data.max_input_len,
-        max_target_len=cfg.data.max_target_len,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
+        **input_layout(run),
         worker_threads=cfg.data.worker_threads,
         prefetch_batches=cfg.data.prefetch_batches,
         pack=cfg.data.pack,
@@ -150,8 +148,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     # checkpoint directory is only opened when it exists: a run that fails to start creates nothing.
     checkpointer = None
     restored = None
-    skip_cap = int(cfg.train.get("skip_nonfinite_batches", 0))
-    if storage.isdir(checkpointer_dir(workdir)):
+    skip_cap = cfg.train.skip_nonfinite_batches
+    if RunDir(workdir).has_checkpoints():
         checkpointer = _checkpointer(cfg, workdir)
         restored = resume(checkpointer, run, weights, data_iter, workdir)
     if restored is not None:
@@ -201,7 +199,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, extra_meta: dict[str,
     # --- Everything could start: only now does the workdir get written.
     storage.makedirs(workdir)
     if is_main:
-        atomic.write_text(storage.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
+        RunDir(workdir).save_config(cfg)
     if checkpointer is None:
         checkpointer = _checkpointer(cfg, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step)
@@ -336,8 +334,7 @@ def _close_quietly(checkpointer: Checkpointer) -> None:
 
 
 def _checkpointer(cfg: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
-    return Checkpointer(
-        checkpointer_dir(workdir),
+    return RunDir(workdir).checkpointer(
         keep_last=cfg.train.keep_last,
         keep_best=cfg.train.keep_best,
         best_metric=cfg.train.best_metric,

@@ -132,7 +132,7 @@ def test_train_refuses_a_bad_config_in_one_line_and_creates_nothing(demo_prepare
     workdir = tmp_path / "w"
     out = cli(
         "train",
-        "--config=distill_jax/config.py:demo",
+        "--config=distill_jax/presets.py:demo",
         f"--workdir={workdir}",
         f"--config.data.train_dir={demo_prepared['train']}",
         "--config.train.steps=-5",
@@ -146,7 +146,7 @@ def test_a_diverging_train_exits_nonzero_in_one_line(demo_prepared, tmp_path):
     # Before: exit 0 with loss=nan on the bar and 130 lines of tensorboardX "NaN or Inf found in input tensor".
     out = cli(
         "train",
-        "--config=distill_jax/config.py:demo",
+        "--config=distill_jax/presets.py:demo",
         f"--workdir={tmp_path / 'w'}",
         f"--config.data.train_dir={demo_prepared['train']}",
         "--config.data.max_input_len=64",

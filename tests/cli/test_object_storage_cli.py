@@ -14,7 +14,7 @@ from distill_jax import storage
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 
-CONFIG = os.path.join(REPO, "distill_jax", "config.py") + ":demo"  # absolute: the CLI runs in tmp_path
+CONFIG = os.path.join(REPO, "distill_jax", "presets.py") + ":demo"  # absolute: the CLI runs in tmp_path
 
 
 @pytest.mark.parametrize("subcommand", ["train", "prepare"])

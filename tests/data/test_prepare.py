@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from distill_jax.data import shards
 from distill_jax.data.corpus import REJECT_REASONS, CorpusError, FieldMapping
-from distill_jax.data.prepare import PrepareOptions, prepare_corpus, source_labels
+from distill_jax.data.corpus_writer import source_labels
+from distill_jax.data.prepare import PrepareOptions, prepare_corpus
 from distill_jax.data.tokenizers import load_tokenizer
 
 QUIET = dict(progress=False)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from distill_jax.config import demo_config
 from distill_jax.data import shards
 from distill_jax.data.corpus import CorpusError
 from distill_jax.data.prepare import PrepareOptions, prepare_corpus
+from distill_jax.presets import demo_config
 
 
 def _corpus(path, n=40):

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_adaptive_beats_random_on_the_tail(tmp_path):
-    from distill_jax.config import demo_config
     from distill_jax.data.demo_corpus import write_demo_corpus
+    from distill_jax.presets import demo_config
 
     corpus = write_demo_corpus(str(tmp_path / "corpus"), seed=0, num_train=2000, num_test_per_domain=12)
     c = demo_config()

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from distill_jax.config import demo_config
 from distill_jax.data.demo_corpus import write_demo_corpus
 from distill_jax.distill.scheduler import run_distillation
+from distill_jax.presets import demo_config
 from distill_jax.training.checkpoints import Checkpointer
 
 
@@ -111,7 +111,7 @@ def test_budget_smaller_than_a_stage_is_never_exceeded(corpus, tmp_path):
 
 _RUN = """
 import sys
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 sys.path.insert(0, {testdir!r})
 from test_scheduler import _config
 from distill_jax.distill.scheduler import run_distillation

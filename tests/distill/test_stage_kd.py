@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from distill_jax.config import ConfigError, demo_config
+from distill_jax.config import ConfigError
 from distill_jax.data import kd_logits, shards
 from distill_jax.distill import stage_kd
 from distill_jax.models import family
+from distill_jax.presets import demo_config
 from distill_jax.training.run_setup import setup_run
 
 

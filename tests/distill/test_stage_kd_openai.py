@@ -10,13 +10,14 @@ import os
 import numpy as np
 import pytest
 
-from distill_jax.config import ConfigError, demo_config
+from distill_jax.config import ConfigError
 from distill_jax.data import kd_logits, shards
 from distill_jax.data.pipeline import ToExample
 from distill_jax.data.prepare import prepare_corpus
 from distill_jax.data.prepare_options import FieldMapping, PrepareOptions
 from distill_jax.data.tokenizers import ByteTokenizer
 from distill_jax.distill import stage_kd
+from distill_jax.presets import demo_config
 from distill_jax.teachers import logprobs as lp
 
 TEMPLATE = "{rationale} So the answer is {target}."

@@ -12,12 +12,13 @@ import pytest
 
 from distill_jax.distill.evaluate_runs import CONSISTENCY_ATOL, evaluate_workdir
 from distill_jax.evaluation.consistency import check_decode_consistency
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import build_evaluator, setup_run
-from distill_jax.training.trainer import restore_params, train
+from distill_jax.training.trainer import train
 
 
 def _trained(workdir, demo_prepared, size, pack):
-    from distill_jax.config import demo_config
+    from distill_jax.presets import demo_config
 
     cfg = demo_config()
     cfg.data.train_dir, cfg.data.eval_dir = demo_prepared["train"], demo_prepared["test"]
@@ -29,7 +30,7 @@ def _trained(workdir, demo_prepared, size, pack):
     cfg.eval.max_examples_per_domain, cfg.eval.decode_examples_per_domain = 8, 4
     train(cfg, str(workdir))
     run = setup_run(cfg)
-    params, _ = restore_params(run, str(workdir))
+    params, _ = RunDir(str(workdir)).restore_params(run)
     return cfg, run, params
 
 

@@ -127,7 +127,7 @@ def _train_args(workdir, train_dir, steps):
         "train.checkpoint_every": 4,
         "eval.every": 0,
     }
-    config = os.path.join(REPO, "distill_jax", "config.py") + ":demo"
+    config = os.path.join(REPO, "distill_jax", "presets.py") + ":demo"
     return ["train", f"--config={config}", f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in overrides.items()]]
 
 

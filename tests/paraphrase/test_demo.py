@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from distill_jax.config import paraphrase_demo_config
 from distill_jax.paraphrase.demo import run_paraphrase_demo
+from distill_jax.presets import paraphrase_demo_config
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ KEY = "sk-litellm-distill-9d2e44"
 pytestmark = pytest.mark.slow
 
 CONFIG = """
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 
 
 def get_config():

@@ -5,8 +5,9 @@ import numpy as np
 from distill_jax.models.decoding import greedy_decode
 from distill_jax.teachers.base import Example, Request
 from distill_jax.teachers.local import LocalTeacher
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import setup_run
-from distill_jax.training.trainer import restore_params, train
+from distill_jax.training.trainer import train
 
 
 def test_annotations_are_the_checkpoints_greedy_outputs(small_train_config, tmp_path):
@@ -25,7 +26,7 @@ def test_annotations_are_the_checkpoints_greedy_outputs(small_train_config, tmp_
     responses = teacher.complete(requests)
     assert [r.request_key for r in responses] == [r.key for r in requests]
     run = setup_run(cfg)
-    params, _ = restore_params(run, workdir)
+    params, _ = RunDir(workdir).restore_params(run)
     tokens = np.zeros((len(inputs), 64), np.int32)
     for i, ids in enumerate(run.tokenizer.encode_batch(inputs)):
         tokens[i, : len(ids)] = ids

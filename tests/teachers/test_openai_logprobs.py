@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from distill_jax.config import ConfigError, demo_config
+from distill_jax.config import ConfigError
 from distill_jax.data.tokenizers import HFTokenizer
+from distill_jax.presets import demo_config
 from distill_jax.teachers import logprobs as lp
 from distill_jax.teachers.base import Example, Request, TeacherTokenizerError
 from distill_jax.teachers.openai import OpenAITeacher, from_config

@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 
 from distill_jax.models import lora
 from distill_jax.training.checkpoints import Checkpointer
-from distill_jax.training.resume import restore_params
+from distill_jax.training.run_dir import RunDir
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.train_state import create_train_state
 from distill_jax.training.trainer import train
@@ -43,7 +43,7 @@ def test_lora_trains_adapters_alone_checkpoints_them_alone_and_resumes_exactly(s
     final = _restore(straight, str(tmp_path / "straight"), 6)
     jax.tree.map(np.testing.assert_array_equal, final, _restore(straight, str(tmp_path / "resumed"), 6))
     # Params alone (as eval/generate read them): the frozen base and the adapters, reassembled.
-    params, _ = restore_params(setup_run(straight), str(tmp_path / "straight"))
+    params, _ = RunDir(str(tmp_path / "straight")).restore_params(setup_run(straight))
     jax.tree.map(np.testing.assert_array_equal, final.params, jax.tree.map(np.asarray, params))
 
     mask = lora.trainable_mask(initial.params)

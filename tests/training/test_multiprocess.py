@@ -31,7 +31,7 @@ def train_args(workdir, train_dir):
         "-m",
         "distill_jax.cli.main",
         "train",
-        "--config=distill_jax/config.py:demo",
+        "--config=distill_jax/presets.py:demo",
         f"--workdir={workdir}",
         *[f"--config.{k}={v}" for k, v in overrides.items()],
     ]
@@ -39,7 +39,7 @@ def train_args(workdir, train_dir):
 
 COMPARE = """
 import sys, jax, numpy as np
-from distill_jax.config import demo_config
+from distill_jax.presets import demo_config
 from distill_jax.training.checkpoints import Checkpointer
 from distill_jax.training.run_setup import setup_run
 cfg = demo_config()

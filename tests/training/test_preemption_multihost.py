@@ -33,7 +33,7 @@ def _train(workdir, train_dir, steps, port, env):
         "train.checkpoint_every": 4,
         "eval.every": 0,
     }
-    command = [sys.executable, "-m", "distill_jax.cli.main", "train", "--config=distill_jax/config.py:demo"]
+    command = [sys.executable, "-m", "distill_jax.cli.main", "train", "--config=distill_jax/presets.py:demo"]
     command += [f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in overrides.items()]]
     return [
         subprocess.Popen(

@@ -50,7 +50,7 @@ def test_eight_device_checkpoint_resumes_on_four_devices_like_an_uninterrupted_r
         "mesh.fsdp": 1,
         "mesh.tensor": 2,
     }
-    command = [sys.executable, "-m", "distill_jax.cli.main", "train", "--config=distill_jax/config.py:demo"]
+    command = [sys.executable, "-m", "distill_jax.cli.main", "train", "--config=distill_jax/presets.py:demo"]
     command += [f"--workdir={moved}", *[f"--config.{k}={v}" for k, v in overrides.items()]]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     resumed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)

@@ -67,7 +67,7 @@ def _train_cmd(workdir, cfg_overrides):
         "-m",
         "distill_jax.cli.main",
         "train",
-        "--config=distill_jax/config.py:demo",
+        "--config=distill_jax/presets.py:demo",
         f"--workdir={workdir}",
         *[f"--config.{k}={v}" for k, v in cfg_overrides.items()],
     ]
