@@ -39,7 +39,7 @@ import transformers
 import workload_bound
 
 from distill_jax.config import default_config
-from distill_jax.models.hf_t5 import save_hf_t5
+from distill_jax.models.family import save_hf
 from distill_jax.models.t5_config import T5Config, flops_per_token, get_config, num_params
 from distill_jax.process_env import reexec_with_malloc_tuning
 
@@ -55,7 +55,7 @@ def torch_model(model_config: T5Config, params: Any) -> transformers.T5ForCondit
     """Our parameters as a transformers model, through the project's HF export (safetensors + config.json)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "hf")
-        save_hf_t5(out, model_config, jax.tree.map(np.asarray, params), tokenizer_dir=None)
+        save_hf(out, model_config, jax.tree.map(np.asarray, params), tokenizer_dir=None)
         model = transformers.T5ForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     return model.to(torch_device()).train()
 

@@ -11,36 +11,32 @@ import sys
 
 from distill_jax.process_env import cli_reexec_argv, enable_compilation_cache, reexec_with_malloc_tuning
 
+# Subcommand -> what it does; its module is distill_jax.cli.<name with "_" for "-"> (``module_of``).
 SUBCOMMANDS = {
-    "prepare": ("distill_jax.cli.prepare", "validate and tokenize a teacher corpus into per-domain shards"),
-    "paraphrase-corpus": ("distill_jax.cli.paraphrase_corpus", "filtered paraphrase pairs from a teacher or data set"),
-    "train": ("distill_jax.cli.train", "train (or resume) a student on prepared shards"),
-    "eval": (
-        "distill_jax.cli.evaluate",
-        "score a checkpoint or stored predictions per domain (head/tail), or compare sets",
-    ),
-    "generate": ("distill_jax.cli.generate", "decode a dataset with a checkpoint into predictions.jsonl (resumable)"),
-    "teacher-logits": (
-        "distill_jax.cli.teacher_logits",
-        "a teacher's top-k log-probs over prepared targets, for word-level KD (resumable)",
-    ),
-    "distill": ("distill_jax.cli.distill", "multi-stage balanced distillation under a teacher budget (BalDistill)"),
-    "demo": ("distill_jax.cli.demo", "random vs BalDistill on the embedded long-tailed pool, one table (CPU minutes)"),
-    "paraphrase-demo": (
-        "distill_jax.cli.paraphrase_demo",
-        "APTY paraphrases -> filtered corpus -> student -> decoding presets vs teacher, with a frontier plot",
-    ),
-    "import-hf": ("distill_jax.cli.import_hf", "a step-0 run checkpoint from a transformers T5 or BART directory"),
-    "export-hf": (
-        "distill_jax.cli.export_hf",
-        "a run's checkpoint as a transformers T5 or BART directory (safetensors)",
-    ),
+    "prepare": "validate and tokenize a teacher corpus into per-domain shards",
+    "paraphrase-corpus": "filtered paraphrase pairs from a teacher or data set",
+    "train": "train (or resume) a student on prepared shards",
+    "eval": "score a checkpoint or stored predictions per domain (head/tail), or compare sets",
+    "generate": "decode a dataset with a checkpoint into predictions.jsonl (resumable)",
+    "teacher-logits": "a teacher's top-k log-probs over prepared targets, for word-level KD (resumable)",
+    "distill": "multi-stage balanced distillation under a teacher budget (BalDistill)",
+    "demo": "random vs BalDistill on the embedded long-tailed pool, one table (CPU minutes)",
+    "paraphrase-demo": "APTY paraphrases -> filtered corpus -> student -> decoding presets vs teacher, frontier plot",
+    "import-hf": "a step-0 run checkpoint from a transformers T5 or BART directory",
+    "export-hf": "a run's checkpoint as a transformers T5 or BART directory (safetensors)",
 }
+# A module named eval would shadow the builtin wherever the package imports it.
+_MODULE_NAMES = {"eval": "evaluate"}
+
+
+def module_of(name: str) -> str:
+    """The module that defines subcommand ``name``'s flags and ``main``."""
+    return "distill_jax.cli." + _MODULE_NAMES.get(name, name.replace("-", "_"))
 
 
 def usage() -> str:
     lines = ["usage: distill-jax SUBCOMMAND [--flags]   (distill-jax SUBCOMMAND --help for its flags)", ""]
-    lines += [f"  {name:<17} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<17} {help_text}" for name, help_text in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from distill_jax.cli import common
 
     try:
-        module = importlib.import_module(SUBCOMMANDS[name][0])
+        module = importlib.import_module(module_of(name))
     except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
         # ml_collections loads --config and applies its --config.a.b overrides while the module defines the flag.
         common.usage_error(f"distill-jax {name}", common.config_override_problem(argv, err), argv)

@@ -109,9 +109,8 @@ def make_decoder(
             )[0]
         # Folded inside the jitted function: a host scalar is a valid input on every process.
         rng = jax.random.fold_in(jax.random.key(s.seed), batch_index)
-        return decoding.sample(
-            model, params, tokens, rng, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, **common
-        )
+        filters = decoding.LogitFilters(s.temperature, s.top_k, s.top_p)
+        return decoding.sample(model, params, tokens, rng, filters=filters, **common)
 
     return decode
 

@@ -23,8 +23,6 @@ untied head. Attention projections are ``query``/``key``/``value``/``out`` with 
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -228,13 +226,3 @@ class BartTransformer(EncoderDecoder):
     config: BartConfig
     encoder_cls = Encoder
     decoder_cls = Decoder
-
-
-def init_params(
-    config: BartConfig, rng: Array, batch_size: int = 1, input_len: int = 8, target_len: int = 8
-) -> dict[str, Any]:
-    """Randomly initialised parameters, boxed in ``nn.Partitioned`` (logical axis names), like ``t5.init_params``."""
-    model = BartTransformer(config)
-    encoder_tokens = jnp.ones((batch_size, input_len), jnp.int32)
-    decoder_tokens = jnp.ones((batch_size, target_len), jnp.int32)
-    return jax.jit(model.init)({"params": rng}, encoder_tokens, decoder_tokens)["params"]

@@ -173,10 +173,30 @@ SIZES: dict[str, BartConfig] = {
 }
 
 
+# The fields that fix the parameter shapes (``family.architecture_changes`` compares them on resume).
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
+
+
 def get_config(name: str, **overrides: Any) -> BartConfig:
-    """Returns the preset ``name`` with any fields replaced by ``overrides``."""
+    """Returns the preset ``name`` with any fields replaced by ``overrides``.
+
+    Given only ``eos_token_id``, decoding also starts from it: BART's convention.
+    """
     if name not in SIZES:
         raise ValueError(f"unknown BART size {name!r}; known: {sorted(SIZES)}")
+    if "eos_token_id" in overrides:
+        overrides = {"decoder_start_token_id": overrides["eos_token_id"]} | overrides
     return dataclasses.replace(SIZES[name], **overrides)
 
 

@@ -21,7 +21,7 @@ configs set some of these).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -164,13 +164,22 @@ def greedy_decode_scored(
     return tokens, logprobs
 
 
-def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
+class LogitFilters(NamedTuple):
+    """What sampling draws from: logits / temperature, cut to the top k (0: all), then to the top_p nucleus."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+def filter_logits(logits: jax.Array, filters: LogitFilters) -> jax.Array:
     """Temperature, then top-k, then nucleus filtering of float32 ``logits`` [N, vocab].
 
     The order and the tie handling follow HF's warpers: excluded tokens get ``-inf``; top-k keeps
     every token tied with the k-th; the nucleus is the shortest prefix of the descending
     distribution whose mass reaches ``top_p`` (the most likely token always stays).
     """
+    temperature, top_k, top_p = filters
     logits = logits.astype(jnp.float32) / temperature
     if top_k > 0:
         kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
@@ -215,9 +224,7 @@ def sample(
     rng: jax.Array,
     *,
     max_decode_length: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    filters: LogitFilters = LogitFilters(),
     num_return_sequences: int = 1,
     encoder_segment_ids: jax.Array | None = None,
 ) -> jax.Array:
@@ -227,13 +234,13 @@ def sample(
     the output is a deterministic function of ``rng``; the ``num_return_sequences`` copies of a row
     draw independently. Rows stop (and pad) at their own EOS.
     """
-    if temperature <= 0.0:
-        raise ValueError(f"temperature must be > 0 (use greedy_decode for argmax), got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if filters.temperature <= 0.0:
+        raise ValueError(f"temperature must be > 0 (use greedy_decode for argmax), got {filters.temperature}")
+    if not 0.0 < filters.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {filters.top_p}")
 
     def choose(logits: jax.Array, index: jax.Array) -> jax.Array:
-        filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        filtered = filter_logits(logits, filters)
         return jax.random.categorical(jax.random.fold_in(rng, index), filtered, axis=-1).astype(jnp.int32)
 
     copies = num_return_sequences

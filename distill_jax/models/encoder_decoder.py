@@ -114,6 +114,19 @@ class EncoderDecoder(nn.Module):
             enable_dropout=enable_dropout,
         )
 
+    @classmethod
+    def init_params(
+        cls, config: Any, rng: Array, batch_size: int = 1, input_len: int = 8, target_len: int = 8
+    ) -> dict[str, Any]:
+        """Randomly initialised parameters of ``cls(config)``, boxed in ``nn.Partitioned`` (logical axis names).
+
+        Use ``nn.get_partition_spec`` / ``nn.logical_to_mesh_sharding`` for shardings and
+        ``nn.meta.unbox`` for plain arrays; ``jax.eval_shape`` of this gives shapes without memory.
+        """
+        encoder_tokens = jnp.ones((batch_size, input_len), jnp.int32)
+        decoder_tokens = jnp.ones((batch_size, target_len), jnp.int32)
+        return jax.jit(cls(config).init)({"params": rng}, encoder_tokens, decoder_tokens)["params"]
+
 
 def shift_right(targets: Array, decoder_start_token_id: int = 0, segment_ids: Array | None = None) -> Array:
     """Teacher-forcing decoder inputs: targets shifted right by one with the start token first.

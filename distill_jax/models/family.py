@@ -11,16 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 import jax
 
 from distill_jax.config import ConfigError
-from distill_jax.models import bart, bart_config, hf_bart, hf_t5, t5, t5_config
+from distill_jax.models import bart_config, hf_bart, hf_t5, t5_config
 from distill_jax.models.bart import BartTransformer
 from distill_jax.models.bart_config import BartConfig
-from distill_jax.models.hf_files import read_config
+from distill_jax.models.encoder_decoder import EncoderDecoder
+from distill_jax.models.hf_files import read_config, save_model_directory, save_peft_directory
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
 
@@ -28,80 +30,26 @@ ModelConfig = T5Config | BartConfig
 Model = T5Transformer | BartTransformer
 
 
-def _bart_preset(size: str, **overrides: Any) -> BartConfig:
-    # A BART preset given only ``eos_token_id`` also starts decoding from it, BART's convention.
-    if "eos_token_id" in overrides:
-        overrides = {"decoder_start_token_id": overrides["eos_token_id"]} | overrides
-    return bart_config.get_config(size, **overrides)
-
-
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What the rest of the product needs of one architecture; ``FAMILIES`` names each by ``config.family``."""
+    """One architecture: its model class and two modules whose functions have the same names in every family.
 
-    model: Callable[[Any], Model]
-    sizes: Mapping[str, Any]  # preset name -> its config fields
-    preset: Callable[..., ModelConfig]  # (size, **overrides) -> config
-    init_params: Callable[[Any, jax.Array], dict[str, Any]]
-    num_params: Callable[[Any], int]
-    flops_per_token: Callable[[Any, int, int], float]
-    hf_config: Callable[..., ModelConfig]  # (hf_dir, **overrides) -> config
-    load_hf_params: Callable[[str, Any], dict[str, Any]]
-    save_hf: Callable[..., None]
-    save_peft_adapter: Callable[..., None]
-    # Fields that fix the parameter shapes; dtype, dropout and remat may change between resumes.
-    architecture_fields: tuple[str, ...]
+    ``configs`` (``t5_config``, ``bart_config``): ``SIZES`` (preset name -> config), ``get_config(size,
+    **overrides)``, ``num_params(cfg)``, ``flops_per_token(cfg, input_len, target_len)`` and
+    ``ARCHITECTURE_FIELDS`` (the fields that fix the parameter shapes; dtype, dropout and remat may change
+    between resumes). ``hf`` (``hf_t5``, ``hf_bart``): ``config_from_hf(hf_dir, **overrides)``,
+    ``load_hf_params(hf_dir, cfg)``, ``hf_config_dict(cfg)``, ``generation_config(cfg)``,
+    ``hf_state_dict_from_params(params, cfg)`` and ``peft_state_dict_from_params(params, cfg)``.
+    """
+
+    model: type[EncoderDecoder]
+    configs: ModuleType
+    hf: ModuleType
 
 
 FAMILIES: dict[str, Family] = {
-    "t5": Family(
-        model=T5Transformer,
-        sizes=t5_config.SIZES,
-        preset=t5_config.get_config,
-        init_params=t5.init_params,
-        num_params=t5_config.num_params,
-        flops_per_token=t5_config.flops_per_token,
-        hf_config=hf_t5.hf_t5_config,
-        load_hf_params=hf_t5.load_hf_params,
-        save_hf=hf_t5.save_hf_t5,
-        save_peft_adapter=hf_t5.save_peft_adapter,
-        architecture_fields=(
-            "vocab_size",
-            "d_model",
-            "d_kv",
-            "d_ff",
-            "num_heads",
-            "num_encoder_layers",
-            "num_decoder_layers",
-            "relative_attention_num_buckets",
-            "feed_forward_proj",
-            "tie_word_embeddings",
-        ),
-    ),
-    "bart": Family(
-        model=BartTransformer,
-        sizes=bart_config.SIZES,
-        preset=_bart_preset,
-        init_params=bart.init_params,
-        num_params=bart_config.num_params,
-        flops_per_token=bart_config.flops_per_token,
-        hf_config=hf_bart.hf_bart_config,
-        load_hf_params=hf_bart.load_hf_params,
-        save_hf=hf_bart.save_hf_bart,
-        save_peft_adapter=hf_bart.save_peft_adapter,
-        architecture_fields=(
-            "vocab_size",
-            "d_model",
-            "encoder_attention_heads",
-            "decoder_attention_heads",
-            "encoder_ffn_dim",
-            "decoder_ffn_dim",
-            "num_encoder_layers",
-            "num_decoder_layers",
-            "max_position_embeddings",
-            "tie_word_embeddings",
-        ),
-    ),
+    "t5": Family(T5Transformer, t5_config, hf_t5),
+    "bart": Family(BartTransformer, bart_config, hf_bart),
 }
 # config.json model_type -> family.
 _MODEL_TYPES = {"t5": "t5", "mt5": "t5", "bart": "bart"}
@@ -124,24 +72,36 @@ def model_type_of(hf_dir: str) -> str:
 
 def hf_config(hf_dir: str, **overrides: Any) -> ModelConfig:
     """The config described by a local HF directory; ``overrides`` replace fields (dtype, dropout, LoRA, ...)."""
-    return FAMILIES[model_type_of(hf_dir)].hf_config(hf_dir, **overrides)
+    return FAMILIES[model_type_of(hf_dir)].hf.config_from_hf(hf_dir, **overrides)
 
 
 def load_hf_params(hf_dir: str, config: ModelConfig) -> dict[str, Any]:
     """Host parameters for ``model_for(config)`` from a local HF directory's safetensors."""
-    return FAMILIES[config.family].load_hf_params(hf_dir, config)
+    return FAMILIES[config.family].hf.load_hf_params(hf_dir, config)
 
 
 def save_hf(
     out_dir: str, config: ModelConfig, params: Mapping[str, Any], tokenizer_dir: str | None, *, overwrite: bool = False
 ) -> None:
-    """Writes a transformers directory (``save_hf_t5`` / ``save_hf_bart``) that ``from_pretrained`` loads."""
-    FAMILIES[config.family].save_hf(out_dir, config, params, tokenizer_dir, overwrite=overwrite)
+    """Writes a transformers directory that ``from_pretrained`` loads: config.json, model.safetensors,
+    generation_config.json and the tokenizer.
+
+    ``params`` are host-readable (numpy, or fully addressable jax arrays). ``tokenizer_dir`` is a
+    transformers tokenizer directory whose tokenizer files are copied; None writes ByT5's files.
+    Written atomically (see ``hf_files.save_model_directory``); a non-empty ``out_dir`` is replaced
+    only with ``overwrite``. Raises ``ValueError`` naming every missing, unexpected or wrong-shape parameter.
+    """
+    hf = FAMILIES[config.family].hf
+    state = hf.hf_state_dict_from_params(params, config)
+    hf_config, generation = hf.hf_config_dict(config), hf.generation_config(config)
+    save_model_directory(out_dir, hf_config, generation, state, tokenizer_dir, overwrite=overwrite)
 
 
 def save_peft_adapter(out_dir: str, config: ModelConfig, params: Mapping[str, Any], base_model: str) -> None:
-    """Writes ``params``' LoRA adapters in PEFT's format for the transformers model in ``base_model``."""
-    FAMILIES[config.family].save_peft_adapter(out_dir, config, params, base_model)
+    """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
+    onto the transformers model in ``base_model`` (atomically)."""
+    state = FAMILIES[config.family].hf.peft_state_dict_from_params(params, config)
+    save_peft_directory(out_dir, state, config.lora_rank, config.lora_alpha, config.lora_dropout, base_model)
 
 
 def model_for(config: ModelConfig) -> Model:
@@ -149,26 +109,26 @@ def model_for(config: ModelConfig) -> Model:
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
-    """Random boxed parameters of ``model_for(config)`` (see ``t5.init_params``)."""
-    return FAMILIES[config.family].init_params(config, rng)
+    """Random boxed parameters of ``model_for(config)`` (see ``EncoderDecoder.init_params``)."""
+    return FAMILIES[config.family].model.init_params(config, rng)
 
 
 def preset_config(size: str, **overrides: Any) -> ModelConfig:
     """A preset by name: T5's ``t5_config.SIZES`` or BART's ``bart_config.SIZES`` (the ``bart-*`` names)."""
     for family in FAMILIES.values():
-        if size in family.sizes:
-            return family.preset(size, **overrides)
-    known = sorted(name for family in FAMILIES.values() for name in family.sizes)
+        if size in family.configs.SIZES:
+            return family.configs.get_config(size, **overrides)
+    known = sorted(name for family in FAMILIES.values() for name in family.configs.SIZES)
     raise ConfigError(f"unknown model size {size!r}; known: {known}")
 
 
 def num_params(config: ModelConfig) -> int:
-    return FAMILIES[config.family].num_params(config)
+    return FAMILIES[config.family].configs.num_params(config)
 
 
 def flops_per_token(config: ModelConfig, input_len: int, target_len: int) -> float:
     """Training FLOPs per target token of one example (see ``t5_config.flops_per_token``)."""
-    return FAMILIES[config.family].flops_per_token(config, input_len, target_len)
+    return FAMILIES[config.family].configs.flops_per_token(config, input_len, target_len)
 
 
 def config_dict(config: ModelConfig) -> dict[str, Any]:
@@ -183,7 +143,7 @@ def architecture_changes(saved: Mapping[str, Any], config: ModelConfig) -> dict[
     """
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
     defaults["family"] = "t5"
-    fields = ("family",) + FAMILIES[config.family].architecture_fields + _TREE_FIELDS
+    fields = ("family",) + FAMILIES[config.family].configs.ARCHITECTURE_FIELDS + _TREE_FIELDS
     # Through JSON, as meta was saved: tuples compare as lists.
     was = json.loads(json.dumps({k: saved.get(k, defaults.get(k)) for k in fields}))
     now = json.loads(json.dumps({k: getattr(config, k) for k in fields}))

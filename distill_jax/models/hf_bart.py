@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from distill_jax.models.bart import init_params
+from distill_jax.models.bart import BartTransformer
 from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.hf_convert import HfConverter, Layout
-from distill_jax.models.hf_files import read_checkpoint, read_config, save_model_directory, save_peft_directory
+from distill_jax.models.hf_files import read_checkpoint, read_config
 
 # Copies of model.shared.weight in HF state dicts (lm_head.weight too when the head is tied).
 _EMBEDDING_ALIASES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
@@ -84,13 +84,7 @@ def _with_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _CONVERTER = HfConverter(
-    name="BART",
-    layout=_hf_layout,
-    init_params=init_params,
-    shared="model.shared.weight",
-    aliases=_EMBEDDING_ALIASES,
-    ignored=_IGNORED,
-    zeros_if_missing=frozenset({"final_logits_bias"}),
+    BartTransformer, _hf_layout, "model.shared.weight", _EMBEDDING_ALIASES, _IGNORED, frozenset({"final_logits_bias"})
 )
 
 
@@ -105,7 +99,7 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: BartConfig)
     return _CONVERTER.params_from_state_dict(_with_model_prefix(state_dict), config)
 
 
-def hf_bart_config(hf_dir: str, **config_overrides: Any) -> BartConfig:
+def config_from_hf(hf_dir: str, **config_overrides: Any) -> BartConfig:
     """The ``BartConfig`` described by a local HF directory's ``config.json`` (``model_type`` must be bart).
 
     The forced BOS/EOS settings come from generation_config.json when it has them: transformers 5
@@ -134,7 +128,7 @@ def load_hf_params(hf_dir: str, config: BartConfig) -> dict[str, Any]:
 
 def load_hf_bart(hf_dir: str, **config_overrides: Any) -> tuple[BartConfig, dict[str, Any]]:
     """Reads a local HF BART directory (``config.json`` + safetensors) into (config, params)."""
-    config = hf_bart_config(hf_dir, **config_overrides)
+    config = config_from_hf(hf_dir, **config_overrides)
     return config, load_hf_params(hf_dir, config)
 
 
@@ -157,26 +151,18 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> 
     return state
 
 
-def save_hf_bart(
-    out_dir: str,
-    config: BartConfig,
-    params: Mapping[str, Any],
-    tokenizer_dir: str | None,
-    *,
-    overwrite: bool = False,
-) -> None:
-    """Writes a transformers BART directory: config.json, model.safetensors, generation_config.json, tokenizer.
+def hf_config_dict(config: BartConfig) -> dict[str, Any]:
+    """config.json contents for ``config``'s architecture."""
+    return {**config.to_hf_dict(), "torch_dtype": config.param_dtype}
 
-    Like ``hf_t5.save_hf_t5``: ``params`` host-readable, ``tokenizer_dir`` copied (None: ByT5's files),
-    written atomically, a non-empty ``out_dir`` replaced only with ``overwrite``. The generation config
-    holds the token ids and the forced BOS/EOS settings of ``config`` (None: nothing forced, which is
-    what this package's decoders do).
+
+def generation_config(config: BartConfig) -> dict[str, Any]:
+    """generation_config.json contents: the token ids and the forced BOS/EOS settings of ``config``.
+
+    None forces nothing, which is what this package's decoders do.
     """
-    ids = ("bos_token_id", "decoder_start_token_id", "eos_token_id", "pad_token_id")
-    generation = {key: getattr(config, key) for key in ids + ("forced_bos_token_id", "forced_eos_token_id")}
-    hf_config = {**config.to_hf_dict(), "torch_dtype": config.param_dtype}
-    state = hf_state_dict_from_params(params, config)
-    save_model_directory(out_dir, hf_config, generation, state, tokenizer_dir, overwrite=overwrite)
+    keys = ("bos_token_id", "decoder_start_token_id", "eos_token_id", "pad_token_id")
+    return {key: getattr(config, key) for key in keys + ("forced_bos_token_id", "forced_eos_token_id")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,10 +173,3 @@ def save_hf_bart(
 def peft_state_dict_from_params(params: Mapping[str, Any], config: BartConfig) -> dict[str, np.ndarray]:
     """The LoRA adapters of ``params`` as PEFT names them on a transformers BART (q_proj, ..., fc1, fc2, lm_head)."""
     return _CONVERTER.peft_state_dict(params, config)
-
-
-def save_peft_adapter(out_dir: str, config: BartConfig, params: Mapping[str, Any], base_model: str) -> None:
-    """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
-    onto the transformers BART in ``base_model`` (atomically)."""
-    state = peft_state_dict_from_params(params, config)
-    save_peft_directory(out_dir, state, config.lora_rank, config.lora_alpha, config.lora_dropout, base_model)

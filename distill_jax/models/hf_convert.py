@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
+from distill_jax.models.encoder_decoder import EncoderDecoder, stack_layers, unstack_layers
 from distill_jax.models.hf_files import check_params_match, peft_state_dict
 
 # How an HF tensor holds one of our parameters: an int n is a torch Linear weight [out, in] of a
@@ -49,18 +49,22 @@ def _per_layer(config: Any, params: Mapping[str, Any]) -> tuple[Any, dict[str, A
 class HfConverter:
     """A family's parameters <-> transformers' state dict, driven by its ``layout``."""
 
-    name: str  # the family in messages ("T5", "BART")
+    model: type[EncoderDecoder]  # the family's model class (its parameters' shapes and, in messages, its name)
     layout: Callable[[Any], Layout]  # per-layer config -> every parameter's HF tensor
-    init_params: Callable[[Any, jax.Array], Any]
     shared: str  # the HF name of the one embedding encoder, decoder (and a tied head) share
     aliases: tuple[str, ...]  # copies of ``shared`` that HF state dicts also hold
     ignored: frozenset[str] = frozenset()  # tensors HF checkpoints carry and transformers ignores
     zeros_if_missing: frozenset[str] = frozenset()  # tensors transformers starts at zeros when absent
 
+    @property
+    def name(self) -> str:
+        """The family in messages: "T5", "BART"."""
+        return self.model.__name__.removesuffix("Transformer").upper()
+
     def expected_shapes(self, config: Any) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
         """Flattened parameter shapes of the family's model for ``config``, checked against the layout."""
         expected = traverse_util.flatten_dict(
-            nn.meta.unbox(jax.eval_shape(lambda: self.init_params(config, jax.random.PRNGKey(0))))
+            nn.meta.unbox(jax.eval_shape(lambda: self.model.init_params(config, jax.random.PRNGKey(0))))
         )
         layout = self.layout(config)
         if set(layout) != set(expected):

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from distill_jax.models.hf_convert import HfConverter, Layout
-from distill_jax.models.hf_files import read_checkpoint, read_config, save_model_directory, save_peft_directory
-from distill_jax.models.t5 import init_params
+from distill_jax.models.hf_files import read_checkpoint, read_config
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
 
 # Present in some HF checkpoints but unused by HF itself (cross-attention has no position bias).
@@ -69,14 +69,7 @@ def _hf_layout(cfg: T5Config) -> Layout:
     return layout
 
 
-_CONVERTER = HfConverter(
-    name="T5",
-    layout=_hf_layout,
-    init_params=init_params,
-    shared="shared.weight",
-    aliases=_EMBEDDING_ALIASES,
-    ignored=_IGNORED,
-)
+_CONVERTER = HfConverter(T5Transformer, _hf_layout, "shared.weight", _EMBEDDING_ALIASES, ignored=_IGNORED)
 
 
 def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> dict[str, Any]:
@@ -84,7 +77,7 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -
     return _CONVERTER.params_from_state_dict(state_dict, config)
 
 
-def hf_t5_config(hf_dir: str, **config_overrides: Any) -> T5Config:
+def config_from_hf(hf_dir: str, **config_overrides: Any) -> T5Config:
     """The ``T5Config`` described by a local HF directory's ``config.json``.
 
     Raises ``ValueError`` for any architecture but T5's (BART, UMT5, ...): their tensors would
@@ -127,7 +120,7 @@ def load_hf_t5(hf_dir: str, **config_overrides: Any) -> tuple[T5Config, dict[str
     ``config_overrides`` replace config fields (e.g. ``dropout_rate``, ``dtype``, ``remat``,
     ``param_dtype``).
     """
-    config = hf_t5_config(hf_dir, **config_overrides)
+    config = config_from_hf(hf_dir, **config_overrides)
     return config, load_hf_params(hf_dir, config)
 
 
@@ -146,7 +139,7 @@ def hf_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> di
     return _CONVERTER.state_dict_from_params(params, config)
 
 
-def _hf_config(config: T5Config) -> dict[str, Any]:
+def hf_config_dict(config: T5Config) -> dict[str, Any]:
     """config.json contents that transformers 4 and 5 both read as ``config``'s architecture.
 
     transformers 4 unties the head when ``tie_word_embeddings`` is false; transformers 5 always
@@ -161,28 +154,13 @@ def _hf_config(config: T5Config) -> dict[str, Any]:
     }
 
 
-def save_hf_t5(
-    out_dir: str,
-    config: T5Config,
-    params: Mapping[str, Any],
-    tokenizer_dir: str | None,
-    *,
-    overwrite: bool = False,
-) -> None:
-    """Writes a transformers T5 directory: config.json, model.safetensors, generation_config.json, tokenizer.
-
-    ``params`` are host-readable (numpy, or fully addressable jax arrays). ``tokenizer_dir`` is a
-    transformers tokenizer directory whose tokenizer files are copied; None writes ByT5's files.
-    Written atomically (see ``hf_files.save_model_directory``); a non-empty ``out_dir`` is replaced
-    only with ``overwrite``.
-    """
-    generation = {
+def generation_config(config: T5Config) -> dict[str, Any]:
+    """generation_config.json contents: the token ids T5 starts, ends and pads with."""
+    return {
         "decoder_start_token_id": config.decoder_start_token_id,
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
     }
-    state = hf_state_dict_from_params(params, config)
-    save_model_directory(out_dir, _hf_config(config), generation, state, tokenizer_dir, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,10 +171,3 @@ def save_hf_t5(
 def peft_state_dict_from_params(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
     """The LoRA adapters of ``params`` as PEFT names them on a transformers T5 (see ``hf_files.peft_state_dict``)."""
     return _CONVERTER.peft_state_dict(params, config)
-
-
-def save_peft_adapter(out_dir: str, config: T5Config, params: Mapping[str, Any], base_model: str) -> None:
-    """Writes adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads
-    onto the transformers model in ``base_model`` (atomically, like save_hf_t5)."""
-    state = peft_state_dict_from_params(params, config)
-    save_peft_directory(out_dir, state, config.lora_rank, config.lora_alpha, config.lora_dropout, base_model)

@@ -19,7 +19,7 @@ cache is stacked the same way.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -159,17 +159,3 @@ class T5Transformer(EncoderDecoder):
     config: T5Config
     encoder_cls = Encoder
     decoder_cls = Decoder
-
-
-def init_params(
-    config: T5Config, rng: Array, batch_size: int = 1, input_len: int = 8, target_len: int = 8
-) -> dict[str, Any]:
-    """Randomly initialised parameters, boxed in ``nn.Partitioned`` (logical axis names).
-
-    Use ``nn.get_partition_spec`` / ``nn.logical_to_mesh_sharding`` for shardings and
-    ``nn.meta.unbox`` for plain arrays; ``jax.eval_shape`` of this gives shapes without memory.
-    """
-    model = T5Transformer(config)
-    encoder_tokens = jnp.ones((batch_size, input_len), jnp.int32)
-    decoder_tokens = jnp.ones((batch_size, target_len), jnp.int32)
-    return jax.jit(model.init)({"params": rng}, encoder_tokens, decoder_tokens)["params"]

@@ -160,6 +160,21 @@ SIZES: dict[str, T5Config] = {
 }
 
 
+# The fields that fix the parameter shapes (``family.architecture_changes`` compares them on resume).
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_heads",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "relative_attention_num_buckets",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+)
+
+
 def get_config(name: str, **overrides: Any) -> T5Config:
     """Returns the preset ``name`` with any fields replaced by ``overrides``."""
     if name not in SIZES:

@@ -86,11 +86,9 @@ def _forward_sums(
     step: jax.Array | None = None,
 ):
     logits = Seq2SeqModel(model).logits(params, batch, enable_dropout=enable_dropout, rngs=rngs)
-    kd_terms = {}
+    kd_term = None
     if kd is not None:
-        kd_terms = dict(
-            kd_per_token=kd.per_token(logits, batch, step), kd_mask=batch["kd_mask"], kd_alpha=kd.alpha_at(step)
-        )
+        kd_term = losses.KDTerm(kd.per_token(logits, batch, step), batch["kd_mask"], kd.alpha_at(step))
     return losses.seq2seq_metric_sums(
         logits,
         batch["decoder_target_tokens"],
@@ -100,7 +98,7 @@ def _forward_sums(
         eos_id=model.config.eos_token_id,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
-        **kd_terms,
+        kd=kd_term,
     )
 
 

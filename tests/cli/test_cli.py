@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import REPO, cli
 
-from distill_jax.cli.main import SUBCOMMANDS
+from distill_jax.cli.main import SUBCOMMANDS, module_of
 from distill_jax.distill.evaluate_runs import evaluate_workdir
 from distill_jax.training.trainer import train
 
@@ -24,7 +24,7 @@ def test_usage_and_unknown_subcommand():
 def test_every_subcommand_help_exits_0_with_its_own_flags(name):
     out = cli(name, "--help")
     assert out.returncode == 0, out.stderr[-2000:]
-    doc, own = _doc_and_own_flags(SUBCOMMANDS[name][0])
+    doc, own = _doc_and_own_flags(module_of(name))
     assert out.stdout.startswith(doc.strip().splitlines()[0])
     shown = out.stdout.replace("--[no]", "--")  # absl writes a boolean flag as --[no]name
     assert own and all(f"--{flag}:" in shown for flag in own), (own, out.stdout[-2000:])

@@ -15,9 +15,10 @@ from jax.sharding import PartitionSpec
 
 from distill_jax.config import DEFAULT_LOGICAL_AXIS_RULES
 from distill_jax.models import family, lora
-from distill_jax.models.bart import BartTransformer, init_params
+from distill_jax.models.bart import BartTransformer
 from distill_jax.models.bart_config import SIZES, BartConfig, flops_per_token, get_config, num_params
 from distill_jax.models.encoder_decoder import shift_right, stack_layers
+from distill_jax.models.family import init_params
 from distill_jax.models.t5_config import T5Config
 
 # Unequal stacks, heads and FFN widths, so no encoder/decoder mix-up goes unnoticed.

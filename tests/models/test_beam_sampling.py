@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from distill_jax.models.decoding import beam_search, filter_logits, greedy_decode, sample
+from distill_jax.models.decoding import LogitFilters, beam_search, filter_logits, greedy_decode, sample
 from distill_jax.models.hf_t5 import params_from_hf_state_dict
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
@@ -102,8 +102,11 @@ def test_one_beam_is_greedy(imported):
     np.testing.assert_array_equal(beams[:, 0], greedy)
 
 
-def jitted_sample(cfg: T5Config, **settings):
-    return jax.jit(functools.partial(sample, T5Transformer(cfg), max_decode_length=MAX_LEN, **settings))
+def jitted_sample(cfg: T5Config, num_return_sequences: int, **filters):
+    settings = dict(
+        max_decode_length=MAX_LEN, num_return_sequences=num_return_sequences, filters=LogitFilters(**filters)
+    )
+    return jax.jit(functools.partial(sample, T5Transformer(cfg), **settings))
 
 
 def test_sampling_is_a_function_of_rng(imported):
@@ -129,8 +132,7 @@ def test_filter_logits_keeps_top_k_and_the_nucleus():
     logits = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
 
     def kept(**settings) -> np.ndarray:
-        settings = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **settings}
-        return np.isfinite(filter_logits(logits, **settings))[0]
+        return np.isfinite(filter_logits(logits, LogitFilters(**settings)))[0]
 
     np.testing.assert_array_equal(kept(), [True, True, True, True])
     np.testing.assert_array_equal(kept(top_k=2), [False, True, False, True])
@@ -149,9 +151,7 @@ def test_nucleus_matches_a_sorted_prefix_with_ties_and_top_k(vocab):
     logits[0] = 0.0  # one row entirely tied
     for top_p in (0.05, 0.5, 0.9, 0.999):
         for top_k in (0, 5):
-            kept = np.isfinite(
-                np.asarray(filter_logits(jnp.asarray(logits), temperature=1.0, top_k=top_k, top_p=top_p))
-            )
+            kept = np.isfinite(np.asarray(filter_logits(jnp.asarray(logits), LogitFilters(top_k=top_k, top_p=top_p))))
             for row, row_kept in zip(logits.astype(np.float64), kept):
                 if top_k:
                     row = np.where(row < np.sort(row)[-top_k], -np.inf, row)

@@ -12,8 +12,9 @@ import torch
 import transformers
 
 from distill_jax.models.decoding import greedy_decode
+from distill_jax.models.family import init_params
 from distill_jax.models.hf_t5 import params_from_hf_state_dict
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config, get_config
 
 MAX_LEN = 10

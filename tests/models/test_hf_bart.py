@@ -14,17 +14,12 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from distill_jax.models import lora
-from distill_jax.models.bart import BartTransformer, init_params
+from distill_jax.models.bart import BartTransformer
 from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.decoding import beam_search, greedy_decode
 from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.hf_bart import (
-    hf_state_dict_from_params,
-    load_hf_bart,
-    params_from_hf_state_dict,
-    save_hf_bart,
-    save_peft_adapter,
-)
+from distill_jax.models.family import init_params, save_hf, save_peft_adapter
+from distill_jax.models.hf_bart import hf_state_dict_from_params, load_hf_bart, params_from_hf_state_dict
 
 SOURCES = ["The quick brown fox jumps over the lazy dog.", "Hi!", "Paraphrase this sentence, please."]
 TARGETS = ["A fast brown fox leaps.", "Hello!", "Please reword it."]
@@ -181,7 +176,7 @@ def test_import_export_round_trip_keeps_transformers_logits(name, batch, tmp_pat
     assert loaded_cfg == cfg
     assert_parity(cfg, params, expected, batch)
 
-    save_hf_bart(str(tmp_path / "out"), cfg, params, tokenizer_dir=None)
+    save_hf(str(tmp_path / "out"), cfg, params, tokenizer_dir=None)
     exported = load_quietly_checked(str(tmp_path / "out"))
     head_is_shared = exported.lm_head.weight.data_ptr() == exported.model.shared.weight.data_ptr()
     assert head_is_shared == cfg.tie_word_embeddings
@@ -241,7 +236,7 @@ def test_state_dict_is_the_exact_inverse_of_import_in_both_layouts(param_dtype, 
     assert state["model.encoder.layers.0.self_attn.q_proj.bias"].shape == (32,)
     jax.tree.map(np.testing.assert_array_equal, params_from_hf_state_dict(state, cfg), params)
 
-    save_hf_bart(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+    save_hf(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
     assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["forced_bos_token_id"] == 2
     loaded_cfg, loaded = load_hf_bart(str(tmp_path / "hf"), param_dtype=param_dtype, dropout_rate=0.0)
     assert loaded_cfg == cfg
@@ -337,12 +332,12 @@ def test_lora_exports_merged_and_as_a_peft_adapter_on_the_base(batch, tmp_path):
     _, ours = forward(LORA)(params, inputs.input_ids.numpy(), shift_right(labels.numpy(), 1))
     base_cfg = dataclasses.replace(LORA, lora_rank=0)
 
-    save_hf_bart(str(tmp_path / "merged"), base_cfg, lora.merge_lora(params, LORA), tokenizer_dir=None)
+    save_hf(str(tmp_path / "merged"), base_cfg, lora.merge_lora(params, LORA), tokenizer_dir=None)
     merged = load_quietly_checked(str(tmp_path / "merged"))
     np.testing.assert_allclose(hf_outputs(merged, batch).logits.numpy(), np.asarray(ours), atol=1e-4, rtol=1e-4)
 
     base_dir, adapter_dir = str(tmp_path / "base"), str(tmp_path / "base" / "lora_adapter")
-    save_hf_bart(base_dir, base_cfg, lora.strip_adapters(params), tokenizer_dir=None)
+    save_hf(base_dir, base_cfg, lora.strip_adapters(params), tokenizer_dir=None)
     save_peft_adapter(adapter_dir, LORA, params, base_dir)
     adapter_config = json.loads((tmp_path / "base" / "lora_adapter" / "adapter_config.json").read_text())
     assert adapter_config["target_modules"] == ["fc1", "fc2", "k_proj", "lm_head", "out_proj", "q_proj", "v_proj"]

@@ -13,8 +13,9 @@ from transformers.utils import logging as hf_logging
 
 from distill_jax.data.tokenizers import ByteTokenizer
 from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.hf_t5 import hf_state_dict_from_params, load_hf_t5, params_from_hf_state_dict, save_hf_t5
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.family import init_params, save_hf
+from distill_jax.models.hf_t5 import hf_state_dict_from_params, load_hf_t5, params_from_hf_state_dict
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config
 
 SOURCES = ["The quick brown fox jumps over the lazy dog.", "Hi!", "Distillation makes small, fast students."]
@@ -72,7 +73,7 @@ def load_quietly_checked(out_dir):
 def test_export_reloads_in_transformers_with_the_same_logits(name, tmp_path):
     cfg = CONFIGS[name]
     params = random_params(cfg)
-    save_hf_t5(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+    save_hf(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
 
     model = load_quietly_checked(str(tmp_path / "hf"))
     assert model.config.scale_decoder_outputs == cfg.tie_word_embeddings
@@ -104,7 +105,7 @@ def test_state_dict_is_the_exact_inverse_of_import(param_dtype, tmp_path):
     assert state["encoder.block.0.layer.0.SelfAttention.o.weight"].shape == (64, 72)
     jax.tree.map(np.testing.assert_array_equal, params_from_hf_state_dict(state, cfg), params)
 
-    save_hf_t5(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+    save_hf(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
     loaded_cfg, loaded = load_hf_t5(str(tmp_path / "hf"), param_dtype=param_dtype, dtype=cfg.dtype)
     assert loaded_cfg == cfg
     assert jax.tree.leaves(loaded)[0].dtype == np.dtype(jax.numpy.dtype(param_dtype))
@@ -117,7 +118,7 @@ def test_copies_an_hf_tokenizer_and_replaces_only_with_overwrite(tmp_path):
     transformers.ByT5Tokenizer().save_pretrained(str(tokenizer_dir))
     (tokenizer_dir / "model.safetensors").write_bytes(b"not a tokenizer file")
     out = tmp_path / "hf"
-    save_hf_t5(str(out), cfg, random_params(cfg), tokenizer_dir=str(tokenizer_dir))
+    save_hf(str(out), cfg, random_params(cfg), tokenizer_dir=str(tokenizer_dir))
     assert sorted(p.name for p in out.iterdir()) == [
         "added_tokens.json",
         "config.json",
@@ -128,8 +129,8 @@ def test_copies_an_hf_tokenizer_and_replaces_only_with_overwrite(tmp_path):
     assert (out / "model.safetensors").read_bytes() != b"not a tokenizer file"
 
     with pytest.raises(FileExistsError, match="overwrite"):
-        save_hf_t5(str(out), cfg, random_params(cfg), tokenizer_dir=None)
-    save_hf_t5(str(out), cfg, random_params(cfg, seed=1), tokenizer_dir=None, overwrite=True)
+        save_hf(str(out), cfg, random_params(cfg), tokenizer_dir=None)
+    save_hf(str(out), cfg, random_params(cfg, seed=1), tokenizer_dir=None, overwrite=True)
     _, reloaded = load_hf_t5(str(out), dropout_rate=0.0)
     jax.tree.map(np.testing.assert_array_equal, reloaded, random_params(cfg, seed=1))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # No temporary leftovers.
@@ -141,7 +142,7 @@ def test_export_names_missing_and_misshaped_parameters(tmp_path):
     del params["decoder"]["logits_dense"]
     params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"] = np.zeros((3, 3), np.float32)
     with pytest.raises(ValueError) as error:
-        save_hf_t5(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+        save_hf(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
     assert "missing parameter decoder/logits_dense/kernel" in str(error.value)
     assert "parameter encoder/layers_0/mlp/wo/kernel has shape (3, 3), expected (96, 64)" in str(error.value)
     assert not (tmp_path / "hf").exists()
@@ -161,7 +162,7 @@ def test_mt5_imports_unscaled_and_exports_as_the_same_t5(tmp_path):
     cfg, params = load_hf_t5(str(tmp_path / "mt5"))
     assert not cfg.tie_word_embeddings
 
-    save_hf_t5(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
+    save_hf(str(tmp_path / "hf"), cfg, params, tokenizer_dir=None)
     exported = load_quietly_checked(str(tmp_path / "hf"))
     ids = torch.tensor([[40, 41, 42, 1], [50, 51, 1, 0]])
     labels = torch.tensor([[60, 61, 1], [70, 1, 0]])

@@ -11,7 +11,8 @@ import pytest
 
 from distill_jax.models import lora
 from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.family import init_params
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import get_config
 
 BASE = get_config("tiny", dropout_rate=0.0)

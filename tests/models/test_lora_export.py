@@ -11,8 +11,8 @@ import transformers
 
 from distill_jax.models import lora
 from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.hf_t5 import save_hf_t5, save_peft_adapter
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.family import init_params, save_hf, save_peft_adapter
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import get_config
 
 BASE = get_config("tiny", dropout_rate=0.0, d_model=64, d_ff=128, d_kv=16)
@@ -43,7 +43,7 @@ def reference_and_hf_logits(params, model):
 
 def test_merged_export_matches_the_lora_model(tmp_path):
     params = trained_lora_params()
-    save_hf_t5(str(tmp_path / "merged"), BASE, lora.merge_lora(params, LORA), tokenizer_dir=None)
+    save_hf(str(tmp_path / "merged"), BASE, lora.merge_lora(params, LORA), tokenizer_dir=None)
     model = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path / "merged")).eval()
     ours, hf = reference_and_hf_logits(params, model)
     np.testing.assert_allclose(ours, hf, atol=1e-4, rtol=1e-4)
@@ -53,7 +53,7 @@ def test_peft_adapter_on_the_base_model_matches_the_lora_model(tmp_path):
     peft = pytest.importorskip("peft")
     params = trained_lora_params()
     base_dir, adapter_dir = str(tmp_path / "base"), str(tmp_path / "base" / "lora_adapter")
-    save_hf_t5(base_dir, BASE, lora.strip_adapters(params), tokenizer_dir=None)
+    save_hf(base_dir, BASE, lora.strip_adapters(params), tokenizer_dir=None)
     save_peft_adapter(adapter_dir, LORA, params, base_dir)
     base = transformers.T5ForConditionalGeneration.from_pretrained(base_dir)
     model = peft.PeftModel.from_pretrained(base, adapter_dir).eval()

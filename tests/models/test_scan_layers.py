@@ -10,16 +10,12 @@ import pytest
 import safetensors.numpy
 from jax.sharding import PartitionSpec as P
 
-from distill_jax.models.decoding import beam_search, greedy_decode, sample
+from distill_jax.models.decoding import LogitFilters, beam_search, greedy_decode, sample
 from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
-from distill_jax.models.hf_t5 import (
-    hf_state_dict_from_params,
-    params_from_hf_state_dict,
-    peft_state_dict_from_params,
-    save_hf_t5,
-)
+from distill_jax.models.family import init_params, save_hf
+from distill_jax.models.hf_t5 import hf_state_dict_from_params, params_from_hf_state_dict, peft_state_dict_from_params
 from distill_jax.models.lora import merge_lora
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import get_config
 from distill_jax.training.hf_interop import export_hf, import_hf
 
@@ -83,7 +79,7 @@ def test_kv_cache_decoding_gives_the_same_tokens(params, tokens):
             greedy_decode(model, p, encoder, max_decode_length=8),
             # Beam search reorders the self-attention cache by parent beam: axis 1 of the stacked cache.
             *beam_search(model, p, encoder, max_decode_length=8, num_beams=3),
-            sample(model, p, encoder, key, max_decode_length=8, top_k=5, num_return_sequences=2),
+            sample(model, p, encoder, key, max_decode_length=8, filters=LogitFilters(top_k=5), num_return_sequences=2),
         )
 
     greedy, beams, scores, samples = jax.jit(decode, static_argnums=0)(CONFIG, params[0])
@@ -115,7 +111,7 @@ def test_lora_adapters_of_a_scanned_model_export_per_layer():
 
 def test_import_hf_into_a_scanned_run_and_export_it_back_unchanged(small_train_config, params, tmp_path):
     # A tiny-shaped HF directory over the byte vocabulary, so the demo corpus fits it.
-    save_hf_t5(str(tmp_path / "hf"), CONFIG, params[0], tokenizer_dir=None)
+    save_hf(str(tmp_path / "hf"), CONFIG, params[0], tokenizer_dir=None)
     cfg = small_train_config()
     cfg.model.scan_layers = True
     import_hf(str(tmp_path / "hf"), str(tmp_path / "run"), cfg)

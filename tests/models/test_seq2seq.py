@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from distill_jax.models.family import init_params
 from distill_jax.models.seq2seq import Seq2SeqModel, cross_entropy_with_z_loss
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import get_config
 
 

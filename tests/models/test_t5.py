@@ -12,7 +12,8 @@ import transformers
 from jax.sharding import PartitionSpec
 
 from distill_jax.models.encoder_decoder import shift_right
-from distill_jax.models.t5 import T5Transformer, init_params
+from distill_jax.models.family import init_params
+from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import SIZES, T5Config, flops_per_token, get_config, num_params
 
 LOGICAL_AXES = {"vocab", "embed", "heads", "kv", "mlp", "relpos_buckets"}

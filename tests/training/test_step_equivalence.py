@@ -15,7 +15,7 @@ import pytest
 
 from distill_jax.data import pipeline, shards
 from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
-from distill_jax.models.t5 import init_params
+from distill_jax.models.family import init_params
 from distill_jax.presets import demo_config
 from distill_jax.training import step
 from distill_jax.training.run_setup import setup_run
