@@ -19,6 +19,7 @@ import numpy as np
 
 Array = jax.Array
 
+_SCORES = functools.partial(jnp.einsum, "bhqd,bhkd->bhqk")
 # Added to masked attention scores; the most negative float32, as HF uses.
 MASKED = float(np.finfo(np.float32).min)
 # The logical axes of per-head queries, keys, values and attention outputs.
@@ -89,6 +90,31 @@ def cross_mask(
 # ----------------------------------------------------------------------------------------------
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def float32_product(product: Callable[..., Array], a: Array, b: Array) -> Array:
+    """``product(a, b)`` accumulated and returned in float32, its gradients computed in ``a``'s and ``b``'s dtype.
+
+    For the products whose output feeds float32 statistics (attention scores, the LM head's logits).
+    JAX's own gradient would multiply the float32 cotangent with the bf16 operand, a mixed product
+    that runs in float32 (off a GPU's bf16 tensor cores) in the LM head's two backward matmuls, among
+    the step's largest; here the cotangent is cast to the compute dtype first, as bf16 training does.
+    """
+    return product(a, b, preferred_element_type=jnp.float32)
+
+
+def _float32_product_fwd(product: Callable[..., Array], a: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return float32_product(product, a, b), (a, b)
+
+
+def _float32_product_bwd(product: Callable[..., Array], operands: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    a, b = operands
+    _, pullback = jax.vjp(product, a, b)
+    return pullback(g.astype(jnp.result_type(a, b)))
+
+
+float32_product.defvjp(_float32_product_fwd, _float32_product_bwd)
+
+
 def attend(
     query: Array,
     key: Array,
@@ -113,7 +139,7 @@ def attend(
     # Heads-major operands make both products plain batched matmuls: contracting the
     # [b, l, h, d] layout directly ran ~5x slower on XLA CPU (64 x 100 tokens, 4 heads).
     query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
+    scores = float32_product(_SCORES, query, key)
     if scale != 1.0:
         scores = scores * scale
     for bias in biases:  # added one by one: no [B, heads, Q, K] sum is materialised per stack

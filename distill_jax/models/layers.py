@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill_jax.models.attention import HEAD_AXES, CachedAttention
+from distill_jax.models.attention import HEAD_AXES, CachedAttention, float32_product
 from distill_jax.models.bart_config import BartConfig
 from distill_jax.models.lora import ADAPTER, LoraAdapter, adapts
 from distill_jax.models.t5_config import T5Config
@@ -167,12 +167,9 @@ class Dense(nn.Module):
             self.in_shape + self.out_shape,
             dtypes["param_dtype"],
         )
-        y = jnp.tensordot(
-            x.astype(dtypes["dtype"]),
-            kernel.astype(dtypes["dtype"]),
-            axes=len(self.in_shape),
-            preferred_element_type=jnp.float32 if self.float32_output else None,
-        )
+        product = functools.partial(jnp.tensordot, axes=len(self.in_shape))
+        operands = (x.astype(dtypes["dtype"]), kernel.astype(dtypes["dtype"]))
+        y = float32_product(product, *operands) if self.float32_output else product(*operands)
         if self.use_bias:
             bias_init = nn.with_logical_partitioning(nn.initializers.zeros, self.out_names)
             y = y + self.param("bias", bias_init, self.out_shape, dtypes["param_dtype"]).astype(y.dtype)
@@ -182,6 +179,9 @@ class Dense(nn.Module):
         return y
 
 
+_TIED_LOGITS = functools.partial(jnp.einsum, "btd,vd->btv")
+
+
 def lm_logits(
     cfg: T5Config | BartConfig, shared_embedding: nn.Module, x: Array, stddev: float, enable_dropout: bool
 ) -> Array:
@@ -189,7 +189,7 @@ def lm_logits(
     against the shared embedding when tied, else a ``logits_dense`` projection (LoRA target ``lm_head``)."""
     if cfg.tie_word_embeddings:
         embedding = shared_embedding.embedding.astype(x.dtype)
-        return jnp.einsum("btd,vd->btv", x, embedding, preferred_element_type=jnp.float32)
+        return float32_product(_TIED_LOGITS, x, embedding)
     vocab = ((cfg.vocab_size,), ("vocab",))
     head = Dense(cfg, (cfg.d_model,), ("embed",), *vocab, stddev, "lm_head", float32_output=True, name="logits_dense")
     return head(x, enable_dropout)
