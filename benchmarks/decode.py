@@ -35,7 +35,7 @@ import torch
 import transformers
 import workload_bound
 
-from distill_jax.models.decoding import beam_search, greedy_decode, sample
+from distill_jax.models.decoding import LogitFilters, beam_search, greedy_decode, sample
 from distill_jax.models.hf_t5 import params_from_hf_state_dict
 from distill_jax.models.t5 import T5Transformer
 from distill_jax.models.t5_config import T5Config, get_config
@@ -106,7 +106,7 @@ def _ours(cfg: T5Config, method: str, max_new_tokens: int) -> Callable[..., jax.
     if method == "beam4":
         decode = functools.partial(beam_search, model, max_decode_length=max_new_tokens, num_beams=NUM_BEAMS)
         return lambda params, tokens, rng: decode(params, tokens)[0][:, 0]
-    decode = functools.partial(sample, model, max_decode_length=max_new_tokens, top_p=TOP_P)
+    decode = functools.partial(sample, model, max_decode_length=max_new_tokens, filters=LogitFilters(top_p=TOP_P))
     return lambda params, tokens, rng: decode(params, tokens, rng)[:, 0]
 
 

@@ -178,7 +178,7 @@ def build_trainer_step(
     """
     mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     rules = tuple(tuple(r) for r in config.mesh.logical_axis_rules)
-    tx = optimizers.make_optimizer(config.optimizer, config.optimizer.get("schedule_steps", 0) or config.train.steps)
+    tx = optimizers.make_optimizer(config.optimizer, config.optimizer.schedule_steps or config.train.steps)
     abstract_state, shardings = state_shardings(model_config, tx, mesh, rules)
     batch_shardings = step.batch_shardings(mesh, rules)
     train_step = step.make_train_step(
@@ -190,6 +190,7 @@ def build_trainer_step(
         batch_shardings=batch_shardings,
         num_domains=num_domains,
         dropout_seed=config.seed + 1,
+        dropout_prng=config.train.dropout_prng,
         label_smoothing=config.train.label_smoothing,
         z_loss=config.train.z_loss,
         grad_accum_steps=config.train.grad_accum_steps,

@@ -126,6 +126,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.best_metric = "eval/macro/loss"  # Decides "best"; lower is better for names containing "loss".
     c.train.label_smoothing = 0.0  # Mass moved from the target token to the rest of the vocabulary.
     c.train.z_loss = 1e-4  # Penalty on log(Z)^2 that keeps logits from drifting (PaLM/T5X); 0 disables.
+    # Dropout's random bits: "threefry2x32" (JAX's default, integer hashing) or "rbg" / "unsafe_rbg" (XLA's
+    # RngBitGenerator, the hardware RNG T5X uses on TPU). Other masks, same statistics; sharded equals
+    # unsharded for each (tests/training/test_sharding.py). On CPU neither wins everywhere (BUILD_NOTES).
+    c.train.dropout_prng = "threefry2x32"
     # Peak FLOP/s per device for the MFU estimate; 0 looks it up from the device kind (unknown => no MFU).
     c.train.peak_flops_per_device = 0.0
     # Non-finite loss/grad norm/params: 0 stops the run at the next log interval (nothing non-finite is ever

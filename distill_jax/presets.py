@@ -80,6 +80,7 @@ def accelerator_config(size: str, batch_size: int) -> ml_collections.ConfigDict:
     c.model.size = size
     c.model.dtype = "bfloat16"
     c.model.dropout_rate = 0.1
+    c.train.dropout_prng = "rbg"  # The accelerator's RNG instead of threefry's integer hashing.
     c.prepare.max_target_len = 256  # Inputs keep the default 512.
     c.train.steps = 20_000
     c.train.batch_size = batch_size

@@ -12,6 +12,7 @@ from distill_jax import storage
 from distill_jax.config import ConfigError
 from distill_jax.data import shards
 from distill_jax.training.checkpoints import ON_CORRUPT_CHOICES
+from distill_jax.training.step import DROPOUT_PRNGS
 
 
 def _int(cfg: ml_collections.ConfigDict, dotted: str) -> int | None:
@@ -45,6 +46,8 @@ def train_config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
         problems.append(
             f"train.on_corrupt_checkpoint={cfg.train.on_corrupt_checkpoint!r} must be one of {ON_CORRUPT_CHOICES}"
         )
+    if cfg.train.dropout_prng not in DROPOUT_PRNGS:
+        problems.append(f"train.dropout_prng={cfg.train.dropout_prng!r} must be one of {DROPOUT_PRNGS}")
     if not cfg.data.train_dir:
         problems.append("data.train_dir is not set: point it at a `distill-jax prepare` output directory")
     for name in ("data.train_dir", "data.eval_dir"):

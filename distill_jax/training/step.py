@@ -160,6 +160,10 @@ class CompiledStep:
         return getattr(self.compiled, name)
 
 
+# train.dropout_prng's choices: PRNG implementations whose bits do not depend on the sharding.
+DROPOUT_PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
 def make_train_step(
     model: Model,
     tx: optax.GradientTransformation,
@@ -170,6 +174,7 @@ def make_train_step(
     batch_shardings: Mapping[str, Any],
     num_domains: int,
     dropout_seed: int,
+    dropout_prng: str = "threefry2x32",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     grad_accum_steps: int = 1,
@@ -194,7 +199,7 @@ def make_train_step(
     """
     if grad_accum_steps < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
-    dropout_key = jax.random.key(dropout_seed)
+    dropout_key = jax.random.key(dropout_seed, impl=dropout_prng)
     # With LoRA only adapters train: frozen weights get no gradient computation at all.
     trainable = lora.trainable_mask(state_shardings.params)
     batch_ways = partitioning.data_parallel_size(mesh, rules)

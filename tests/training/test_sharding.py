@@ -21,7 +21,7 @@ def test_mesh_shape_resolution_and_errors():
         partitioning.mesh_shape(2, 2, 1, 8)
 
 
-def one_step(cfg, devices, batch):
+def one_step(cfg, devices, batch, dropout_prng="threefry2x32"):
     """Loss sums and params after one train step on a mesh over `devices`."""
     run = setup_run(cfg)
     mesh = partitioning.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, devices=devices)
@@ -39,10 +39,21 @@ def one_step(cfg, devices, batch):
         batch_shardings=batch_sh,
         num_domains=len(run.domain_names),
         dropout_seed=1,
+        dropout_prng=dropout_prng,
     )
     sums = step.zero_metric_sums(len(run.domain_names))
     state, sums = train_step(state, sums, pipeline.host_to_global(batch, batch_sh))
     return jax.tree.map(np.asarray, sums), jax.tree.map(np.asarray, state.params), state
+
+
+def first_batch(cfg):
+    run = setup_run(cfg)
+    sources = shards.open_domain_sources(cfg.data.train_dir)
+    weights = pipeline.mixture_weights(run.train_domain_counts, "natural")
+    dataset = pipeline.build_train_dataset(
+        sources, weights, run.domain_index, seed=0, batch_size=16, max_input_len=64, max_target_len=96
+    )
+    return next(iter(dataset))
 
 
 # Pure data, pure FSDP and the three-way mix run by default; the other tensor mixes in CI's second step.
@@ -59,16 +70,7 @@ def one_step(cfg, devices, batch):
 def test_sharded_step_equals_single_device(small_train_config, data, fsdp, tensor):
     cfg = small_train_config()
     cfg.model.dropout_rate = 0.0
-    run = setup_run(cfg)
-    sources = shards.open_domain_sources(cfg.data.train_dir)
-    weights = pipeline.mixture_weights(run.train_domain_counts, "natural")
-    batch = next(
-        iter(
-            pipeline.build_train_dataset(
-                sources, weights, run.domain_index, seed=0, batch_size=16, max_input_len=64, max_target_len=96
-            )
-        )
-    )
+    batch = first_batch(cfg)
     ref_sums, ref_params, _ = one_step(cfg, jax.devices()[:1], batch)
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = data, fsdp, tensor
     sums, params, state = one_step(cfg, jax.devices(), batch)
@@ -80,3 +82,19 @@ def test_sharded_step_equals_single_device(small_train_config, data, fsdp, tenso
     if fsdp * tensor > 1:
         leaves = jax.tree.leaves(state.params)
         assert any(leaf.addressable_shards[0].data.size < leaf.size for leaf in leaves)
+
+
+@pytest.mark.parametrize("dropout_prng", ["rbg", pytest.param("threefry2x32", marks=pytest.mark.slow)])
+def test_dropout_masks_do_not_depend_on_the_mesh(small_train_config, dropout_prng):
+    """With dropout on, a 2 x 2 x 2 mesh draws the single device's masks: the same loss and update."""
+    cfg = small_train_config(model__dropout_rate=0.3)
+    batch = first_batch(cfg)
+    ref_sums, ref_params, _ = one_step(cfg, jax.devices()[:1], batch, dropout_prng)
+    # The knob changes the masks: the other implementation's step has another loss.
+    other = "threefry2x32" if dropout_prng == "rbg" else "rbg"
+    other_sums, _, _ = one_step(cfg, jax.devices()[:1], batch, other)
+    assert abs(float(other_sums["loss_sum"]) - float(ref_sums["loss_sum"])) > 1e-3 * abs(float(ref_sums["loss_sum"]))
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 2, 2, 2
+    sums, params, _ = one_step(cfg, jax.devices(), batch, dropout_prng)
+    np.testing.assert_allclose(sums["loss_sum"], ref_sums["loss_sum"], rtol=2e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, ref_params)

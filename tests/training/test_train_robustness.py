@@ -139,6 +139,7 @@ def test_bad_configs_fail_before_the_workdir_exists(small_train_config, tmp_path
         "train.steps=-5": dict(train__steps=-5),
         "train.batch_size=16 must be divisible by train.grad_accum_steps=3": dict(train__grad_accum_steps=3),
         "does not exist": dict(data__train_dir=str(tmp_path / "nope")),
+        "train.dropout_prng='philox' must be one of": dict(train__dropout_prng="philox"),
     }
     for expected, overrides in cases.items():
         workdir = tmp_path / "w"
