@@ -3,8 +3,9 @@
 import jax
 import numpy as np
 import pytest
+from helpers import first_train_batch
 
-from distill_jax.data import pipeline, shards
+from distill_jax.data import pipeline
 from distill_jax.training import partitioning, step
 from distill_jax.training.run_setup import setup_run
 from distill_jax.training.train_state import create_train_state
@@ -46,16 +47,6 @@ def one_step(cfg, devices, batch, dropout_prng="threefry2x32"):
     return jax.tree.map(np.asarray, sums), jax.tree.map(np.asarray, state.params), state
 
 
-def first_batch(cfg):
-    run = setup_run(cfg)
-    sources = shards.open_domain_sources(cfg.data.train_dir)
-    weights = pipeline.mixture_weights(run.train_domain_counts, "natural")
-    dataset = pipeline.build_train_dataset(
-        sources, weights, run.domain_index, seed=0, batch_size=16, max_input_len=64, max_target_len=96
-    )
-    return next(iter(dataset))
-
-
 # Pure data, pure FSDP and the three-way mix run by default; the other tensor mixes in CI's second step.
 @pytest.mark.parametrize(
     "data,fsdp,tensor",
@@ -70,7 +61,7 @@ def first_batch(cfg):
 def test_sharded_step_equals_single_device(small_train_config, data, fsdp, tensor):
     cfg = small_train_config()
     cfg.model.dropout_rate = 0.0
-    batch = first_batch(cfg)
+    batch = first_train_batch(cfg)
     ref_sums, ref_params, _ = one_step(cfg, jax.devices()[:1], batch)
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = data, fsdp, tensor
     sums, params, state = one_step(cfg, jax.devices(), batch)
@@ -90,7 +81,7 @@ def test_sharded_step_equals_single_device(small_train_config, data, fsdp, tenso
 def test_dropout_masks_do_not_depend_on_the_mesh(small_train_config, dropout_prng):
     """With dropout on, a 2 x 2 x 2 mesh draws the single device's masks: the same loss and update."""
     cfg = small_train_config(model__dropout_rate=0.3)
-    batch = first_batch(cfg)
+    batch = first_train_batch(cfg)
     ref_sums, ref_params, _ = one_step(cfg, jax.devices()[:1], batch, dropout_prng)
     # The knob changes the masks: the other implementation's step has another loss.
     other = "threefry2x32" if dropout_prng == "rbg" else "rbg"

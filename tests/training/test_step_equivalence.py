@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import optax
 import pytest
+from helpers import first_train_batch
 
-from distill_jax.data import pipeline, shards
+from distill_jax.data import pipeline
 from distill_jax.models.encoder_decoder import stack_layers, unstack_layers
 from distill_jax.models.family import init_params
 from distill_jax.presets import demo_config
@@ -34,14 +35,7 @@ def make_config(train_dir, **model):
 
 @pytest.fixture(scope="module")
 def batch(demo_prepared):
-    cfg = make_config(demo_prepared["train"])
-    run = setup_run(cfg)
-    sources = shards.open_domain_sources(cfg.data.train_dir)
-    weights = pipeline.mixture_weights(run.train_domain_counts, "natural")
-    dataset = pipeline.build_train_dataset(
-        sources, weights, run.domain_index, seed=0, batch_size=16, max_input_len=64, max_target_len=96
-    )
-    return next(iter(dataset))
+    return first_train_batch(make_config(demo_prepared["train"]))
 
 
 def one_sgd_step(cfg, batch, host_params, grad_accum_steps=1):
